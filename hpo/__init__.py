@@ -1,0 +1,31 @@
+"""hpo: hyperparameter search for fine-tuning pretrained transformers, on Optuna."""
+
+from hpo.errors import (
+    DataError,
+    DependencyError,
+    HpoError,
+    ModelError,
+    SpecError,
+    StorageError,
+    TrialFailure,
+)
+from hpo.space import Hyperparameters, SearchSpace, sample
+from hpo.spec import StudySpec, load_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "DependencyError",
+    "HpoError",
+    "Hyperparameters",
+    "ModelError",
+    "SearchSpace",
+    "SpecError",
+    "StorageError",
+    "StudySpec",
+    "TrialFailure",
+    "__version__",
+    "load_spec",
+    "sample",
+]

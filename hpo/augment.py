@@ -1,0 +1,138 @@
+"""Cheap, seeded text augmentation for training batches, scaled by one `strength` in [0, 1].
+
+Each call applies, in this order, with ``s`` the strength:
+
+1. sentence perturbation, with probability ``s``: a text of two or more sentences (split after
+   ``.``, ``!`` or ``?`` followed by whitespace) has its sentences put in a new order; otherwise a
+   text of two or more clauses (split after ``,``, ``;`` or ``:`` followed by whitespace) has its
+   clauses put in a new order, each separator staying in place; otherwise nothing happens;
+2. word deletion: each whitespace token is dropped with probability ``s / 3``; a one-token text
+   is never shortened, and if every token drew deletion one of them is kept;
+3. word substitution: each word-like token (letters, inner apostrophes allowed, surrounding
+   punctuation kept) is replaced with probability ``s / 3`` by a word drawn uniformly from the
+   vocabulary, keeping an upper-case first letter or an all-capitals form; skipped if the
+   vocabulary is empty;
+4. word swap: ``round(s * n / 3)`` swaps of two random positions among the ``n`` tokens left.
+
+There is no offline synonym dictionary, so substitution draws from the training corpus's own
+frequent words (see `build_vocabulary`). Tokens are re-joined with single spaces. Strength 0
+returns the input unchanged and draws no random numbers.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+_AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE_BREAK = re.compile(r"([,;:])\s+")
+
+
+def _is_link(token: str) -> bool:
+    """True for URLs and @-mentions, whose letters are not vocabulary and are not substituted."""
+    lowered = token.lower()
+    return "://" in lowered or lowered.startswith(("www.", "@"))
+
+
+def build_vocabulary(texts: Iterable[str], max_words: int = 20000) -> tuple[str, ...]:
+    """Most frequent alphabetic words of the training texts: the pool substitution draws from."""
+    if max_words < 1:
+        raise ValueError(f"`max_words` must be at least 1, got {max_words!r}")
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for token in text.split():
+            if not _is_link(token):
+                counts.update(word.lower() for word in _WORD.findall(token))
+    return tuple(word for word, _ in counts.most_common(max_words))
+
+
+def _match_case(template: str, word: str) -> str:
+    """Give `word` the capitalisation of `template` so a replacement reads like the original."""
+    if len(template) > 1 and template.isupper():
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+class Augmenter:
+    """Perturbs training texts at a fixed strength with its own seeded random generator."""
+
+    def __init__(self, strength: float, vocabulary: Sequence[str], seed: int) -> None:
+        """Check the strength; seed a private generator so runs repeat without global state."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"`strength` must be in [0, 1], got {strength!r}")
+        self.strength = float(strength)
+        self._vocabulary = tuple(vocabulary)
+        self._rng = random.Random(seed)
+
+    @property
+    def is_identity(self) -> bool:
+        """True at strength 0, where texts pass through untouched, so callers may skip the call."""
+        return self.strength == 0.0
+
+    def __call__(self, text: str) -> str:
+        """Return one perturbed copy of `text`; strength 0 and blank texts come back unchanged."""
+        if self.is_identity or not text.strip():
+            return text
+        rng = self._rng
+        share = self.strength / 3.0
+        if rng.random() < self.strength:
+            text = self._perturb_sentences(text.strip())
+        tokens = text.split()
+        if len(tokens) > 1:
+            kept = [token for token in tokens if rng.random() >= share]
+            tokens = kept or [rng.choice(tokens)]
+        if self._vocabulary:
+            tokens = [self._substitute(t) if rng.random() < share else t for t in tokens]
+        n = len(tokens)
+        if n > 1:
+            for _ in range(round(self.strength * n / 3.0)):
+                i, j = rng.randrange(n), rng.randrange(n)
+                tokens[i], tokens[j] = tokens[j], tokens[i]
+        return " ".join(tokens)
+
+    def batch(self, texts: Sequence[str]) -> list[str]:
+        """Perturb each text of a batch in turn, so one generator drives the whole stream."""
+        if self.is_identity:
+            return list(texts)
+        return [self(text) for text in texts]
+
+    def _substitute(self, token: str) -> str:
+        """Swap the word inside `token` for a vocabulary word, keeping its punctuation and case."""
+        if _is_link(token):
+            return token
+        match = _AFFIXES.match(token)
+        if match is None:
+            return token
+        prefix, core, suffix = match.groups()
+        if not _WORD.fullmatch(core):
+            return token
+        return prefix + _match_case(core, self._rng.choice(self._vocabulary)) + suffix
+
+    def _reorder(self, parts: list[str]) -> list[str]:
+        """Shuffle `parts` into an order that always differs from the original one."""
+        order = list(range(len(parts)))
+        self._rng.shuffle(order)
+        if order == sorted(order):
+            order = order[1:] + order[:1]
+        return [parts[i] for i in order]
+
+    def _perturb_sentences(self, text: str) -> str:
+        """Reorder the sentences of `text`, or failing two of them its clauses, else leave it."""
+        sentences = _SENTENCE_BREAK.split(text)
+        if len(sentences) > 1:
+            return " ".join(self._reorder(sentences))
+        pieces = _CLAUSE_BREAK.split(text)
+        clauses, separators = pieces[0::2], pieces[1::2]
+        if len(clauses) < 2 or not all(clauses):
+            return text
+        clauses = self._reorder(clauses)
+        out = clauses[0]
+        for separator, clause in zip(separators, clauses[1:], strict=True):
+            out += f"{separator} {clause}"
+        return out

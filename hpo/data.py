@@ -1,0 +1,341 @@
+"""Datasets: load from the hub, local files or an installed package; split; tokenize once; batch.
+
+Every source ends as the same shape: ``text`` (and ``text_pair``) plus an integer ``label``,
+with train / validation / optional test splits. Splits carved from train are stratified and
+seeded by ``data.seed``, so every trial and every worker sees the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import DataError, DependencyError, first_line
+from hpo.spec import DataSection
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in the common shape: texts, optional second texts, integer labels."""
+
+    text: list[str]
+    text_pair: list[str] | None
+    label: list[int]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        pair = [self.text_pair[i] for i in indices] if self.text_pair is not None else None
+        return Split([self.text[i] for i in indices], pair, [self.label[i] for i in indices])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A classification task ready to tokenize: its splits and its label names."""
+
+    train: Split
+    validation: Split
+    test: Split | None
+    label_names: list[str]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def majority_baseline(self) -> tuple[str, float]:
+        """The most frequent training label and the validation accuracy of always predicting it."""
+        counts = [0] * self.num_labels
+        for y in self.train.label:
+            counts[y] += 1
+        top = max(range(self.num_labels), key=counts.__getitem__)
+        hits = sum(1 for y in self.validation.label if y == top)
+        return self.label_names[top], hits / max(1, len(self.validation))
+
+
+def load_task(spec: DataSection) -> TaskData:
+    """Load, clean, split and cap the data the study file describes."""
+    raw = _load_raw(spec)
+    train_rows = raw.get(spec.train_split) if spec.hub else raw.get("train")
+    if train_rows is None:
+        raise DataError(f"the dataset has no split {spec.train_split!r}; it has: {', '.join(raw)}")
+    columns = [spec.text_column, spec.label_column] + (
+        [spec.text_pair_column] if spec.text_pair_column else []
+    )
+    val_name = spec.validation_split if spec.hub else "validation"
+    test_name = spec.test_split if spec.hub else "test"
+    tables = {"train": train_rows, "validation": raw.get(val_name), "test": raw.get(test_name)}
+    for split, table in tables.items():
+        if table is None:
+            continue
+        for key, col in zip(
+            ("text_column", "label_column", "text_pair_column"), columns, strict=False
+        ):
+            if col not in table.column_names:
+                raise DataError(
+                    f"`data.{key}` {col!r} is not a column of the {split} split; "
+                    f"its columns are: {', '.join(table.column_names)}"
+                )
+    label_names, encode = _label_encoder(train_rows, spec.label_column)
+    splits = {
+        name: _to_split(table, spec, encode, name)
+        for name, table in tables.items()
+        if table is not None
+    }
+    rng = random.Random(spec.seed)
+    train = splits["train"]
+    test = splits.get("test")
+    if test is not None and len(test) == 0:
+        test = None  # e.g. a hub test split whose labels are hidden
+    if test is None and spec.test_fraction > 0:
+        train, test = _stratified_split(train, spec.test_fraction, rng)
+    validation = splits.get("validation")
+    if validation is None or len(validation) == 0:
+        train, validation = _stratified_split(train, spec.validation_fraction or 0.1, rng)
+    if spec.max_train_samples is not None and len(train) > spec.max_train_samples:
+        train = _stratified_cap(train, spec.max_train_samples, rng)
+    if spec.max_eval_samples is not None and len(validation) > spec.max_eval_samples:
+        validation = _stratified_cap(validation, spec.max_eval_samples, rng)
+    if len(train) < 2 or len(validation) < 1:
+        raise DataError(
+            f"too little data: {len(train)} training and {len(validation)} validation rows"
+        )
+    return TaskData(train, validation, test, label_names)
+
+
+def _load_raw(spec: DataSection) -> dict[str, Any]:
+    """Read the source into {split name: datasets.Dataset}."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    if spec.hub is not None:
+        try:
+            loaded = datasets.load_dataset(spec.hub, spec.config)
+        except Exception as exc:  # the hub raises many kinds; all mean the same to a user
+            raise DataError(
+                f"cannot load hub dataset {spec.hub!r}"
+                + (f" (config {spec.config!r})" if spec.config else "")
+                + f": {first_line(exc)}"
+            ) from None
+        return dict(loaded)
+    if spec.package is not None:
+        assert spec.path is not None
+        files = {"train": str(_package_file(spec.package, spec.path))}
+    else:
+        assert spec.files is not None
+        files = dict(spec.files)
+    for split, name in files.items():
+        if not Path(name).is_file():
+            raise DataError(f"`data.files.{split}` not found: {name}")
+    return {split: _read_file(path, spec) for split, path in files.items()}
+
+
+def _read_file(path: str, spec: DataSection) -> Any:
+    import datasets
+
+    fmt = spec.format or _EXTENSIONS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {Path(path).name}; set `data.format` to csv, tsv, json, "
+            "jsonl or parquet"
+        )
+    kwargs: dict[str, Any] = {}
+    if fmt in ("csv", "tsv"):
+        builder = "csv"
+        kwargs = {"encoding": spec.encoding}
+        if fmt == "tsv":
+            kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
+    else:
+        builder = "json" if fmt in ("json", "jsonl") else "parquet"
+    try:
+        return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
+            '(for example "latin-1")'
+        ) from None
+    except Exception as exc:
+        raise DataError(f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}") from None
+
+
+def _package_file(package: str, path: str) -> Path:
+    """Find a data file shipped inside an installed distribution, without importing it."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise DependencyError(
+            f"`data.package` {package!r} is not installed; install it: pip install {package}"
+        ) from None
+    located = Path(str(dist.locate_file(path)))
+    if not located.is_file():
+        raise DataError(f"`data.path` {path!r} is not a file of the installed package {package!r}")
+    return located
+
+
+def _label_encoder(table: Any, column: str) -> tuple[list[str], dict[Any, int]]:
+    """Label names and a value -> index map; class-label features keep their own order."""
+    feature = table.features.get(column)
+    names = getattr(feature, "names", None)
+    if names:
+        return list(names), {i: i for i in range(len(names))}
+    values = {v for v in table[column] if v is not None and v != -1}
+    if not values:
+        raise DataError(f"`data.label_column` {column!r} has no labels in the train split")
+    if len(values) < 2:
+        raise DataError(f"`data.label_column` {column!r} has only one class: {values.pop()!r}")
+    if len(values) > 1000:
+        raise DataError(
+            f"`data.label_column` {column!r} has {len(values)} distinct values; "
+            "is it really a class label?"
+        )
+    ordered = sorted(values, key=lambda v: (isinstance(v, str), v))
+    return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
+
+
+def _to_split(table: Any, spec: DataSection, encode: dict[Any, int], name: str) -> Split:
+    texts = table[spec.text_column]
+    pairs = table[spec.text_pair_column] if spec.text_pair_column else None
+    labels = table[spec.label_column]
+    keep_text: list[str] = []
+    keep_pair: list[str] | None = [] if pairs is not None else None
+    keep_label: list[int] = []
+    for i, (text, y) in enumerate(zip(texts, labels, strict=True)):
+        if y is None or y == -1 or not isinstance(text, str) or not text.strip():
+            continue  # unlabelled or empty rows carry nothing to learn or score
+        if y not in encode:
+            raise DataError(
+                f"the {name} split has label {y!r}, which the train split never uses; "
+                f"train labels: {', '.join(map(str, encode))}"
+            )
+        keep_text.append(text)
+        if keep_pair is not None and pairs is not None:
+            keep_pair.append(pairs[i] if isinstance(pairs[i], str) else "")
+        keep_label.append(encode[y])
+    return Split(keep_text, keep_pair, keep_label)
+
+
+def _by_label(split: Split, rng: random.Random) -> list[list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, y in enumerate(split.label):
+        groups[y].append(i)
+    out = [groups[y] for y in sorted(groups)]
+    for group in out:
+        rng.shuffle(group)
+    return out
+
+
+def _stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    """Carve a held-out part keeping label proportions; (rest, held_out)."""
+    held: list[int] = []
+    rest: list[int] = []
+    for group in _by_label(split, rng):
+        k = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held += group[:k]
+        rest += group[k:]
+    return split.subset(sorted(rest)), split.subset(sorted(held))
+
+
+def _stratified_cap(split: Split, n: int, rng: random.Random) -> Split:
+    return _stratified_split(split, n / len(split), rng)[1]
+
+
+# ---------------------------------------------------------------- tokenization and batching
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenized split: token ids per row (unpadded) and labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    label: list[int]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Encoded:
+    """Tokenize a whole split once, without padding (batches pad to their own longest row)."""
+    out = tokenizer(
+        split.text,
+        split.text_pair,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+    )
+    types = out.get("token_type_ids")
+    return Encoded(list(out["input_ids"]), list(types) if types is not None else None, split.label)
+
+
+def collate(encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the chosen rows to the longest among them and stack them as tensors."""
+    import torch
+
+    width = max(len(encoded.input_ids[i]) for i in indices)
+    n = len(indices)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long) if encoded.token_type_ids else None
+    for row, i in enumerate(indices):
+        seq = encoded.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        if types is not None and encoded.token_type_ids is not None:
+            types[row, : len(seq)] = torch.tensor(encoded.token_type_ids[i])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    batch["labels"] = torch.tensor([encoded.label[i] for i in indices], dtype=torch.long)
+    return batch
+
+
+def train_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool
+) -> Iterator[list[int]]:
+    """Endless shuffled batches of row indices; with grouping, rows of similar length batch together.
+
+    Grouping sorts within windows of 50 batches and shuffles the batch order, so padding
+    shrinks while each epoch still sees every row once in a random-enough order.
+    """
+    rng = random.Random(seed)
+    n = len(lengths)
+    epoch = 0
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        window = batch_size * 50 if group_by_length else n
+        for start in range(0, n, window):
+            chunk = order[start : start + window]
+            if group_by_length:
+                chunk.sort(key=lengths.__getitem__)
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        if group_by_length:
+            rng.shuffle(batches)
+        yield from batches
+        epoch += 1
+
+
+def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches for no-grad evaluation, longest first, so padding is minimal and memory peaks early."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,0 +1,373 @@
+"""Rendering of a study's trials as rich renderables: the end-of-study report and a live view."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+from rich import box
+from rich import progress as rp
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+FAIL_REASON_WIDTH = 120
+DIRECTIONS = ("maximize", "minimize")
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """Facts computed from trials: the one place the report's numbers come from."""
+
+    study_name: str
+    metric: str
+    direction: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_running: int
+    best_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    steps_run: int  # sum of `steps` over finished trials
+    steps_if_unpruned: int  # steps_run + (max_steps - steps) for each pruned trial
+    steps_saved_by_pruning: int  # steps_if_unpruned - steps_run
+    failures: list[tuple[int, str]]  # (trial number, fail_reason or "unknown") of FAIL trials
+
+
+def _check_direction(direction: str) -> str:
+    """Return the direction in lower case, or raise ValueError if it is not one of DIRECTIONS."""
+    d = str(direction).lower()
+    if d not in DIRECTIONS:
+        raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
+    return d
+
+
+def _better(a: float, b: float, direction: str) -> bool:
+    """Whether value a is strictly better than value b in the given direction."""
+    return a > b if direction == "maximize" else a < b
+
+
+def _int_attr(trial: FrozenTrial, key: str) -> int | None:
+    """A user attr as an int, or None when missing or not a finite number."""
+    v = trial.user_attrs.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return int(v)
+
+
+def _steps(trial: FrozenTrial) -> int:
+    """Optimizer steps a trial ran: its `steps` attr, else its last reported step, else 0."""
+    s = _int_attr(trial, "steps")
+    return max(trial.intermediate_values, default=0) if s is None else s
+
+
+def _value(trial: FrozenTrial) -> float | None:
+    """A trial's objective value; for a pruned trial without one, its last reported value."""
+    if trial.values:
+        return float(trial.values[0])
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return None
+
+
+def _rank_key(direction: str) -> Callable[[FrozenTrial], tuple[int, float, int]]:
+    """Sort key putting better values first, trials without a value last, ties by number."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(t: FrozenTrial) -> tuple[int, float, int]:
+        v = _value(t)
+        return (1, 0.0, t.number) if v is None or math.isnan(v) else (0, sign * v, t.number)
+
+    return key
+
+
+def fmt_number(x: Any) -> str:
+    """Format a param or attr compactly: 3.2e-05 for tiny floats, 0.123 otherwise."""
+    if not isinstance(x, float) or x == 0 or not math.isfinite(x):
+        return str(x)
+    if abs(x) < 1e-3:
+        return f"{x:.1e}".replace(".0e", "e")
+    return f"{x:.4g}" if 1 <= abs(x) < 1e5 else f"{x:.3g}"
+
+
+def _one_line(reason: str, width: int = FAIL_REASON_WIDTH) -> str:
+    """Collapse whitespace and cut to width characters, marking a cut with an ellipsis."""
+    s = " ".join(reason.split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def summarize(
+    study_name: str, metric: str, direction: str, trials: Sequence[FrozenTrial]
+) -> StudySummary:
+    """Count trials by state, find the best complete trial and the training steps pruning saved."""
+    direction = _check_direction(direction)
+    by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
+    ranked = sorted(by_state[TrialState.COMPLETE], key=_rank_key(direction))
+    best = ranked[0] if ranked and _value(ranked[0]) is not None else None
+    steps_run = sum(_steps(t) for t in trials if t.state.is_finished())
+    unrun = sum(
+        max(0, planned - _steps(t))
+        for t in by_state[TrialState.PRUNED]
+        if (planned := _int_attr(t, "max_steps")) is not None
+    )
+    failures = [
+        (t.number, str(t.user_attrs.get("fail_reason") or "unknown"))
+        for t in sorted(by_state[TrialState.FAIL], key=lambda t: t.number)
+    ]
+    return StudySummary(
+        study_name=study_name,
+        metric=metric,
+        direction=direction,
+        n_complete=len(by_state[TrialState.COMPLETE]),
+        n_pruned=len(by_state[TrialState.PRUNED]),
+        n_failed=len(by_state[TrialState.FAIL]),
+        n_running=len(by_state[TrialState.RUNNING]),
+        best_number=None if best is None else best.number,
+        best_value=None if best is None else _value(best),
+        best_params={} if best is None else dict(best.params),
+        steps_run=steps_run,
+        steps_if_unpruned=steps_run + unrun,
+        steps_saved_by_pruning=unrun,
+        failures=failures,
+    )
+
+
+def _ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[FrozenTrial]:
+    """The top trials: complete ones by value, then pruned ones by their last reported value."""
+    key = _rank_key(direction)
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=key)
+    return (complete + sorted((t for t in trials if t.state == TrialState.PRUNED), key=key))[:top]
+
+
+def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> Table:
+    """Table of the top trials with one column per param."""
+    rows = _ranked(trials, summary.direction, top)
+    names: list[str] = []
+    for t in rows:
+        names.extend(n for n in t.params if n not in names)
+    better = "higher" if summary.direction == "maximize" else "lower"
+    table = Table(
+        title=Text(f"top {len(rows)} trials by {summary.metric}"),
+        caption=Text(
+            f"{better} is better; complete trials first, then pruned trials (dim) "
+            "ranked by the last value they reported"
+        ),
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("#", justify="right")
+    table.add_column("state")
+    table.add_column(Text(summary.metric), justify="right")
+    for name in names:
+        table.add_column(Text(name))
+    table.add_column("steps", justify="right")
+    table.add_column("samples/s", justify="right")
+    for t in rows:
+        steps, planned = _steps(t), _int_attr(t, "max_steps")
+        sps = t.user_attrs.get("samples_per_second")
+        cells = [
+            str(t.number),
+            t.state.name,
+            "—" if (v := _value(t)) is None else f"{v:.4g}",
+            *(fmt_number(t.params[n]) if n in t.params else "" for n in names),
+            f"{steps}/{planned}" if planned is not None else str(steps),
+            f"{sps:.1f}" if isinstance(sps, int | float) else "",
+        ]
+        best = t.number == summary.best_number
+        style = "bold green" if best else ("dim" if t.state == TrialState.PRUNED else "")
+        table.add_row(*(Text(c) for c in cells), style=style)
+    return table
+
+
+def _baseline_line(summary: StudySummary, baseline: tuple[str, float]) -> Text:
+    """One line comparing the best value to a baseline's value."""
+    name, base = baseline
+    if summary.best_value is None:
+        return Text(f"no complete trial to compare with {name} ({summary.metric} {base:.4g})")
+    best, diff = summary.best_value, summary.best_value - base
+    verdict = (
+        "better than"
+        if _better(best, base, summary.direction)
+        else ("equal to" if best == base else "worse than")
+    )
+    return Text(
+        f"best {summary.metric} {best:.4g} is {verdict} {name} {base:.4g} ({diff:+.4g})",
+        style="green" if verdict == "better than" else "yellow",
+    )
+
+
+def render_report(
+    summary: StudySummary,
+    trials: Sequence[FrozenTrial],
+    top: int = 10,
+    baseline: tuple[str, float] | None = None,
+) -> Group:
+    """The end-of-study report: leaderboard, counts, pruning savings, best params, failures."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, not {top}")
+    head = Text(f"study {summary.study_name}: {summary.metric} ({summary.direction})", style="bold")
+    if not trials:
+        return Group(head, Text("no trials yet: run the study first", style="yellow"))
+    parts: list[RenderableType] = [head]
+    if summary.n_complete or summary.n_pruned:
+        parts.append(_leaderboard(summary, trials, top))
+    counts = (summary.n_complete, summary.n_pruned, summary.n_failed, summary.n_running)
+    parts.append(Text("{} complete, {} pruned, {} failed, {} running".format(*counts)))
+    total, saved = summary.steps_if_unpruned, summary.steps_saved_by_pruning
+    pct = f"{100 * saved / total:.1f}" if total else "0.0"
+    parts.append(Text(f"pruning saved {saved:,} of {total:,} training steps ({pct}%)"))
+    if summary.best_number is not None:
+        params = Table.grid(padding=(0, 2))
+        params.add_column(style="cyan")
+        params.add_column()
+        for name, value in summary.best_params.items():
+            params.add_row(Text(name), Text(fmt_number(value)))
+        title = f"best trial #{summary.best_number}: {summary.metric} {summary.best_value:.4g}"
+        parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
+    else:
+        parts.append(Text("no trial has completed yet", style="yellow"))
+    if baseline is not None:
+        parts.append(_baseline_line(summary, baseline))
+    if summary.failures:
+        parts.append(Text("failed trials:", style="bold red"))
+        parts.extend(Text(f"  #{n}  {_one_line(reason)}") for n, reason in summary.failures)
+    return Group(*parts)
+
+
+class LiveView:
+    """Live terminal view while a study runs: current trial, its steps, best so far, counts."""
+
+    def __init__(
+        self,
+        console: Console,
+        study_name: str,
+        metric: str,
+        direction: str,
+        n_trials: int | None,
+    ) -> None:
+        """Set up the view; nothing is drawn until the view is entered."""
+        self.console = console
+        self.study_name = study_name
+        self.metric = metric
+        self.direction = _check_direction(direction)
+        self.n_trials = n_trials
+        self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self.best: tuple[int, float] | None = None
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._number: int | None = None  # the trial now training
+        self._params: dict[str, Any] = {}
+        self._latest: tuple[int, float] | None = None  # (step, value) of its latest eval
+        self._task: rp.TaskID | None = None
+        self._last_step, self._closed = 0, False
+        columns = (rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn())
+        eta = (rp.TextColumn("eta"), rp.TimeRemainingColumn())
+        self._progress = rp.Progress(*columns, *eta, console=console, auto_refresh=False)
+
+    def __enter__(self) -> LiveView:
+        """Start drawing the live area."""
+        self._live = Live(
+            get_renderable=self._render,
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop drawing; the last state of the live area stays on screen."""
+        if self._live is not None:
+            with self._lock:
+                self._closed = True
+            self._live.stop()
+            self._live = None
+
+    def trial_started(self, number: int, params: Mapping[str, Any], total_steps: int) -> None:
+        """A trial begins: show it with a fresh progress bar of total_steps."""
+        with self._lock:
+            self._number, self._params = number, dict(params)
+            self._last_step, self._latest = 0, None
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            total = total_steps if total_steps > 0 else None
+            self._task = self._progress.add_task("train", total=total)
+
+    def step(self, step: int) -> None:
+        """The current trial reached optimizer step `step` (cheap: no redraw)."""
+        self._last_step = step
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(KeyError):  # the trial may have just finished elsewhere
+                self._progress.update(task, completed=step)
+
+    def evaluated(self, step: int, value: float) -> None:
+        """The current trial's latest validation value."""
+        with self._lock:
+            self._latest = (step, value)
+            self._last_step = max(self._last_step, step)
+
+    def trial_finished(self, number: int, state: str, value: float | None) -> None:
+        """A trial ended: count it, update the best so far and print its line above the view."""
+        state = state.upper()
+        with self._lock:
+            self.counts[state] = self.counts.get(state, 0) + 1
+            params = self._params if number == self._number else {}
+            if value is None and self._latest is not None and number == self._number:
+                value = self._latest[1]
+            new_best = (
+                state == "COMPLETE"
+                and value is not None
+                and not math.isnan(value)
+                and (self.best is None or _better(value, self.best[1], self.direction))
+            )
+            if new_best and value is not None:
+                self.best = (number, value)
+            line = Text(f"#{number} {state}", style=_STATE_STYLE.get(state, ""))
+            if state != "COMPLETE":
+                line.append(f" at step {self._last_step}")
+            if value is not None:
+                line.append(f"  {self.metric} {value:.4g}")
+            for name, v in params.items():
+                line.append(f"  {name} {fmt_number(v)}", style="dim")
+            if new_best:
+                line.append("  new best", style="bold green")
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+                self._task = None
+            self._number, self._latest = None, None
+        self.console.print(line)
+
+    def _render(self) -> RenderableType:
+        """The live area, built when rich refreshes it (about 4 times a second)."""
+        with self._lock:
+            lines: list[RenderableType] = []
+            head = Text(f"{self.study_name} · {self.metric} ({self.direction}) · ", style="bold")
+            if self._number is not None:
+                head.append(f"trial #{self._number} training")
+            elif self._closed:
+                head.append("done")
+            else:
+                head.append("waiting for the next trial", style="dim")
+            lines.append(head)
+            if self._task is not None:
+                lines.append(self._progress)
+            if self._latest is not None:
+                step, v = self._latest
+                lines.append(Text(f"latest eval: {self.metric} {v:.4g} at step {step}"))
+            best = f"{self.metric} {self.best[1]:.4g} (trial #{self.best[0]})" if self.best else ""
+            lines.append(Text(f"best so far: {best or 'none yet'}"))
+            c = self.counts
+            tally = f"{c['COMPLETE']} complete · {c['PRUNED']} pruned · {c['FAIL']} failed"
+            if self.n_trials:
+                tally += f" · {sum(c.values())} of {self.n_trials} trials"
+            lines.append(Text(tally))
+            return Group(*lines)

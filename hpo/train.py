@@ -1,0 +1,310 @@
+"""The fine-tuning loop: AdamW on cross-entropy, warmup and decay, evaluation every k steps.
+
+It knows nothing of Optuna: the caller passes ``on_eval(step, metrics)``, which returns True to
+stop early (that is how pruning reaches the loop). Failures a trial cannot recover from (NaN loss,
+out of memory) are raised as ``TrialFailure`` with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpo.data import Encoded, collate, eval_batches, train_batches
+from hpo.errors import TrialFailure
+from hpo.model import parameter_groups
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+Batch = dict[str, "torch.Tensor"]
+OnEval = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a trial runs and in which precision."""
+
+    type: str  # "cuda", "mps" or "cpu"
+    index: int | None
+    description: str  # stored with each trial, e.g. "cuda:0 (NVIDIA H200)"
+    autocast: str | None  # "bf16", "fp16" or None
+
+    @property
+    def torch(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
+    """CUDA if there is one, then MPS, then the CPU; bf16 autocast where the GPU supports it."""
+    import torch
+
+    kind = requested.split(":")[0]
+    if kind == "auto":
+        if torch.cuda.is_available():
+            kind = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            kind = "mps"
+        else:
+            kind = "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise TrialFailure("`train.device` asks for CUDA but torch sees no CUDA GPU")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        auto = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        autocast = None if precision == "fp32" else (auto if precision == "auto" else precision)
+        return Device("cuda", index, name, autocast)
+    autocast = "bf16" if precision == "bf16" and kind == "cpu" else None
+    return Device(kind, None, kind, autocast)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Everything the loop needs, already resolved from the study file and the trial's sample."""
+
+    max_steps: int
+    eval_every: int
+    batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    lr_schedule: str
+    weight_decay: float
+    seed: int
+    metric: str = "accuracy"
+    maximize: bool = True
+    keep: str = "last"  # "last" or "best" evaluation becomes the result
+    gradient_accumulation: int = 1
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 128
+    group_by_length: bool = True
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_ratio * self.max_steps)
+
+
+def steps_for(n_train: int, batch_size: int, accumulation: int, epochs: float) -> int:
+    """Optimizer steps for ``epochs`` passes over ``n_train`` rows."""
+    return max(1, math.ceil(n_train * epochs / (batch_size * accumulation)))
+
+
+@dataclass
+class TrainResult:
+    """What a trial did: its last (or best) metrics and how fast and far it got."""
+
+    metrics: dict[str, float]
+    steps: int
+    train_samples: int
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_mb: float
+    stopped_early: bool
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def classification_metrics(
+    preds: Sequence[int], labels: Sequence[int], num_labels: int
+) -> dict[str, float]:
+    """Accuracy, macro-F1 and (two classes only) F1 of class 1, from predicted and true labels."""
+    n = len(labels)
+    tp = [0] * num_labels
+    fp = [0] * num_labels
+    fn = [0] * num_labels
+    for p, y in zip(preds, labels, strict=True):
+        if p == y:
+            tp[y] += 1
+        else:
+            fp[p] += 1
+            fn[y] += 1
+
+    def f1(c: int) -> float:
+        denom = 2 * tp[c] + fp[c] + fn[c]
+        return 2 * tp[c] / denom if denom else 0.0
+
+    out = {"accuracy": sum(tp) / n if n else 0.0}
+    out["macro_f1"] = sum(f1(c) for c in range(num_labels)) / num_labels
+    if num_labels == 2:
+        out["f1"] = f1(1)
+    return out
+
+
+def evaluate(
+    model: PreTrainedModel, data: Encoded, device: Device, batch_size: int, pad_id: int
+) -> dict[str, float]:
+    """Metrics and mean cross-entropy on a split: no-grad, large batches sorted by length."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    preds: list[int] = []
+    labels: list[int] = []
+    loss_sum = 0.0
+    lengths = [len(x) for x in data.input_ids]
+    with torch.inference_mode(), _autocast(device):
+        for indices in eval_batches(lengths, batch_size):
+            batch = _to(collate(data, indices, pad_id), device)
+            out = model(**batch)
+            logits = out.logits.float()
+            loss_sum += torch.nn.functional.cross_entropy(
+                logits, batch["labels"], reduction="sum"
+            ).item()
+            preds += logits.argmax(-1).tolist()
+            labels += batch["labels"].tolist()
+    model.train(was_training)
+    metrics = classification_metrics(preds, labels, int(model.config.num_labels or 0))
+    metrics["eval_loss"] = loss_sum / max(1, len(labels))
+    return metrics
+
+
+def train(
+    model: PreTrainedModel,
+    train_data: Encoded,
+    validation: Encoded,
+    plan: TrainPlan,
+    device: Device,
+    *,
+    pad_id: int,
+    make_batch: Callable[[list[int]], Batch] | None = None,
+    on_eval: OnEval | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` for ``plan.max_steps`` optimizer steps, evaluating every k steps.
+
+    ``make_batch`` turns row indices into a batch (the default pads the cached token ids; an
+    augmenting caller re-tokenizes perturbed text). ``on_eval`` returning True stops the loop.
+    """
+    import torch
+    from transformers import get_scheduler
+
+    torch.manual_seed(plan.seed)
+    model.to(device.torch)  # type: ignore[arg-type]
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device.torch)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, plan.weight_decay), lr=plan.learning_rate, fused=None
+    )
+    scheduler = get_scheduler(
+        plan.lr_schedule,
+        optimizer,
+        num_warmup_steps=plan.warmup_steps,
+        num_training_steps=plan.max_steps,
+    )
+    scaler = torch.amp.GradScaler("cuda") if device.autocast == "fp16" else None
+    make_batch = make_batch or (lambda idx: collate(train_data, idx, pad_id))
+    lengths = [len(x) for x in train_data.input_ids]
+    batches = train_batches(lengths, plan.batch_size, plan.seed, plan.group_by_length)
+
+    result = TrainResult({}, 0, 0, 0.0, 0.0, 0.0, stopped_early=False)
+    best: dict[str, float] | None = None
+    last: dict[str, float] | None = None
+    start = time.perf_counter()
+    for step in range(1, plan.max_steps + 1):
+        try:
+            loss = _step(model, optimizer, scaler, batches, make_batch, plan, device)
+        except torch.OutOfMemoryError:
+            raise TrialFailure(
+                f"out of memory at step {step} with batch size {plan.batch_size}; "
+                "lower batch_size or train.max_length"
+            ) from None
+        if not math.isfinite(loss):
+            raise TrialFailure(
+                f"loss became {loss} at step {step}; the learning rate "
+                f"{plan.learning_rate:.2g} is probably too high"
+            )
+        scheduler.step()
+        result.steps = step
+        result.train_samples += plan.batch_size * plan.gradient_accumulation
+        if on_step is not None:
+            on_step(step)
+        if step % plan.eval_every == 0 or step == plan.max_steps:
+            t0 = time.perf_counter()
+            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id)
+            result.eval_seconds += time.perf_counter() - t0
+            result.history.append((step, last))
+            if best is None or _better(last[plan.metric], best[plan.metric], plan):
+                best = last
+            if on_eval is not None and on_eval(step, last):
+                result.stopped_early = True
+                break
+    result.train_seconds = time.perf_counter() - start - result.eval_seconds
+    result.metrics = dict((best if plan.keep == "best" else last) or {})
+    result.peak_memory_mb = _peak_memory_mb(device)
+    return result
+
+
+def _step(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    batches: Any,
+    make_batch: Callable[[list[int]], Batch],
+    plan: TrainPlan,
+    device: Device,
+) -> float:
+    """One optimizer step over ``gradient_accumulation`` micro-batches; returns the mean loss."""
+    import torch
+
+    total = 0.0
+    for _ in range(plan.gradient_accumulation):
+        batch = _to(make_batch(next(batches)), device)
+        with _autocast(device):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        loss = loss / plan.gradient_accumulation
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        total += loss.item()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if plan.max_grad_norm > 0:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, plan.max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def _better(value: float, incumbent: float, plan: TrainPlan) -> bool:
+    return value > incumbent if plan.maximize else value < incumbent
+
+
+def _to(batch: Batch, device: Device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device.torch, non_blocking=True) for k, v in batch.items()}
+
+
+def _autocast(device: Device) -> Any:
+    import contextlib
+
+    import torch
+
+    if device.autocast is None:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if device.autocast == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _peak_memory_mb(device: Device) -> float:
+    """Peak GPU memory of this trial on CUDA; elsewhere the process's peak resident memory."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device.torch) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
