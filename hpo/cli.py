@@ -63,7 +63,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @set_option
-@click.option("--data/--no-data", default=True, help="Also load the data and model config (default).")
+@click.option(
+    "--data/--no-data", default=True, help="Also load the data and model config (default)."
+)
 def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     """Check a study file (and its data and model) without running anything."""
     from rich.console import Console
@@ -71,8 +73,7 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     from hpo.spec import load_spec
 
     spec, _ = load_spec(study_file, overrides)
-    console = Console()
-    console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
+    lines = []
     if data:
         from hpo.data import load_task
         from hpo.model import load_config
@@ -80,18 +81,20 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
 
         task = load_task(spec.data)
         config = load_config(spec.model)
-        check_model_fits(spec, int(getattr(config, "num_hidden_layers", 0) or 0))
+        layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+        check_model_fits(spec, layers)
         label, share = task.majority_baseline()
         test = len(task.test) if task.test is not None else 0
-        console.print(
+        lines += [
             f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test rows; "
             f"{task.num_labels} labels ({', '.join(task.label_names[:10])}); "
-            f"majority class {label!r} is {share:.3f} of validation"
-        )
-        console.print(
-            f"model: {spec.model.name} ({config.model_type}, "
-            f"{getattr(config, 'num_hidden_layers', '?')} layers)"
-        )
+            f"majority class {label!r} is {share:.3f} of validation",
+            f"model: {spec.model.name} ({config.model_type}, {layers} layers)",
+        ]
+    console = Console()
+    console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
+    for line in lines:
+        console.print(line, highlight=False)
     for name, dim in spec.space.dimensions.items():
         console.print(f"  space.{name} = {dim.to_toml()!r}")
 
@@ -100,7 +103,9 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @storage_option
 @click.option("--n-trials", type=click.IntRange(min=1), help="Study-wide number of trials.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds; no trial starts after.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds; no trial starts after."
+)
 @set_option
 def run(
     study_file: Path,
@@ -165,7 +170,9 @@ def run(
 @cli.command()
 @click.argument("study_name")
 @storage_option
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows."
+)
 def report(study_name: str, storage: str | None, top: int) -> None:
     """Show the report of a stored study, from the database alone."""
     from rich.console import Console

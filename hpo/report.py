@@ -148,38 +148,62 @@ def _ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[Fro
     return (complete + sorted((t for t in trials if t.state == TrialState.PRUNED), key=key))[:top]
 
 
+# Column headers for the standard dimensions, short enough for an 80-column terminal.
+_SHORT = {
+    "learning_rate": "lr",
+    "warmup_ratio": "warmup",
+    "lr_schedule": "schedule",
+    "frozen_layers": "frozen",
+    "augmentation_strength": "augment",
+    "batch_size": "batch",
+    "weight_decay": "decay",
+}
+
+
 def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> Table:
     """Table of the top trials with one column per param."""
     rows = _ranked(trials, summary.direction, top)
     names: list[str] = []
     for t in rows:
         names.extend(n for n in t.params if n not in names)
+    # Parameters with one value in every row are said once, under the table, to keep it narrow.
+    fixed = {
+        n: rows[0].params[n]
+        for n in names
+        if len(rows) > 1 and all(n in t.params and t.params[n] == rows[0].params[n] for t in rows)
+    }
+    names = [n for n in names if n not in fixed]
     better = "higher" if summary.direction == "maximize" else "lower"
+    caption = (
+        f"{better} is better; complete trials first, then pruned trials (dim) "
+        "ranked by the last value they reported"
+    )
+    if fixed:
+        caption += "\nsame in every row: " + ", ".join(
+            f"{n} {fmt_number(v)}" for n, v in fixed.items()
+        )
     table = Table(
         title=Text(f"top {len(rows)} trials by {summary.metric}"),
-        caption=Text(
-            f"{better} is better; complete trials first, then pruned trials (dim) "
-            "ranked by the last value they reported"
-        ),
+        caption=Text(caption),
         box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("#", justify="right")
-    table.add_column("state")
-    table.add_column(Text(summary.metric), justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column(Text(summary.metric), justify="right", no_wrap=True)
     for name in names:
-        table.add_column(Text(name))
-    table.add_column("steps", justify="right")
-    table.add_column("samples/s", justify="right")
+        table.add_column(Text(_SHORT.get(name, name)), no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
     for t in rows:
-        steps, planned = _steps(t), _int_attr(t, "max_steps")
-        sps = t.user_attrs.get("samples_per_second")
+        steps = _steps(t)
         cells = [
             str(t.number),
-            t.state.name,
+            "done" if t.state == TrialState.COMPLETE else t.state.name.lower(),
             "—" if (v := _value(t)) is None else f"{v:.4g}",
             *(fmt_number(t.params[n]) if n in t.params else "" for n in names),
-            f"{steps}/{planned}" if planned is not None else str(steps),
-            f"{sps:.1f}" if isinstance(sps, int | float) else "",
+            str(steps),
         ]
         best = t.number == summary.best_number
         style = "bold green" if best else ("dim" if t.state == TrialState.PRUNED else "")
@@ -290,6 +314,8 @@ class LiveView:
                 self._closed = True
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:
+                self.console.line()  # a file or pipe gets the last frame without a line end
 
     def trial_started(self, number: int, params: Mapping[str, Any], total_steps: int) -> None:
         """A trial begins: show it with a fresh progress bar of total_steps."""

@@ -64,7 +64,7 @@ def open_storage(
         hb = {
             "heartbeat_interval": HEARTBEAT_INTERVAL,
             "grace_period": GRACE_PERIOD,
-            "failed_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
         }
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)

@@ -6,6 +6,7 @@ so the database alone is enough to report on it or to join it as a worker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,17 @@ BASELINE_ATTR = "hpo_baseline"
 _BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout")}
 
 
-def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``[sampler]``, seeded when a seed is given."""
+def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``[sampler]``, seeded when a seed is given.
+
+    ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
+    the random draws of its first run, which would propose the same configurations again.
+    """
     import optuna
 
-    s = spec.sampler
+    s = dataclasses.replace(
+        spec.sampler, seed=None if spec.sampler.seed is None else spec.sampler.seed + seed_offset
+    )
     if s.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=s.seed,
@@ -118,7 +125,7 @@ def create_or_resume(
         study = optuna.load_study(
             study_name=spec.study.name,
             storage=storage,
-            sampler=build_sampler(spec),
+            sampler=build_sampler(spec, seed_offset=len(existing.get_trials(deepcopy=False))),
             pruner=build_pruner(spec),
         )
         study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
@@ -153,8 +160,9 @@ def load_stored(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna
     if raw is None:
         raise SpecError(f"study {name!r} was not created by hpo: it stores no study file")
     spec = StudySpec.from_dict(raw)
+    sampler = build_sampler(spec, seed_offset=len(study.get_trials(deepcopy=False)))
     study = optuna.load_study(
-        study_name=name, storage=storage, sampler=build_sampler(spec), pruner=build_pruner(spec)
+        study_name=name, storage=storage, sampler=sampler, pruner=build_pruner(spec)
     )
     return study, spec
 

@@ -167,6 +167,21 @@ def evaluate(
     return metrics
 
 
+def make_optimizer(model: PreTrainedModel, plan: TrainPlan) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters and the sampled warmup-then-decay schedule."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, plan.weight_decay), lr=plan.learning_rate)
+    scheduler = get_scheduler(
+        plan.lr_schedule,
+        optimizer,
+        num_warmup_steps=plan.warmup_steps,
+        num_training_steps=plan.max_steps,
+    )
+    return optimizer, scheduler
+
+
 def train(
     model: PreTrainedModel,
     train_data: Encoded,
@@ -185,22 +200,13 @@ def train(
     augmenting caller re-tokenizes perturbed text). ``on_eval`` returning True stops the loop.
     """
     import torch
-    from transformers import get_scheduler
 
     torch.manual_seed(plan.seed)
     model.to(device.torch)  # type: ignore[arg-type]
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device.torch)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, plan.weight_decay), lr=plan.learning_rate, fused=None
-    )
-    scheduler = get_scheduler(
-        plan.lr_schedule,
-        optimizer,
-        num_warmup_steps=plan.warmup_steps,
-        num_training_steps=plan.max_steps,
-    )
+    optimizer, scheduler = make_optimizer(model, plan)
     scaler = torch.amp.GradScaler("cuda") if device.autocast == "fp16" else None
     make_batch = make_batch or (lambda idx: collate(train_data, idx, pad_id))
     lengths = [len(x) for x in train_data.input_ids]

@@ -159,7 +159,7 @@ def test_report_shows_best_params_failures_and_savings() -> None:
 
 def _leaderboard_numbers(text: str) -> list[int]:
     """Trial numbers of the leaderboard rows, top to bottom."""
-    rows = re.findall(r"^\s*(\d+)\s+(?:COMPLETE|PRUNED)\s", text, flags=re.MULTILINE)
+    rows = re.findall(r"^\s*(\d+)\s+(?:done|pruned)\s", text, flags=re.MULTILINE)
     return [int(n) for n in rows]
 
 

@@ -1,0 +1,126 @@
+"""Shared fixtures: a tiny randomly initialised BERT saved like a hub model, and learnable data.
+
+The tiny model goes through the same ``from_pretrained`` path as a real one, so tests exercise
+the real loading, head initialisation and freezing code in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+POSITIVE = ["good", "great", "love", "happy", "excellent", "fun", "best", "wonderful"]
+NEGATIVE = ["bad", "awful", "hate", "sad", "terrible", "boring", "worst", "dull"]
+FILLER = ["the", "movie", "was", "a", "film", "this", "it", "really", "very", "plot", "and", "so"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Short texts whose label ("pos"/"neg") is set by one sentiment word among fillers."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.sample(FILLER, rng.randint(3, 8))
+        words.insert(
+            rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE)
+        )
+        rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT encoder with its tokenizer, saved without a classification head."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    (folder / "vocab.txt").write_text("\n".join(SPECIALS + POSITIVE + NEGATIVE + FILLER) + "\n")
+    tokenizer = BertTokenizerFast.from_pretrained(folder)  # reads vocab.txt (any version)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(SPECIALS + POSITIVE + NEGATIVE + FILLER),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "sentiment.csv", sentiment_rows(400))
+
+
+def spec_dict(model_dir: Path, data_file: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A small, fast study over the tiny model; ``sections`` override keys section by section."""
+    raw: dict[str, Any] = {
+        "study": {"name": "tiny", "n_trials": 3},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "model": {"name": str(model_dir)},
+        "data": {"files": {"train": str(data_file)}, "max_eval_samples": 80, "seed": 0},
+        "train": {"max_steps": 30, "eval_every": 10, "max_length": 32, "device": "cpu"},
+        "space": {
+            "learning_rate": {"low": 1e-3, "high": 5e-3, "log": True},
+            "warmup_ratio": 0.1,
+            "lr_schedule": "linear",
+            "frozen_layers": {"low": 0, "high": 1},
+            "augmentation_strength": 0.0,
+            "batch_size": 16,
+            "weight_decay": 0.0,
+            "seed": 0,
+        },
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """Write a spec dict as a study file (enough TOML for the values these tests use)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for section, body in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in body.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def study_file(tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(toml_text(spec_dict(tiny_model_dir, sentiment_csv)))
+    return path

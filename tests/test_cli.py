@@ -1,0 +1,149 @@
+"""The command line, in-process, with the database checked afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from hpo.cli import cli
+from hpo.study import FILE_ATTR, SPEC_ATTR
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def test_every_command_has_help(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert cli.commands, "no commands registered"
+    for name, command in cli.commands.items():
+        out = runner.invoke(cli, [name, "--help"])
+        assert out.exit_code == 0, name
+        assert command.help and command.help.split("\n")[0] in out.output, name
+
+
+def test_python_dash_m_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "hpo", "--help"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and "run" in out.stdout and "report" in out.stdout
+
+
+def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: Path) -> None:
+    out = runner.invoke(cli, ["validate", str(study_file)])
+    assert out.exit_code == 0, out.output
+    assert "valid study file" in out.output
+    assert "2 labels (neg, pos)" in out.output
+    assert "space.learning_rate" in out.output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.eval_every=0"], "`train.eval_every` must be at least 1, got 0"),
+        (["space.learning_rate={low=1e-3, high=1e-4}"], "low > high"),
+        (["space.frozen_layers={low=0, high=9}"], "goes up to 9 but the model has 2 layers"),
+        (["data.text_column=body"], "`data.text_column` 'body' is not a column"),
+        (["train.epochs=1"], "both `max_steps` and `epochs`"),
+        (["nonsense"], "--set needs section.key=value"),
+    ],
+)
+def test_a_bad_study_is_one_line_without_traceback(runner, study_file, overrides, message) -> None:
+    args = ["validate", str(study_file)] + [x for o in overrides for x in ("--set", o)]
+    out = runner.invoke(cli, args)
+    assert out.exit_code == 1
+    assert message in out.output
+    assert "Traceback" not in out.output
+    assert out.output.strip().count("\n") == 0, out.output  # one line
+
+
+def test_a_broken_toml_file_is_one_line(runner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\nname = 'x'\n")
+    out = runner.invoke(cli, ["validate", str(bad)])
+    assert (
+        out.exit_code == 1 and "is not valid TOML" in out.output and "Traceback" not in out.output
+    )
+
+
+def test_run_stores_the_study_and_report_reads_it_back(
+    runner, study_file: Path, tmp_path: Path
+) -> None:
+    url = db(tmp_path)
+    out = runner.invoke(cli, ["run", str(study_file), "--storage", url, "--n-trials", "2"])
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert len(study.trials) == 2
+    assert study.user_attrs[FILE_ATTR] == study_file.read_text()
+    assert study.user_attrs[SPEC_ATTR]["study"]["n_trials"] == 2
+    assert f"best trial #{study.best_trial.number}" in out.output
+    report = runner.invoke(cli, ["report", "tiny", "--storage", url])
+    assert report.exit_code == 0, report.output
+    assert f"best trial #{study.best_trial.number}" in report.output
+    assert "majority class" in report.output
+    # running again resumes: the budget is met, nothing new runs
+    again = runner.invoke(cli, ["run", str(study_file), "--storage", url, "--n-trials", "2"])
+    assert again.exit_code == 0 and "resumed" in again.output
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
+
+
+def test_storage_comes_from_the_environment(runner, study_file, tmp_path, monkeypatch) -> None:
+    url = db(tmp_path)
+    monkeypatch.setenv("HPO_STORAGE", url)
+    out = runner.invoke(
+        cli, ["run", str(study_file), "--n-trials", "1", "--set", "train.max_steps=10"]
+    )
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert study.trials[0].user_attrs["max_steps"] == 10
+
+
+def test_report_of_an_unknown_study_is_one_line(runner, study_file, tmp_path) -> None:
+    url = db(tmp_path)
+    runner.invoke(
+        cli,
+        ["run", str(study_file), "--storage", url, "--n-trials", "1", "--set", "train.max_steps=5"],
+    )
+    out = runner.invoke(cli, ["report", "nope", "--storage", url])
+    assert out.exit_code == 1
+    assert "no study named 'nope'" in out.output and "tiny" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_a_changed_study_file_does_not_touch_the_stored_study(runner, study_file, tmp_path) -> None:
+    url = db(tmp_path)
+    args = [
+        "run",
+        str(study_file),
+        "--storage",
+        url,
+        "--n-trials",
+        "1",
+        "--set",
+        "train.max_steps=5",
+    ]
+    assert runner.invoke(cli, args).exit_code == 0
+    out = runner.invoke(cli, [*args, "--set", "space.seed=7"])
+    assert out.exit_code == 1 and "already exists with other settings: space.seed" in out.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert len(study.trials) == 1 and study.user_attrs[SPEC_ATTR]["space"]["seed"] == 0
+
+
+def test_an_unreachable_database_is_one_line(runner, study_file) -> None:
+    out = runner.invoke(
+        cli, ["run", str(study_file), "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none"]
+    )
+    assert (
+        out.exit_code == 1 and "cannot open storage" in out.output and "Traceback" not in out.output
+    )

@@ -1,0 +1,199 @@
+"""The study driver and objective on the tiny BERT: stored attributes, pruning, failures, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import objective as objective_module
+from hpo.data import collate
+from hpo.errors import SpecError
+from hpo.objective import Objective
+from hpo.space import Hyperparameters
+from hpo.spec import StudySpec
+from hpo.storage import open_storage
+from hpo.study import (
+    FILE_ATTR,
+    build_pruner,
+    build_sampler,
+    create_or_resume,
+    load_stored,
+    run_study,
+)
+from tests.conftest import spec_dict
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+def make_spec(tiny_model_dir: Path, sentiment_csv: Path, **sections: dict[str, Any]) -> StudySpec:
+    return StudySpec.from_dict(spec_dict(tiny_model_dir, sentiment_csv, **sections))
+
+
+def run(spec: StudySpec, url: str, objective: Objective | None = None) -> optuna.Study:
+    study, _ = create_or_resume(spec, open_storage(url), "# the study file\n")
+    run_study(study, objective or Objective(spec), spec.study.n_trials, spec.study.timeout)
+    return study
+
+
+def test_trials_store_params_attributes_and_the_spec(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2})
+    run(spec, storage_url)
+    study, stored = load_stored("tiny", open_storage(storage_url))
+    assert stored == spec
+    assert study.user_attrs[FILE_ATTR] == "# the study file\n"
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        assert set(t.params) == {
+            "learning_rate", "warmup_ratio", "lr_schedule", "frozen_layers",
+            "augmentation_strength", "batch_size", "weight_decay", "seed",
+        }  # fmt: skip
+        attrs = t.user_attrs
+        assert attrs["device"] == "cpu"
+        assert attrs["steps"] == attrs["max_steps"] == 30
+        assert attrs["train_samples"] == 30 * 16
+        assert attrs["samples_per_second"] > 0
+        assert attrs["wall_seconds"] >= attrs["train_seconds"] > 0
+        assert attrs["peak_memory_mb"] > 0
+        assert t.value == attrs["metrics"]["accuracy"]
+        assert sorted(t.intermediate_values) == [10, 20, 30]
+    assert "setup_seconds" in trials[0].user_attrs and "setup_seconds" not in trials[1].user_attrs
+
+
+def test_a_hopeless_trial_is_pruned(tiny_model_dir, sentiment_csv, storage_url) -> None:
+    spec = make_spec(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"n_trials": 3},
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        train={"max_steps": 40, "eval_every": 10},
+        space={"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}},
+    )
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    study.enqueue_trial({"learning_rate": 4e-3, "frozen_layers": 0})
+    study.enqueue_trial({"learning_rate": 5e-3, "frozen_layers": 0})
+    study.enqueue_trial({"learning_rate": 1e-7, "frozen_layers": 1})  # cannot learn in 40 steps
+    run_study(study, Objective(spec), 3)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+    ]
+    assert trials[2].user_attrs["steps"] < trials[2].user_attrs["max_steps"] == 40
+    assert trials[2].params["learning_rate"] == 1e-7
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(
+    tiny_model_dir, sentiment_csv, storage_url, monkeypatch
+) -> None:
+    real_train = objective_module.train
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA error: an illegal memory access\nwith a long driver trace")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", flaky)
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 3})
+    study = run(spec, storage_url)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert (
+        trials[1].user_attrs["fail_reason"] == "RuntimeError: CUDA error: an illegal memory access"
+    )
+
+
+def test_resume_runs_only_the_missing_trials(tiny_model_dir, sentiment_csv, storage_url) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2})
+    run(spec, storage_url)
+    again = run(spec, storage_url)
+    assert len(again.get_trials()) == 2  # nothing left to do
+    more = spec.replace("study", n_trials=3)
+    study = run(more, storage_url)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert trials[2].params != trials[0].params  # the sampler went on, it did not restart
+    _, stored = load_stored("tiny", open_storage(storage_url))
+    assert stored.study.n_trials == 3
+
+
+def test_resume_with_another_search_space_is_refused(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 1})
+    run(spec, storage_url)
+    changed = spec.replace("space", warmup_ratio=0.2)
+    with pytest.raises(SpecError, match=r"space\.warmup_ratio \(stored 0\.1, now 0\.2\)"):
+        create_or_resume(changed, open_storage(storage_url))
+    study, _ = load_stored("tiny", open_storage(storage_url))
+    assert len(study.get_trials()) == 1  # nothing stored was lost
+
+
+def test_frozen_range_beyond_the_model_is_refused_before_any_trial(
+    tiny_model_dir, sentiment_csv
+) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, space={"frozen_layers": {"low": 0, "high": 5}})
+    with pytest.raises(SpecError, match="goes up to 5 but the model has 2 layers"):
+        Objective(spec).prepare()
+
+
+def test_f1_on_three_classes_is_refused(tiny_model_dir, tmp_path) -> None:
+    from tests.conftest import write_csv
+
+    rows = [(f"text number {i}", "abc"[i % 3]) for i in range(60)]
+    spec = make_spec(
+        tiny_model_dir, write_csv(tmp_path / "three.csv", rows), study={"metric": "f1"}
+    )
+    with pytest.raises(SpecError, match="use 'macro_f1'"):
+        Objective(spec).prepare()
+
+
+def test_augmentation_perturbs_training_batches_only(tiny_model_dir, sentiment_csv) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv)
+    objective = Objective(spec)
+    prep = objective.prepare()
+    hp = Hyperparameters(1e-3, 0.1, "linear", 0, 0.0, 16, 0.0, 0)
+    assert objective._batch_maker(prep, hp) is None  # strength 0: the cached tokens are used
+    make_batch = objective._batch_maker(prep, dataclasses.replace(hp, augmentation_strength=0.5))
+    indices = list(range(32))
+    augmented = make_batch(indices)
+    plain = collate(prep.train, indices, prep.tokenizer.pad_token_id)
+    assert augmented["labels"].tolist() == plain["labels"].tolist()
+    rows = lambda b: [[t for t in row if t != 0] for row in b["input_ids"].tolist()]  # noqa: E731
+    assert sum(a != p for a, p in zip(rows(augmented), rows(plain), strict=True)) > 8
+    # validation is tokenized once from the untouched text, whatever the trial samples
+    assert prep.validation.input_ids == Objective(spec).prepare().validation.input_ids
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "gp", "cmaes", "qmc"])
+def test_every_sampler_builds(tiny_model_dir, sentiment_csv, name: str) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, sampler={"name": name, "seed": 1})
+    assert isinstance(build_sampler(spec), optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("patient", optuna.pruners.PatientPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_every_pruner_builds(tiny_model_dir, sentiment_csv, name: str, cls: type) -> None:
+    spec = make_spec(tiny_model_dir, sentiment_csv, pruner={"name": name})
+    assert isinstance(build_pruner(spec), cls)

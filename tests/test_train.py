@@ -1,0 +1,185 @@
+"""The training loop on the tiny BERT: schedules, learning, early stop, failures, metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpo.data import Encoded, encode, load_task
+from hpo.errors import TrialFailure
+from hpo.model import PretrainedModel, load_tokenizer
+from hpo.spec import DataSection, ModelSection
+from hpo.train import (
+    TrainPlan,
+    classification_metrics,
+    evaluate,
+    make_optimizer,
+    pick_device,
+    steps_for,
+    train,
+)
+
+CPU = pick_device("cpu")
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tiny_model_dir: Path, sentiment_csv: Path
+) -> tuple[PretrainedModel, Encoded, Encoded, int]:
+    task = load_task(DataSection(files={"train": str(sentiment_csv)}, max_eval_samples=80))
+    tokenizer = load_tokenizer(ModelSection(name=str(tiny_model_dir)))
+    pretrained = PretrainedModel(ModelSection(name=str(tiny_model_dir)), task.num_labels)
+    return (
+        pretrained,
+        encode(task.train, tokenizer, 32),
+        encode(task.validation, tokenizer, 32),
+        tokenizer.pad_token_id,
+    )
+
+
+def plan(**changes: object) -> TrainPlan:
+    base = dict(
+        max_steps=40,
+        eval_every=10,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_ratio=0.1,
+        lr_schedule="linear",
+        weight_decay=0.0,
+        seed=0,
+    )
+    return TrainPlan(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def lr_after(model: torch.nn.Module, p: TrainPlan, steps: int) -> float:
+    optimizer, scheduler = make_optimizer(model, p)  # type: ignore[arg-type]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    return float(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at_end"),
+    [("linear", 0.0), ("cosine", 0.0), ("constant_with_warmup", 1.0), ("polynomial", 1e-7 / 1e-3)],
+)
+def test_schedule_warms_up_then_decays(setup, schedule: str, at_end: float) -> None:
+    model = setup[0].fresh(0)
+    p = plan(max_steps=100, warmup_ratio=0.2, lr_schedule=schedule, learning_rate=1e-3)
+    assert p.warmup_steps == 20
+    assert lr_after(model, p, 0) == pytest.approx(0.0)
+    assert lr_after(model, p, 10) == pytest.approx(0.5e-3)
+    assert lr_after(model, p, 20) == pytest.approx(1e-3)
+    assert lr_after(model, p, 100) == pytest.approx(at_end * 1e-3, abs=1e-9)
+
+
+def test_no_warmup_starts_at_the_peak(setup) -> None:
+    assert lr_after(
+        setup[0].fresh(0), plan(warmup_ratio=0.0, learning_rate=2e-4), 0
+    ) == pytest.approx(2e-4)
+
+
+def test_training_learns_the_task_and_reports_every_k_steps(setup) -> None:
+    pretrained, tr, va, pad = setup
+    before = evaluate(pretrained.fresh(0), va, CPU, 64, pad)["accuracy"]
+    seen: list[int] = []
+    result = train(
+        pretrained.fresh(0),
+        tr,
+        va,
+        plan(max_steps=60, learning_rate=5e-3),
+        CPU,
+        pad_id=pad,
+        on_eval=lambda s, m: seen.append(s) is not None,
+    )
+    assert seen == [10, 20, 30, 40, 50, 60]
+    assert result.steps == 60 and not result.stopped_early
+    assert result.train_samples == 60 * 16
+    assert result.metrics["accuracy"] > max(0.9, before + 0.3)
+    assert result.samples_per_second > 0 and result.train_seconds > 0 and result.eval_seconds > 0
+    assert [s for s, _ in result.history] == seen
+
+
+def test_on_eval_true_stops_the_loop(setup) -> None:
+    pretrained, tr, va, pad = setup
+    result = train(
+        pretrained.fresh(0), tr, va, plan(), CPU, pad_id=pad, on_eval=lambda s, m: s >= 20
+    )
+    assert result.stopped_early and result.steps == 20
+    assert result.metrics == result.history[-1][1]
+
+
+def test_keep_best_returns_the_best_evaluation(setup) -> None:
+    pretrained, tr, va, pad = setup
+    result = train(
+        pretrained.fresh(0), tr, va, plan(keep="best", learning_rate=5e-3), CPU, pad_id=pad
+    )
+    best = max(m["accuracy"] for _, m in result.history)
+    assert result.metrics["accuracy"] == best
+
+
+def test_a_last_partial_interval_is_still_evaluated(setup) -> None:
+    pretrained, tr, va, pad = setup
+    result = train(pretrained.fresh(0), tr, va, plan(max_steps=25), CPU, pad_id=pad)
+    assert [s for s, _ in result.history] == [10, 20, 25]
+
+
+def test_same_seed_same_result(setup) -> None:
+    pretrained, tr, va, pad = setup
+    a = train(pretrained.fresh(3), tr, va, plan(max_steps=10, seed=3), CPU, pad_id=pad)
+    b = train(pretrained.fresh(3), tr, va, plan(max_steps=10, seed=3), CPU, pad_id=pad)
+    assert a.metrics == b.metrics
+
+
+def test_nan_loss_fails_the_trial_with_a_reason(setup) -> None:
+    pretrained, tr, va, pad = setup
+    model = pretrained.fresh(0)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(TrialFailure, match="loss became nan at step 1"):
+        train(model, tr, va, plan(), CPU, pad_id=pad)
+
+
+def test_gradient_accumulation_counts_samples(setup) -> None:
+    pretrained, tr, va, pad = setup
+    result = train(
+        pretrained.fresh(0), tr, va, plan(max_steps=5, gradient_accumulation=2), CPU, pad_id=pad
+    )
+    assert result.train_samples == 5 * 16 * 2
+
+
+def test_classification_metrics_by_hand() -> None:
+    m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], 2)
+    assert m["accuracy"] == 0.75
+    assert m["f1"] == pytest.approx(2 / 3)  # class 1: tp 1, fp 1, fn 0
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)  # class 0: tp 2, fp 0, fn 1
+    three = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3)
+    assert "f1" not in three and three["accuracy"] == 0.75
+
+
+def test_steps_for_epochs() -> None:
+    assert steps_for(100, 16, 1, 1.0) == 7
+    assert steps_for(100, 16, 2, 2.0) == 7
+    assert steps_for(3, 16, 1, 0.1) == 1
+
+
+def test_device_is_cpu_here_unless_cuda() -> None:
+    device = pick_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else device.type)
+    assert pick_device("cpu").autocast is None
+    if not torch.cuda.is_available():
+        with pytest.raises(TrialFailure, match="CUDA"):
+            pick_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_uses_bf16_autocast_and_records_peak_memory(setup) -> None:
+    pretrained, tr, va, pad = setup
+    device = pick_device("auto")
+    assert device.autocast in ("bf16", "fp16")
+    result = train(pretrained.fresh(0), tr, va, plan(max_steps=10), device, pad_id=pad)
+    assert result.peak_memory_mb > 0 and math.isfinite(result.metrics["eval_loss"])
