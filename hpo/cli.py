@@ -15,6 +15,7 @@ import click
 
 from hpo import __version__
 from hpo.errors import HpoError
+from hpo.workers import WorkerStopped
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,111 +61,278 @@ def cli() -> None:
     """
 
 
-@cli.command()
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
-@set_option
-@click.option(
-    "--data/--no-data", default=True, help="Also load the data and model config (default)."
-)
-def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
-    """Check a study file (and its data and model) without running anything."""
-    from rich.console import Console
-
-    from hpo.spec import load_spec
-
-    spec, _ = load_spec(study_file, overrides)
-    lines = []
-    if data:
-        from hpo.data import load_task
-        from hpo.model import load_config
-        from hpo.objective import check_model_fits
-
-        task = load_task(spec.data)
-        config = load_config(spec.model)
-        layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-        check_model_fits(spec, layers)
-        label, share = task.majority_baseline()
-        test = len(task.test) if task.test is not None else 0
-        lines += [
-            f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test rows; "
-            f"{task.num_labels} labels ({', '.join(task.label_names[:10])}); "
-            f"majority class {label!r} is {share:.3f} of validation",
-            f"model: {spec.model.name} ({config.model_type}, {layers} layers)",
-        ]
-    console = Console()
-    console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
-    for line in lines:
-        console.print(line, highlight=False)
-    for name, dim in spec.space.dimensions.items():
-        console.print(f"  space.{name} = {dim.to_toml()!r}")
-
-
-@cli.command()
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
-@storage_option
-@click.option("--n-trials", type=click.IntRange(min=1), help="Study-wide number of trials.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds; no trial starts after."
-)
-@set_option
-def run(
+def _load(
     study_file: Path,
-    storage: str | None,
-    n_trials: int | None,
-    timeout: float | None,
     overrides: tuple[str, ...],
-) -> None:
-    """Run (or resume) the study a study file describes, then print its report.
-
-    The trial budget is the study's: running again resumes the stored study and only runs the
-    trials that are missing. Raise it with --n-trials.
-    """
-    from rich.console import Console
-
-    from hpo.objective import Objective
-    from hpo.report import LiveView
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> tuple[Any, str]:
+    """The study file with ``--set`` and the budget flags applied, validated."""
     from hpo.spec import load_spec
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import BASELINE_ATTR, create_or_resume, finished_count, run_study
 
     spec, text = load_spec(study_file, overrides)
     if n_trials is not None:
         spec = spec.replace("study", n_trials=n_trials)
     if timeout is not None:
         spec = spec.replace("study", timeout=timeout)
+    return spec, text
+
+
+def _baseline(task: Any) -> dict[str, Any]:
+    label, share = task.majority_baseline()
+    return {"label": label, "accuracy": share}
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--data/--no-data", default=True, help="Also load the data and model config.")
+def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
+    """Check a study file (and its data and model) without running anything."""
+    from rich.console import Console
+
+    from hpo.objective import preflight
+
+    spec, _ = _load(study_file, overrides)
+    lines = []
+    if data:
+        task = preflight(spec)
+        base = _baseline(task)
+        test = len(task.test) if task.test is not None else 0
+        lines.append(
+            f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test rows; "
+            f"{task.num_labels} labels ({', '.join(task.label_names[:10])}); "
+            f"majority class {base['label']!r} is {base['accuracy']:.3f} of validation"
+        )
+    console = Console()
+    console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
+    for line in lines:
+        console.print(line, highlight=False)
+    for name, dim in spec.space.dimensions.items():
+        console.print(f"  space.{name} = {dim.to_toml()!r}", highlight=False)
+
+
+def budget_options(f: F) -> F:
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Study-wide seconds; no trial starts after.",
+    )(f)
+    return click.option(
+        "--n-trials", type=click.IntRange(min=1), help="Study-wide number of trials."
+    )(f)
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@budget_options
+@set_option
+def create(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Create the study in the database (storing its study file) without running a trial.
+
+    Workers on any machine then join it with `hpo worker STUDY_NAME --storage URL`.
+    """
+    from hpo.objective import preflight
+    from hpo.storage import open_storage, storage_url
+    from hpo.study import BASELINE_ATTR, create_or_resume
+    from hpo.workers import set_deadline
+
+    spec, text = _load(study_file, overrides, n_trials, timeout)
+    _quiet_libraries()
+    task = preflight(spec)
+    url = storage_url(storage)
+    extra = {BASELINE_ATTR: _baseline(task)}
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
+    set_deadline(study, spec.study.timeout)
+    click.echo(
+        f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {url} "
+        f"({spec.study.n_trials} trials); join it with: "
+        f"hpo worker {spec.study.name} --storage URL"
+    )
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@budget_options
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (CPU).")
+@click.option("--gpus", metavar="all|0,1,..", help="One worker per GPU, pinned to it.")
+@click.option("--per-gpu", type=click.IntRange(min=1), default=1, help="Workers per GPU.")
+@set_option
+def run(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    workers: int | None,
+    gpus: str | None,
+    per_gpu: int,
+    overrides: tuple[str, ...],
+) -> None:
+    """Run (or resume) the study a study file describes, then print its report.
+
+    The trial budget is the study's: running again resumes the stored study and only runs the
+    trials that are missing (raise it with --n-trials). With --workers or --gpus the trials run
+    in parallel worker processes that share the database.
+    """
+    from rich.console import Console
+
+    from hpo import launch
+    from hpo.storage import open_storage, storage_url
+
+    spec, text = _load(study_file, overrides, n_trials, timeout)
     url = storage_url(storage)
     console = Console()
     _quiet_libraries()
     store = open_storage(url)
+    gpu_ids = launch.parse_gpus(gpus)
+    if gpu_ids or (workers or 1) > 1:
+        slots = launch.plan_slots(workers, gpu_ids, per_gpu)
+        study = _run_parallel(console, spec, text, url, store, slots)
+    else:
+        study = _run_here(console, spec, text, url, store)
+    _print_report(console, study, spec)
+
+
+def _live(console: Any, spec: Any) -> Any:
+    from hpo.report import LiveView
+
+    return LiveView(
+        console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
+    )
+
+
+def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
+    """One worker in this process, with the live view."""
+    from hpo.objective import Objective
+    from hpo.study import BASELINE_ATTR, create_or_resume
+    from hpo.workers import budget_used, set_deadline, sigterm_stops_worker, work
+
     objective = Objective(spec)
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
     prep = objective.prepare()
-    label, share = prep.task.majority_baseline()
-    baseline = {"label": label, "accuracy": share}
-    study, resumed = create_or_resume(spec, store, text, {BASELINE_ATTR: baseline})
-    done = finished_count(study)
+    extra = {BASELINE_ATTR: _baseline(prep.task)}
+    study, resumed = create_or_resume(spec, store, text, extra)
+    set_deadline(study, spec.study.timeout)
     console.print(
         f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url} "
-        f"({done} of {spec.study.n_trials} trials stored) · device {prep.device.description} · "
-        f"{len(prep.task.train)} train / {len(prep.task.validation)} validation rows · "
-        f"setup {prep.setup_seconds:.1f}s"
+        f"({budget_used(study)} of {spec.study.n_trials} trials done) · device "
+        f"{prep.device.description} · {len(prep.task.train)} train / "
+        f"{len(prep.task.validation)} validation rows · setup {prep.setup_seconds:.1f}s",
+        highlight=False,
     )
     try:
-        with LiveView(
-            console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
-        ) as live:
+        with sigterm_stops_worker(), _live(console, spec) as live:
             objective.listener = live
-            run_study(
-                study,
-                objective,
-                spec.study.n_trials,
-                spec.study.timeout,
-                callbacks=[lambda _s, t: live.trial_finished(t.number, t.state.name, t.value)],
-            )
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished trials are stored; run again to resume")
+            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+    except (KeyboardInterrupt, WorkerStopped):
+        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
         sys.exit(130)
-    _print_report(console, study, spec)
+    return study
+
+
+def _announce(live: Any) -> Callable[[Any, Any], None]:
+    return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value)
+
+
+def _run_parallel(
+    console: Any, spec: Any, text: str, url: str, store: Any, slots: list[Any]
+) -> Any:
+    """Create the study here, then start one worker process per slot and watch the database."""
+    from hpo import launch
+    from hpo.objective import preflight
+    from hpo.study import BASELINE_ATTR, create_or_resume
+    from hpo.workers import set_deadline
+
+    task = preflight(spec)
+    extra = {BASELINE_ATTR: _baseline(task)}
+    study, resumed = create_or_resume(spec, store, text, extra)
+    set_deadline(study, spec.study.timeout)
+    where = ", ".join(
+        f"GPU {s.gpu}" if s.gpu is not None else f"{s.threads} CPU threads" for s in slots
+    )
+    console.print(
+        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url}; "
+        f"{len(slots)} workers ({where})",
+        highlight=False,
+    )
+    procs = launch.spawn(spec.study.name, url, slots)
+    seen: set[int] = set()
+    try:
+        with _live(console, spec) as live:
+
+            def poll() -> None:
+                for t in study.get_trials(deepcopy=False):
+                    if t.state.is_finished() and t.number not in seen:
+                        seen.add(t.number)
+                        live.trial_finished(t.number, t.state.name, t.value)
+
+            codes = launch.wait_all(procs, poll)
+    except KeyboardInterrupt:
+        launch.stop_all(procs)
+        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
+        sys.exit(130)
+    if any(codes):
+        console.print(f"[yellow]some workers exited with errors[/]: exit codes {codes}")
+    return study
+
+
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads for this worker.")
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    help="This worker's number; keeps parallel workers' samplers apart.",
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def worker(
+    study_name: str,
+    storage: str | None,
+    threads: int | None,
+    worker_index: int | None,
+    quiet: bool,
+) -> None:
+    """Join a stored study and run its trials until the study-wide budget is used.
+
+    Needs only the study name and the storage URL: the study file is read from the database.
+    """
+    import os
+
+    from rich.console import Console
+
+    from hpo.objective import Objective
+    from hpo.storage import open_storage, storage_url
+    from hpo.study import BASELINE_ATTR, load_stored
+    from hpo.workers import sigterm_stops_worker, work
+
+    _quiet_libraries()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    index = worker_index if worker_index is not None else os.getpid()
+    study, spec = load_stored(study_name, open_storage(storage_url(storage)), worker_index=index)
+    objective = Objective(spec)
+    prep = objective.prepare()
+    if BASELINE_ATTR not in study.user_attrs:
+        study.set_user_attr(BASELINE_ATTR, _baseline(prep.task))
+    console = Console(quiet=quiet)
+    try:
+        with sigterm_stops_worker(), _live(console, spec) as live:
+            if not quiet:
+                objective.listener = live
+            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+    except (KeyboardInterrupt, WorkerStopped):
+        sys.exit(130)
 
 
 @cli.command()

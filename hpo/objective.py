@@ -68,15 +68,10 @@ class Objective:
         start = time.perf_counter()
         spec = self.spec
         task = load_task(spec.data)
-        if spec.study.metric == "f1" and task.num_labels != 2:
-            raise SpecError(
-                f"`study.metric` 'f1' needs two classes but the data has {task.num_labels}; "
-                "use 'macro_f1'"
-            )
         tokenizer = load_tokenizer(spec.model)
         if pretrained is None:
             pretrained = PretrainedModel(spec.model, task.num_labels)
-        check_model_fits(spec, pretrained.num_layers)
+        check_fits(spec, task, pretrained.num_layers)
         self._prepared = Prepared(
             task=task,
             tokenizer=tokenizer,
@@ -223,10 +218,26 @@ def _release_memory(device: Device) -> None:
         torch.cuda.empty_cache()
 
 
-def check_model_fits(spec: StudySpec, num_layers: int) -> None:
-    """Refuse a frozen-layer range beyond the model's depth before any trial starts."""
+def check_fits(spec: StudySpec, task: TaskData, num_layers: int) -> None:
+    """Refuse, before any trial starts, a study that cannot fit its data or model."""
+    if spec.study.metric == "f1" and task.num_labels != 2:
+        raise SpecError(
+            f"`study.metric` 'f1' needs two classes but the data has {task.num_labels}; "
+            "use 'macro_f1'"
+        )
     top = spec.space["frozen_layers"].upper_bound()
     if top > num_layers:
         raise SpecError(
             f"`space.frozen_layers` goes up to {top} but the model has {num_layers} layers; lower it"
         )
+
+
+def preflight(spec: StudySpec) -> TaskData:
+    """Load the data and the model's configuration (not its weights) and check the study."""
+    from hpo.data import load_task
+    from hpo.model import load_config
+
+    task = load_task(spec.data)
+    config = load_config(spec.model)
+    check_fits(spec, task, int(getattr(config, "num_hidden_layers", 0) or 0))
+    return task

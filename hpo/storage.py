@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +21,21 @@ DEFAULT_STORAGE = "sqlite:///hpo.db"
 ENV_VAR = "HPO_STORAGE"
 
 # Heartbeats let live workers notice a dead one's trial; a trial whose worker has been silent
-# for the grace period is failed and its parameters re-queued once.
+# for the grace period is failed and its parameters re-queued once. The environment variables
+# shorten both for tests, or lengthen them for slow shared file systems.
 HEARTBEAT_INTERVAL = 20
 GRACE_PERIOD = 90
+
+
+def _heartbeat_settings() -> tuple[int, int]:
+    interval = int(os.environ.get("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL))
+    grace = int(os.environ.get("HPO_GRACE_PERIOD", max(GRACE_PERIOD, 3 * interval)))
+    if interval < 1 or grace <= interval:
+        raise StorageError(
+            f"HPO_GRACE_PERIOD ({grace}) must exceed HPO_HEARTBEAT_INTERVAL ({interval}) >= 1"
+        )
+    return interval, grace
+
 
 _DRIVERS = {
     "psycopg": "postgres",
@@ -60,14 +73,17 @@ def open_storage(
     else:
         engine_kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
     hb: dict[str, Any] = {}
-    if heartbeat:
-        hb = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL,
-            "grace_period": GRACE_PERIOD,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
-        }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and relied on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat:
+                interval, grace = _heartbeat_settings()
+                hb = {
+                    "heartbeat_interval": interval,
+                    "grace_period": grace,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+                }
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     except ModuleNotFoundError as exc:
         extra = _DRIVERS.get(exc.name or "")
         hint = f"pip install 'hpo[{extra}]'" if extra else f"pip install {exc.name}"

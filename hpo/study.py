@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import SpecError, StorageError, TrialFailure
+from hpo.errors import SpecError, StorageError
 from hpo.spec import StudySpec
+from hpo.workers import ensure_budget
 
 if TYPE_CHECKING:
     import optuna
@@ -129,6 +129,7 @@ def create_or_resume(
             pruner=build_pruner(spec),
         )
         study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
+        ensure_budget(study, spec.study.n_trials)
         return study, True
     study = optuna.create_study(
         study_name=spec.study.name,
@@ -141,11 +142,17 @@ def create_or_resume(
     study.set_user_attr(FILE_ATTR, study_file)
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
+    ensure_budget(study, spec.study.n_trials)
     return study, False
 
 
-def load_stored(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
-    """Load a study and the spec stored in it, by name alone."""
+def load_stored(
+    name: str, storage: optuna.storages.BaseStorage, worker_index: int = 0
+) -> tuple[optuna.Study, StudySpec]:
+    """Load a study and the spec stored in it, by name alone.
+
+    ``worker_index`` moves the sampler's seed so parallel workers do not draw the same points.
+    """
     import optuna
 
     try:
@@ -160,49 +167,9 @@ def load_stored(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna
     if raw is None:
         raise SpecError(f"study {name!r} was not created by hpo: it stores no study file")
     spec = StudySpec.from_dict(raw)
-    sampler = build_sampler(spec, seed_offset=len(study.get_trials(deepcopy=False)))
+    offset = len(study.get_trials(deepcopy=False)) + 7919 * worker_index
+    sampler = build_sampler(spec, seed_offset=offset)
     study = optuna.load_study(
         study_name=name, storage=storage, sampler=sampler, pruner=build_pruner(spec)
     )
     return study, spec
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count against the study-wide budget: finished ones and those running now."""
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
-def run_study(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    n_trials: int,
-    timeout: float | None = None,
-    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-) -> int:
-    """Run trials until the study holds ``n_trials`` or ``timeout`` seconds pass; returns trials run.
-
-    The budget is the study's, not this call's: a resumed study only runs what is missing.
-    Failed trials (``TrialFailure``) are recorded and the study goes on.
-    """
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
-
-    remaining = n_trials - finished_count(study)
-    if remaining <= 0:
-        return 0
-    before = len(study.trials)
-    stop = MaxTrialsCallback(
-        n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    )
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=timeout,
-        catch=(TrialFailure,),
-        callbacks=[*callbacks, stop],
-        gc_after_trial=False,
-    )
-    return len(study.trials) - before

@@ -17,13 +17,13 @@ from hpo.objective import Objective
 from hpo.space import Hyperparameters
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
+from hpo.workers import work
 from hpo.study import (
     FILE_ATTR,
     build_pruner,
     build_sampler,
     create_or_resume,
     load_stored,
-    run_study,
 )
 from tests.conftest import spec_dict
 
@@ -39,7 +39,7 @@ def make_spec(tiny_model_dir: Path, sentiment_csv: Path, **sections: dict[str, A
 
 def run(spec: StudySpec, url: str, objective: Objective | None = None) -> optuna.Study:
     study, _ = create_or_resume(spec, open_storage(url), "# the study file\n")
-    run_study(study, objective or Objective(spec), spec.study.n_trials, spec.study.timeout)
+    work(study, objective or Objective(spec), spec.study.n_trials)
     return study
 
 
@@ -83,8 +83,10 @@ def test_a_hopeless_trial_is_pruned(tiny_model_dir, sentiment_csv, storage_url) 
     study.enqueue_trial({"learning_rate": 4e-3, "frozen_layers": 0})
     study.enqueue_trial({"learning_rate": 5e-3, "frozen_layers": 0})
     study.enqueue_trial({"learning_rate": 1e-7, "frozen_layers": 1})  # cannot learn in 40 steps
-    run_study(study, Objective(spec), 3)
-    trials = study.get_trials()
+    work(study, Objective(spec), 3)
+    # enqueued configurations run before the empty budget slots, which stay queued
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 3
+    trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert [t.state for t in trials] == [
         TrialState.COMPLETE,
         TrialState.COMPLETE,

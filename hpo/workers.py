@@ -1,0 +1,219 @@
+"""Workers: claim a queued trial, run it with heartbeats, record it; sweep trials of dead workers.
+
+The study-wide budget is a queue: creating a study enqueues ``n_trials`` empty WAITING trials
+(slots), and a worker only ever runs a trial it claimed from that queue. Claiming is Optuna's
+atomic WAITING -> RUNNING change, so K workers run exactly ``n_trials`` trials between them,
+never K x n. A trial whose worker dies stops sending heartbeats; a live worker fails it after
+the grace period and Optuna re-queues its parameters once (the retry takes its slot).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import TrialFailure
+
+if TYPE_CHECKING:
+    import optuna
+
+DEADLINE_ATTR = "hpo_deadline"  # epoch seconds after which no worker starts a trial
+
+OnFinished = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+class WorkerStopped(BaseException):
+    """SIGTERM reached the worker: its current trial is recorded as failed, then it exits."""
+
+
+def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that a heartbeat retry has replaced."""
+    out: set[int] = set()
+    for t in trials:
+        out.update(t.system_attrs.get("retry_history", ()))
+    return out
+
+
+def budget_used(study: optuna.Study, include_waiting: bool = False) -> int:
+    """Trials that count against the budget: all that ran or run, less failures that were retried."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(
+        1
+        for t in trials
+        if (include_waiting or t.state != TrialState.WAITING)
+        and not (t.state == TrialState.FAIL and t.number in retried)
+    )
+
+
+def ensure_budget(study: optuna.Study, n_trials: int) -> int:
+    """Enqueue empty trials until the study's queue and history add up to ``n_trials``."""
+    missing = n_trials - budget_used(study, include_waiting=True)
+    for _ in range(max(0, missing)):
+        study.enqueue_trial({}, skip_if_exists=False)
+    return max(0, missing)
+
+
+def set_deadline(study: optuna.Study, timeout: float | None) -> None:
+    """Start the study-wide clock: no worker starts a trial after ``timeout`` seconds from now."""
+    study.set_user_attr(DEADLINE_ATTR, None if timeout is None else time.time() + timeout)
+
+
+def _past_deadline(study: optuna.Study) -> bool:
+    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    return deadline is not None and time.time() >= float(deadline)
+
+
+def _claim(study: optuna.Study) -> int | None:
+    """Atomically take one WAITING trial; None when the queue is empty.
+
+    Trials with parameters (retries, or ones a user enqueued) go before the empty slots.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    waiting.sort(key=lambda t: (not (t.params or t.system_attrs.get("fixed_params")), t.number))
+    for t in waiting:
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+@contextmanager
+def _heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
+    """Record a heartbeat for the trial every interval while it runs (RDB storages only)."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        yield
+        return
+    interval = storage.get_heartbeat_interval() or 60
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], float]) -> None:
+    """Run one claimed trial and record its end: complete, pruned, or failed with a reason."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trial = optuna.Trial(study, trial_id)
+    with _heartbeat(study, trial_id):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        except TrialFailure as exc:
+            _fail(study, trial, str(exc))
+            return
+        except (KeyboardInterrupt, WorkerStopped) as exc:
+            why = (
+                "interrupted (Ctrl-C)"
+                if isinstance(exc, KeyboardInterrupt)
+                else "stopped by SIGTERM"
+            )
+            _fail(study, trial, f"worker {why} during the trial")
+            raise
+        except Exception as exc:
+            _fail(study, trial, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            raise
+    study.tell(trial, value)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    from optuna.trial import TrialState
+
+    if "fail_reason" not in trial.user_attrs:
+        trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def sweep_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped sending heartbeats; the storage's callback retries them."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[Any], float],
+    n_trials: int,
+    on_finished: OnFinished | None = None,
+    poll_seconds: float | None = None,
+) -> int:
+    """Run queued trials until the budget is used or the deadline passes; returns trials run.
+
+    When the queue is empty but other workers' trials still run, the worker waits and sweeps:
+    if one of them died, its retry appears in the queue and this worker runs it.
+    """
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+    poll = poll_seconds or interval or 1.0
+    ran = 0
+    while not _past_deadline(study):
+        sweep_stale(study)
+        if budget_used(study) >= n_trials:
+            break
+        trial_id = _claim(study)
+        if trial_id is None:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or interval is None:
+                break
+            time.sleep(poll)  # wait for others to finish, or to be found dead
+            continue
+        run_trial(study, trial_id, objective)
+        ran += 1
+        if on_finished is not None:
+            on_finished(study, study._storage.get_trial(trial_id))
+    return ran
+
+
+@contextmanager
+def sigterm_stops_worker() -> Iterator[None]:
+    """Turn SIGTERM into ``WorkerStopped`` in the main thread for the duration of the block."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise WorkerStopped(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
