@@ -31,6 +31,10 @@ class TrialFailure(Exception):
     """One trial cannot go on (NaN loss, out of memory, a bad batch); the study carries on."""
 
 
+class OutOfMemory(TrialFailure):
+    """The trial's batch does not fit in the device's memory."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors run to many lines)."""
     lines = str(exc).strip().splitlines()

@@ -7,13 +7,16 @@ trial after it.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import os
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hpo.errors import HpoError, SpecError, TrialFailure, first_line
+from hpo.errors import HpoError, OutOfMemory, SpecError, TrialFailure, first_line
 from hpo.space import Hyperparameters, sample
 from hpo.spec import StudySpec
 from hpo.train import Device, TrainPlan, TrainResult, pick_device, steps_for, train
@@ -117,6 +120,7 @@ class Objective:
         hp = sample(self.spec.space, trial)
         plan = self.plan(hp, len(prep.train))
         trial.set_user_attr("device", prep.device.description)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("max_steps", plan.max_steps)
         if self.trials_run == 0:
             trial.set_user_attr("setup_seconds", round(prep.setup_seconds, 3))
@@ -131,14 +135,62 @@ class Objective:
                 self.listener.evaluated(step, value)
             return trial.should_prune()
 
-        model = None
         try:
-            from hpo.model import freeze_lower_layers
+            try:
+                result = self._train(trial, prep, hp, plan, on_eval)
+            except OutOfMemory as first:
+                # Same effective batch in half-size pieces; if that fails too, the trial is
+                # kept as infeasible so the sampler learns to avoid the region.
+                plan = dataclasses.replace(
+                    plan,
+                    batch_size=max(1, plan.batch_size // 2),
+                    gradient_accumulation=plan.gradient_accumulation * 2,
+                )
+                trial.set_user_attr(
+                    "oom_retry",
+                    {
+                        "first_error": str(first),
+                        "batch_size": plan.batch_size,
+                        "gradient_accumulation": plan.gradient_accumulation,
+                    },
+                )
+                try:
+                    result = self._train(trial, prep, hp, plan, on_eval)
+                except OutOfMemory as second:
+                    trial.set_user_attr("fail_reason", f"{second} (also with half the batch)")
+                    trial.set_constraint("fits_in_memory", 1.0)
+                    return 0.0 if plan.maximize else 1e9
+        except (TrialFailure, HpoError) as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailure(str(exc)) from exc
+        except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailure(reason) from exc
+        _record(trial, result, time.perf_counter() - started)
+        if result.stopped_early:
+            raise optuna.TrialPruned(f"pruned at step {result.steps}")
+        if plan.metric not in result.metrics:
+            raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
+        return result.metrics[plan.metric]
 
-            model = prep.pretrained.fresh(hp.seed)
-            trainable = freeze_lower_layers(model, hp.frozen_layers)
-            trial.set_user_attr("trainable_parameters", trainable)
-            result = train(
+    def _train(
+        self,
+        trial: optuna.Trial,
+        prep: Prepared,
+        hp: Hyperparameters,
+        plan: TrainPlan,
+        on_eval: Callable[[int, dict[str, float]], bool],
+    ) -> TrainResult:
+        """One training run of the trial on a fresh copy of the pretrained model."""
+        from hpo.model import freeze_lower_layers
+
+        model = prep.pretrained.fresh(hp.seed)
+        try:
+            trial.set_user_attr(
+                "trainable_parameters", freeze_lower_layers(model, hp.frozen_layers)
+            )
+            return train(
                 model,
                 prep.train,
                 prep.validation,
@@ -149,22 +201,9 @@ class Objective:
                 on_eval=on_eval,
                 on_step=self.listener.step if self.listener is not None else None,
             )
-        except (TrialFailure, HpoError) as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise TrialFailure(str(exc)) from exc
-        except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
-            reason = f"{type(exc).__name__}: {first_line(exc)}"
-            trial.set_user_attr("fail_reason", reason)
-            raise TrialFailure(reason) from exc
         finally:
             del model
             _release_memory(prep.device)
-        _record(trial, result, time.perf_counter() - started)
-        if result.stopped_early:
-            raise optuna.TrialPruned(f"pruned at step {result.steps}")
-        if plan.metric not in result.metrics:
-            raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
-        return result.metrics[plan.metric]
 
     def _batch_maker(self, prep: Prepared, hp: Hyperparameters) -> Any:
         """None (use cached tokens) at strength 0; else a function that perturbs and re-tokenizes."""

@@ -105,13 +105,29 @@ def _one_line(reason: str, width: int = FAIL_REASON_WIDTH) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
+def _infeasible(trial: FrozenTrial) -> bool:
+    """A completed trial that broke a constraint (it ran out of memory even at half the batch)."""
+    return any(v > 0 for v in trial.constraints.values())
+
+
+def _failure_reason(trial: FrozenTrial, retry: int | None) -> str:
+    reason = trial.user_attrs.get("fail_reason")
+    if reason:
+        return str(reason) + (" (kept as infeasible)" if trial.state == TrialState.COMPLETE else "")
+    if retry is not None:
+        return f"its worker stopped sending heartbeats (killed or lost); retried as trial #{retry}"
+    return "unknown"
+
+
 def summarize(
     study_name: str, metric: str, direction: str, trials: Sequence[FrozenTrial]
 ) -> StudySummary:
     """Count trials by state, find the best complete trial and the training steps pruning saved."""
     direction = _check_direction(direction)
     by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
-    ranked = sorted(by_state[TrialState.COMPLETE], key=_rank_key(direction))
+    infeasible = [t for t in by_state[TrialState.COMPLETE] if _infeasible(t)]
+    feasible = [t for t in by_state[TrialState.COMPLETE] if not _infeasible(t)]
+    ranked = sorted(feasible, key=_rank_key(direction))
     best = ranked[0] if ranked and _value(ranked[0]) is not None else None
     steps_run = sum(_steps(t) for t in trials if t.state.is_finished())
     unrun = sum(
@@ -119,9 +135,10 @@ def summarize(
         for t in by_state[TrialState.PRUNED]
         if (planned := _int_attr(t, "max_steps")) is not None
     )
+    retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", ())}
     failures = [
-        (t.number, str(t.user_attrs.get("fail_reason") or "unknown"))
-        for t in sorted(by_state[TrialState.FAIL], key=lambda t: t.number)
+        (t.number, _failure_reason(t, retried_as.get(t.number)))
+        for t in sorted(by_state[TrialState.FAIL] + infeasible, key=lambda t: t.number)
     ]
     return StudySummary(
         study_name=study_name,

@@ -9,6 +9,7 @@ under the same names and can be queried alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -135,6 +136,8 @@ def _typed(name: str, value: Any, where: str) -> Any:
         raise SpecError(f"`{where}` must be {_kind_word(rule.kind)}, got {value!r}")
     if rule.kind == "float":
         value = float(value)
+        if not math.isfinite(value):
+            raise SpecError(f"`{where}` must be a finite number, got {value!r}")
     if not rule.check(value):
         raise SpecError(f"`{where}` {rule.rule}, got {value!r}")
     return value

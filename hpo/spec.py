@@ -7,6 +7,7 @@ Errors name the field, the value and the rule: "`train.eval_every` must be at le
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import types
@@ -43,9 +44,7 @@ class StudySection:
                 f"`study.name` must be letters, digits, '_', '.', '-' (1-128), got {self.name!r}"
             )
         natural = "minimize" if self.metric == "eval_loss" else "maximize"
-        if self.direction is None:
-            object.__setattr__(self, "direction", natural)
-        elif self.direction != natural:
+        if self.direction is not None and self.direction != natural:
             raise SpecError(
                 f"`study.direction` {self.direction!r} contradicts metric {self.metric!r}, "
                 f"which is {natural}d; drop `direction`"
@@ -69,10 +68,13 @@ class SamplerSection:
 
 @dataclass(frozen=True)
 class PrunerSection:
+    """Pruning; the median pruner by default waits past the first evaluation and a third of
+    ``train.max_steps``, so trials still in warmup are not judged."""
+
     name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
     wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
     n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
-    n_warmup_steps: int | None = None  # median: no pruning before this step (default: eval_every)
+    n_warmup_steps: int | None = None  # median: no pruning before this step (default: see below)
     min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
     reduction_factor: int = 3  # successive_halving, hyperband
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
@@ -141,7 +143,10 @@ class DataSection:
             if not 0 <= v < 1:
                 raise SpecError(f"`data.{key}` must be in [0, 1), got {v!r}")
         if self.validation_fraction + self.test_fraction >= 0.9:
-            raise SpecError("`data.validation_fraction` + `data.test_fraction` must stay below 0.9")
+            raise SpecError(
+                "`data.validation_fraction` + `data.test_fraction` must stay below 0.9, got "
+                f"{self.validation_fraction!r} + {self.test_fraction!r}"
+            )
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
                 _at_least(f"data.{key}", getattr(self, key), 1)
@@ -226,8 +231,10 @@ class StudySpec:
 
     @property
     def direction(self) -> str:
-        assert self.study.direction is not None
-        return self.study.direction
+        """The study's direction: as written, else the metric's own (loss down, scores up)."""
+        return self.study.direction or (
+            "minimize" if self.study.metric == "eval_loss" else "maximize"
+        )
 
     def replace(self, section: str, **changes: Any) -> StudySpec:
         """A copy with some keys of one section changed, validated again."""
@@ -296,6 +303,8 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"`{where}` must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SpecError(f"`{where}` must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -333,14 +342,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative data files and model folders absolute, relative to the study file."""
-    files = raw.get("data", {}).get("files")
+    data = raw.get("data")
+    files = data.get("files") if isinstance(data, dict) else None
     if isinstance(files, dict):
         for split, name in files.items():
-            if isinstance(name, str) and not Path(name).expanduser().is_absolute():
-                files[split] = str((base / name).resolve())
-    model = raw.get("model", {})
+            if isinstance(name, str):
+                files[split] = str((base / Path(name).expanduser()).resolve())
+    model = raw.get("model")
     name = model.get("name") if isinstance(model, dict) else None
-    if isinstance(name, str) and not name.startswith("bundled:"):
+    if isinstance(model, dict) and isinstance(name, str) and not name.startswith("bundled:"):
         local = base / Path(name).expanduser()
         if name.startswith((".", "~", "/")) or local.is_dir():
             model["name"] = str(local.resolve())

@@ -51,7 +51,7 @@ def storage_url(cli_value: str | None = None) -> str:
 
 
 def open_storage(
-    url: str, *, pool_size: int = 4, heartbeat: bool = True
+    url: str, *, pool_size: int = 2, heartbeat: bool = True
 ) -> optuna.storages.BaseStorage:
     """Open (creating tables if needed) the storage behind ``url``."""
     import optuna
@@ -71,7 +71,9 @@ def open_storage(
         # Wait for a lock instead of failing at once; WAL lets readers in beside a writer.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+        # A worker holds at most two connections at once (its trial and its heartbeat thread),
+        # so 16 workers stay far below PostgreSQL's default of 100 clients.
+        engine_kwargs.update(pool_size=pool_size, max_overflow=1, pool_recycle=3600)
     hb: dict[str, Any] = {}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and relied on

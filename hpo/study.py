@@ -7,10 +7,12 @@ so the database alone is enough to report on it or to join it as a worker.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import SpecError, StorageError
+from hpo.errors import DependencyError, SpecError, StorageError
 from hpo.spec import StudySpec
 from hpo.workers import ensure_budget
 
@@ -44,6 +46,11 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
         )
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
+    needs = {"gp": ("scipy", "scipy"), "cmaes": ("cmaes", "cmaes")}.get(s.name)
+    if needs is not None and importlib.util.find_spec(needs[0]) is None:
+        raise DependencyError(
+            f"`sampler.name` {s.name!r} needs the package {needs[1]}: pip install {needs[1]}"
+        )
     if s.name == "gp":
         return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
     if s.name == "cmaes":
@@ -51,6 +58,16 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
             seed=s.seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False
         )
     return optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False)
+
+
+def default_warmup_steps(spec: StudySpec) -> int:
+    """Steps before the median pruner may act: past the first evaluation and a third of a trial.
+
+    Early evaluations fall inside the learning-rate warmup, where a good configuration still
+    looks bad; pruning there throws good learning rates away.
+    """
+    third = math.ceil(spec.train.max_steps / 3) if spec.train.max_steps else 0
+    return max(spec.train.eval_every + 1, third)
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -64,7 +81,9 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if name == "median":
         inner = optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials,
-            n_warmup_steps=p.n_warmup_steps if p.n_warmup_steps is not None else first_eval,
+            n_warmup_steps=p.n_warmup_steps
+            if p.n_warmup_steps is not None
+            else default_warmup_steps(spec),
         )
     elif name == "successive_halving":
         inner = optuna.pruners.SuccessiveHalvingPruner(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo.data import Encoded, collate, eval_batches, train_batches
-from hpo.errors import TrialFailure
+from hpo.errors import OutOfMemory, TrialFailure
 from hpo.model import parameter_groups
 
 if TYPE_CHECKING:
@@ -219,8 +219,8 @@ def train(
     for step in range(1, plan.max_steps + 1):
         try:
             loss = _step(model, optimizer, scaler, batches, make_batch, plan, device)
-        except torch.OutOfMemoryError:
-            raise TrialFailure(
+        except (torch.OutOfMemoryError, MemoryError):
+            raise OutOfMemory(
                 f"out of memory at step {step} with batch size {plan.batch_size}; "
                 "lower batch_size or train.max_length"
             ) from None

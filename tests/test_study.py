@@ -17,7 +17,6 @@ from hpo.objective import Objective
 from hpo.space import Hyperparameters
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
-from hpo.workers import work
 from hpo.study import (
     FILE_ATTR,
     build_pruner,
@@ -25,6 +24,7 @@ from hpo.study import (
     create_or_resume,
     load_stored,
 )
+from hpo.workers import work
 from tests.conftest import spec_dict
 
 
@@ -199,3 +199,55 @@ def test_every_sampler_builds(tiny_model_dir, sentiment_csv, name: str) -> None:
 def test_every_pruner_builds(tiny_model_dir, sentiment_csv, name: str, cls: type) -> None:
     spec = make_spec(tiny_model_dir, sentiment_csv, pruner={"name": name})
     assert isinstance(build_pruner(spec), cls)
+
+
+def _oom_when(limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the loop run out of memory for batches above ``limit`` rows (a CPU cannot, here)."""
+    from hpo.errors import OutOfMemory
+
+    real_train = objective_module.train
+    seen: list[int] = []
+
+    def train(model: Any, tr: Any, va: Any, plan: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(plan.batch_size)
+        if plan.batch_size > limit:
+            raise OutOfMemory(f"out of memory at step 1 with batch size {plan.batch_size}")
+        return real_train(model, tr, va, plan, *args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", train)
+    return seen
+
+
+def test_out_of_memory_retries_with_half_the_batch(
+    tiny_model_dir, sentiment_csv, storage_url, monkeypatch
+) -> None:
+    seen = _oom_when(8, monkeypatch)
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 1})
+    trial = run(spec, storage_url).get_trials()[0]
+    assert seen == [16, 8]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["oom_retry"]["gradient_accumulation"] == 2
+    assert trial.user_attrs["train_samples"] == 30 * 16  # the same effective batch
+
+
+def test_out_of_memory_twice_is_kept_as_infeasible(
+    tiny_model_dir, sentiment_csv, storage_url, monkeypatch
+) -> None:
+    from hpo.report import summarize
+
+    seen = _oom_when(4, monkeypatch)
+    spec = make_spec(
+        tiny_model_dir, sentiment_csv, study={"n_trials": 2}, space={"batch_size": [4, 16]}
+    )
+    study = run(spec, storage_url)
+    big = [t for t in study.get_trials() if t.params["batch_size"] == 16]
+    small = [t for t in study.get_trials() if t.params["batch_size"] == 4]
+    assert big and small, "the seeded sampler should try both batch sizes"
+    assert 8 in seen
+    for t in big:
+        assert t.state == TrialState.COMPLETE and t.constraints == {"fits_in_memory": 1.0}
+        assert "also with half the batch" in t.user_attrs["fail_reason"]
+    assert study.best_trial.params["batch_size"] == 4  # the infeasible trial is never the best
+    summary = summarize("tiny", "accuracy", "maximize", study.get_trials())
+    assert {n for n, _ in summary.failures} == {t.number for t in big}
+    assert summary.best_number == small[0].number

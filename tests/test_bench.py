@@ -1,0 +1,38 @@
+"""Each benchmark script runs in its --quick mode, so the scripts cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str, timeout: float = 300) -> str:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_workers_benchmark_quick(tmp_path: Path) -> None:
+    text = run("workers.py", "--quick", "--json", str(tmp_path / "rows.json"))
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["storage"], r["workers"]) for r in rows] == [
+        ("sqlite", 1), ("sqlite", 4), ("journal", 1), ("journal", 4)
+    ]  # fmt: skip
+    for r in rows:
+        assert r["trials"] == r["expected"] and r["errors"] == 0, r
+        assert r["trials_per_s"] > 0
+    assert "trials/s" in text
