@@ -364,6 +364,15 @@ def _print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     if stored and spec.study.metric == "accuracy":
         baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
     console.print(render_report(summary, trials, top=top, baseline=baseline))
+    retrained = study.user_attrs.get("hpo_best")
+    if retrained and retrained.get("test_mean") is not None:
+        gap = retrained.get("gap")
+        console.print(
+            f"retrained best (trial #{retrained['trial']}, seeds {retrained['seeds']}): "
+            f"test {retrained['metric']} {retrained['test_mean']:.4f} ± {retrained['test_std']:.4f}"
+            + (f", validation - test gap {gap:+.4f}" if gap is not None else ""),
+            highlight=False,
+        )
 
 
 def _quiet_libraries() -> None:
@@ -377,3 +386,18 @@ def _quiet_libraries() -> None:
 def main() -> None:
     """Entry point of the ``hpo`` script and ``python -m hpo``."""
     cli(prog_name="hpo")
+
+
+from hpo.cli_best import best, predict  # noqa: E402
+
+cli.add_command(best)
+cli.add_command(predict)
+
+from hpo.cli_dashboard import dashboard  # noqa: E402
+
+cli.add_command(dashboard)
+
+from hpo.cli_results import export, plot  # noqa: E402
+
+cli.add_command(export)
+cli.add_command(plot)

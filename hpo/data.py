@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
+import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -106,10 +107,10 @@ def load_task(spec: DataSection) -> TaskData:
     if test is not None and len(test) == 0:
         test = None  # e.g. a hub test split whose labels are hidden
     if test is None and spec.test_fraction > 0:
-        train, test = _stratified_split(train, spec.test_fraction, rng)
+        train, test = _stratified_fraction(train, spec.test_fraction, rng)
     validation = splits.get("validation")
     if validation is None or len(validation) == 0:
-        train, validation = _stratified_split(train, spec.validation_fraction or 0.1, rng)
+        train, validation = _stratified_fraction(train, spec.validation_fraction or 0.1, rng)
     if spec.max_train_samples is not None and len(train) > spec.max_train_samples:
         train = _stratified_cap(train, spec.max_train_samples, rng)
     if spec.max_eval_samples is not None and len(validation) > spec.max_eval_samples:
@@ -168,13 +169,22 @@ def _read_file(path: str, spec: DataSection) -> Any:
         builder = "json" if fmt in ("json", "jsonl") else "parquet"
     try:
         return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
-            '(for example "latin-1")'
-        ) from None
-    except Exception as exc:
+    except Exception as exc:  # datasets wraps the reader's errors in its own
+        if _caused_by(exc, UnicodeDecodeError):
+            raise DataError(
+                f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
+                '(for example "latin-1")'
+            ) from None
         raise DataError(f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}") from None
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _package_file(package: str, path: str) -> Path:
@@ -191,13 +201,18 @@ def _package_file(package: str, path: str) -> Path:
     return located
 
 
+def _unlabelled(y: Any) -> bool:
+    """No label: missing, NaN (an empty cell in a number column), or -1 (hidden test labels)."""
+    return y is None or y == -1 or (isinstance(y, float) and math.isnan(y))
+
+
 def _label_encoder(table: Any, column: str) -> tuple[list[str], dict[Any, int]]:
     """Label names and a value -> index map; class-label features keep their own order."""
     feature = table.features.get(column)
     names = getattr(feature, "names", None)
     if names:
         return list(names), {i: i for i in range(len(names))}
-    values = {v for v in table[column] if v is not None and v != -1}
+    values = {v for v in table[column] if not _unlabelled(v)}
     if not values:
         raise DataError(f"`data.label_column` {column!r} has no labels in the train split")
     if len(values) < 2:
@@ -208,7 +223,9 @@ def _label_encoder(table: Any, column: str) -> tuple[list[str], dict[Any, int]]:
             "is it really a class label?"
         )
     ordered = sorted(values, key=lambda v: (isinstance(v, str), v))
-    return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
+    # A column of integers with a gap is read as floats (0.0, 1.0): name them as integers.
+    names = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in ordered]
+    return names, {v: i for i, v in enumerate(ordered)}
 
 
 def _to_split(table: Any, spec: DataSection, encode: dict[Any, int], name: str) -> Split:
@@ -219,7 +236,7 @@ def _to_split(table: Any, spec: DataSection, encode: dict[Any, int], name: str) 
     keep_pair: list[str] | None = [] if pairs is not None else None
     keep_label: list[int] = []
     for i, (text, y) in enumerate(zip(texts, labels, strict=True)):
-        if y is None or y == -1 or not isinstance(text, str) or not text.strip():
+        if _unlabelled(y) or not isinstance(text, str) or not text.strip():
             continue  # unlabelled or empty rows carry nothing to learn or score
         if y not in encode:
             raise DataError(
@@ -243,19 +260,44 @@ def _by_label(split: Split, rng: random.Random) -> list[list[int]]:
     return out
 
 
-def _stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
-    """Carve a held-out part keeping label proportions; (rest, held_out)."""
+def _quotas(sizes: list[int], total: int) -> list[int]:
+    """Rows to take from each class so they add up to ``total`` exactly, in proportion.
+
+    Largest remainders get the leftover rows; every class with two or more rows gets at least
+    one when the total allows it, so no class vanishes from a small split.
+    """
+    n = sum(sizes)
+    exact = [s * total / n for s in sizes]
+    quota = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: exact[i] - quota[i], reverse=True):
+        if sum(quota) >= total:
+            break
+        quota[i] += 1
+    for i, size in enumerate(sizes):
+        if quota[i] == 0 and size > 1 and total >= len(sizes):
+            donor = max(range(len(sizes)), key=quota.__getitem__)
+            quota[donor] -= 1
+            quota[i] = 1
+    return [min(q, s) for q, s in zip(quota, sizes, strict=True)]
+
+
+def _stratified_split(split: Split, size: int, rng: random.Random) -> tuple[Split, Split]:
+    """Carve ``size`` rows keeping label proportions; returns (rest, carved)."""
+    groups = _by_label(split, rng)
     held: list[int] = []
     rest: list[int] = []
-    for group in _by_label(split, rng):
-        k = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+    for group, k in zip(groups, _quotas([len(g) for g in groups], size), strict=True):
         held += group[:k]
         rest += group[k:]
     return split.subset(sorted(rest)), split.subset(sorted(held))
 
 
+def _stratified_fraction(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    return _stratified_split(split, max(1, round(len(split) * fraction)), rng)
+
+
 def _stratified_cap(split: Split, n: int, rng: random.Random) -> Split:
-    return _stratified_split(split, n / len(split), rng)[1]
+    return _stratified_split(split, n, rng)[1]
 
 
 # ---------------------------------------------------------------- tokenization and batching

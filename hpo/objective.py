@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-    from hpo.data import Encoded, TaskData
+    from hpo.data import Encoded, Split, TaskData
     from hpo.model import PretrainedModel
 
 
@@ -197,7 +197,7 @@ class Objective:
                 plan,
                 prep.device,
                 pad_id=prep.tokenizer.pad_token_id or 0,
-                make_batch=self._batch_maker(prep, hp),
+                make_batch=self.batch_maker(prep, hp),
                 on_eval=on_eval,
                 on_step=self.listener.step if self.listener is not None else None,
             )
@@ -205,8 +205,11 @@ class Objective:
             del model
             _release_memory(prep.device)
 
-    def _batch_maker(self, prep: Prepared, hp: Hyperparameters) -> Any:
-        """None (use cached tokens) at strength 0; else a function that perturbs and re-tokenizes."""
+    def batch_maker(self, prep: Prepared, hp: Hyperparameters, split: Split | None = None) -> Any:
+        """None (use cached tokens) at strength 0; else a function that perturbs and re-tokenizes.
+
+        ``split`` holds the raw text of the rows being trained on (default: the train split).
+        """
         if hp.augmentation_strength == 0:
             return None
         import torch
@@ -214,7 +217,7 @@ class Objective:
         from hpo.augment import Augmenter
 
         augment = Augmenter(hp.augmentation_strength, prep.vocabulary, hp.seed)
-        split = prep.task.train
+        split = split or prep.task.train
         max_length = self.spec.train.max_length
 
         def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:

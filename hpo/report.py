@@ -207,12 +207,13 @@ def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int)
         pad_edge=False,
         collapse_padding=True,
     )
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column(Text(summary.metric), justify="right", no_wrap=True)
+    # The identifying columns keep their width; parameter columns give way on narrow terminals.
+    table.add_column("#", justify="right", no_wrap=True, min_width=3)
+    table.add_column("state", no_wrap=True, min_width=6)
+    table.add_column(Text(summary.metric), justify="right", no_wrap=True, min_width=6)
     for name in names:
-        table.add_column(Text(_SHORT.get(name, name)), no_wrap=True)
-    table.add_column("steps", justify="right", no_wrap=True)
+        table.add_column(Text(_SHORT.get(name, name)), overflow="fold")
+    table.add_column("steps", justify="right", no_wrap=True, min_width=5)
     for t in rows:
         steps = _steps(t)
         cells = [

@@ -36,3 +36,13 @@ def test_workers_benchmark_quick(tmp_path: Path) -> None:
         assert r["trials"] == r["expected"] and r["errors"] == 0, r
         assert r["trials_per_s"] > 0
     assert "trials/s" in text
+
+
+def test_cpu_split_benchmark_quick(study_file: Path, tmp_path: Path) -> None:
+    text = run(
+        "cpu_split.py", "--quick", "--study", str(study_file), "--json", str(tmp_path / "rows.json")
+    )
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["workers"], r["trials"]) for r in rows] == [(1, 3), (2, 3)]
+    assert all(r["trials_per_hour"] > 0 and r["samples_per_s_per_worker"] > 0 for r in rows)
+    assert "trials/hour" in text

@@ -101,11 +101,6 @@ def _latin1_csv(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datasets wraps UnicodeDecodeError in DatasetGenerationError, so _read_file's "
-    "`except UnicodeDecodeError` never fires and the message does not mention data.encoding",
-)
 def test_non_utf8_csv_names_data_encoding(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_task(files_spec(_latin1_csv(tmp_path / "latin.csv")))
@@ -187,10 +182,6 @@ def test_rows_with_empty_text_or_missing_label_are_dropped(tmp_path: Path) -> No
     assert "no label" not in task.train.text + task.validation.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one missing integer label makes pandas read the column as float: names '0.0', '1.0'",
-)
 def test_integer_labels_with_a_missing_one_keep_integer_names(tmp_path: Path) -> None:
     rows = [*[[f"row {i}", i % 2] for i in range(20)], ["unlabelled", ""]]
     task = load_task(files_spec(write_delimited(tmp_path / "d.csv", ["text", "label"], rows)))
@@ -246,11 +237,6 @@ def test_caps_keep_size_and_every_class(skewed_csv: Path) -> None:
     assert Counter(task.train.label) == {0: 24, 1: 12, 2: 4}  # proportions kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_stratified_cap rounds each class up independently: 15 rows of 3 classes capped "
-    "at 8 keep 9",
-)
 def test_cap_is_never_exceeded_by_rounding(tmp_path: Path) -> None:
     rows = labelled(15, labels="abc")
     dev = write_delimited(tmp_path / "dev.csv", ["text", "label"], labelled(6, "abc", "dev"))

@@ -168,8 +168,8 @@ def test_augmentation_perturbs_training_batches_only(tiny_model_dir, sentiment_c
     objective = Objective(spec)
     prep = objective.prepare()
     hp = Hyperparameters(1e-3, 0.1, "linear", 0, 0.0, 16, 0.0, 0)
-    assert objective._batch_maker(prep, hp) is None  # strength 0: the cached tokens are used
-    make_batch = objective._batch_maker(prep, dataclasses.replace(hp, augmentation_strength=0.5))
+    assert objective.batch_maker(prep, hp) is None  # strength 0: the cached tokens are used
+    make_batch = objective.batch_maker(prep, dataclasses.replace(hp, augmentation_strength=0.5))
     indices = list(range(32))
     augmented = make_batch(indices)
     plain = collate(prep.train, indices, prep.tokenizer.pad_token_id)

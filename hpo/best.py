@@ -1,0 +1,308 @@
+"""From a study to a model: retrain the best configuration with several seeds, test it, save it.
+
+Selection uses the validation split only; the test split is scored once per retrained model and
+never chooses anything, so the validation-test gap it reports is an honest check of whether the
+search overfit the validation split (Dodge et al. 2020; Liu & Wang 2021).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import HpoError
+from hpo.space import Hyperparameters
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.objective import Objective, Prepared
+    from hpo.spec import StudySpec
+
+BEST_ATTR = "hpo_best"  # the retraining summary, stored in the study for `hpo report`
+
+
+@dataclass
+class SeedRun:
+    """One retraining of a configuration with one seed."""
+
+    seed: int
+    validation: dict[str, float]
+    test: dict[str, float] | None
+    train_seconds: float
+
+
+@dataclass
+class ConfigResult:
+    """All seeds of one configuration (a trial of the study)."""
+
+    trial_number: int
+    params: dict[str, Any]
+    runs: list[SeedRun] = field(default_factory=list)
+
+    def values(self, split: str, metric: str) -> list[float]:
+        out = []
+        for run in self.runs:
+            scores = run.validation if split == "validation" else run.test
+            if scores is not None and metric in scores:
+                out.append(scores[metric])
+        return out
+
+    def mean_std(self, split: str, metric: str) -> tuple[float, float] | None:
+        vals = self.values(split, metric)
+        if not vals:
+            return None
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def top_trials(study: optuna.Study, k: int, maximize: bool) -> list[optuna.trial.FrozenTrial]:
+    """The k best complete, feasible trials."""
+    from optuna.trial import TrialState
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and not any(v > 0 for v in t.constraints.values())
+    ]
+    if not done:
+        raise HpoError(f"study {study.study_name!r} has no complete trial to retrain yet")
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))  # type: ignore[operator]
+    return done[:k]
+
+
+def hyperparameters(params: dict[str, Any], seed: int) -> Hyperparameters:
+    """A trial's parameters as the loop's settings, with another seed."""
+    names = {f.name for f in dataclasses.fields(Hyperparameters)}
+    missing = names - set(params) - {"seed"}
+    if missing:
+        raise HpoError(f"the trial lacks parameters {sorted(missing)}; was it made by hpo?")
+    return Hyperparameters(**{**{k: params[k] for k in names - {"seed"}}, "seed": seed})
+
+
+def retrain(
+    objective: Objective,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    seeds: Sequence[int],
+    train_on: str = "train",
+    on_run: Callable[[int, int, SeedRun], None] | None = None,
+) -> tuple[list[ConfigResult], Any]:
+    """Retrain each trial's configuration for the full budget once per seed; score val and test.
+
+    Returns the results and the model of the best run (by validation, or by the first seed's
+    order when validation is part of the training data).
+    """
+    from hpo.data import encode
+    from hpo.train import evaluate, train
+
+    prep = objective.prepare()
+    spec = objective.spec
+    test = encode(prep.task.test, prep.tokenizer, spec.train.max_length) if prep.task.test else None
+    train_data, source = _training_data(prep, train_on, spec)
+    results: list[ConfigResult] = []
+    best: tuple[float, Any] | None = None
+    sign = 1.0 if spec.direction == "maximize" else -1.0
+    for trial in trials:
+        result = ConfigResult(trial.number, dict(trial.params))
+        for seed in seeds:
+            hp = hyperparameters(trial.params, seed)
+            plan = objective.plan(hp, len(train_data))
+            model = prep.pretrained.fresh(seed)
+            from hpo.model import freeze_lower_layers
+
+            freeze_lower_layers(model, hp.frozen_layers)
+            started = time.perf_counter()
+            out = train(
+                model,
+                train_data,
+                prep.validation,
+                dataclasses.replace(plan, eval_every=plan.max_steps),
+                prep.device,
+                pad_id=prep.tokenizer.pad_token_id or 0,
+                make_batch=objective.batch_maker(prep, hp, source),
+            )
+            pad = prep.tokenizer.pad_token_id or 0
+            scores = None
+            if test is not None:
+                scores = evaluate(model, test, prep.device, spec.train.eval_batch_size, pad)
+            run = SeedRun(seed, out.metrics, scores, time.perf_counter() - started)
+            result.runs.append(run)
+            if on_run is not None:
+                on_run(trial.number, seed, run)
+            key = sign * out.metrics[spec.study.metric] if train_on == "train" else 0.0
+            if best is None or key > best[0]:
+                best = (key, model.cpu())
+            else:
+                del model
+        results.append(result)
+    assert best is not None
+    return results, best[1]
+
+
+def _training_data(prep: Prepared, train_on: str, spec: StudySpec) -> tuple[Any, Any]:
+    """The encoded rows to train on and their raw split (for augmentation)."""
+    from hpo.data import Encoded, Split
+
+    if train_on == "train":
+        return prep.train, prep.task.train
+    a, b = prep.train, prep.validation
+    types = None
+    if a.token_type_ids is not None and b.token_type_ids is not None:
+        types = a.token_type_ids + b.token_type_ids
+    encoded = Encoded(a.input_ids + b.input_ids, types, a.label + b.label)
+    ta, tb = prep.task.train, prep.task.validation
+    pair = ta.text_pair + tb.text_pair if ta.text_pair is not None and tb.text_pair else None
+    return encoded, Split(ta.text + tb.text, pair, ta.label + tb.label)
+
+
+def ensure_writable(out: Path) -> None:
+    """Create the output folder and prove it takes files, before any compute is spent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".hpo-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise HpoError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def save(
+    model: Any,
+    prep: Prepared,
+    out: Path,
+    spec: StudySpec,
+    study_name: str,
+    results: list[ConfigResult],
+    train_on: str,
+    search_value: float | None,
+) -> Path:
+    """Write the model and tokenizer in Hugging Face format plus a model card (README.md)."""
+    ensure_writable(out)
+    names = prep.task.label_names
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    model.save_pretrained(out)
+    prep.tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(
+        model_card(spec, study_name, results, train_on, search_value), encoding="utf-8"
+    )
+    (out / "hpo_results.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in results], indent=1), encoding="utf-8"
+    )
+    return out
+
+
+def summary(results: list[ConfigResult], metric: str, search_value: float | None) -> dict[str, Any]:
+    """The facts stored in the study and printed: mean and spread per split, and the gap."""
+    first = results[0]
+    val = first.mean_std("validation", metric)
+    test = first.mean_std("test", metric)
+    return {
+        "trial": first.trial_number,
+        "metric": metric,
+        "seeds": [r.seed for r in first.runs],
+        "search_value": search_value,
+        "validation_mean": val[0] if val else None,
+        "validation_std": val[1] if val else None,
+        "test_mean": test[0] if test else None,
+        "test_std": test[1] if test else None,
+        "gap": (val[0] - test[0]) if val and test else None,
+    }
+
+
+def model_card(
+    spec: StudySpec,
+    study_name: str,
+    results: list[ConfigResult],
+    train_on: str,
+    search_value: float | None,
+) -> str:
+    """A short model card: what was tuned, how it scored, where the data came from."""
+    metric = spec.study.metric
+    facts = summary(results, metric, search_value)
+    data = spec.data
+    source = (
+        data.hub
+        or data.package
+        or ", ".join(f"{k}: {Path(v).name}" for k, v in (data.files or {}).items())
+    )
+    lines = [
+        f"# {study_name}: fine-tuned {spec.model.name}",
+        "",
+        f"Text classification fine-tuned by `hpo` from study `{study_name}`: the best "
+        f"configuration of the search (trial #{facts['trial']}), retrained on {train_on} with "
+        f"seeds {facts['seeds']}; this folder holds the run that scored best on validation.",
+        "",
+        "## Hyperparameters",
+        "",
+        *(f"- `{k}`: {v}" for k, v in results[0].params.items() if k != "seed"),
+        "",
+        f"## Results ({metric})",
+        "",
+        "| configuration | validation (mean ± sd) | test (mean ± sd) |",
+        "| --- | --- | --- |",
+    ]
+    for r in results:
+        v, t = r.mean_std("validation", metric), r.mean_std("test", metric)
+        cell = lambda x: f"{x[0]:.4f} ± {x[1]:.4f}" if x else "n/a"  # noqa: E731
+        lines.append(f"| trial #{r.trial_number} | {cell(v)} | {cell(t)} |")
+    lines += [""]
+    if search_value is not None:
+        lines.append(
+            f"During the search this configuration scored {search_value:.4f} on validation."
+        )
+    if facts["gap"] is not None:
+        lines.append(
+            f"Validation minus test: {facts['gap']:+.4f} (a large positive gap means the search "
+            "overfit the validation split)."
+        )
+    elif train_on != "train":
+        lines.append(
+            "Validation was part of the training data, so its score is not a held-out one."
+        )
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- source: {source}" + (f" (config {data.config})" if data.config else ""),
+        f"- text column `{data.text_column}`"
+        + (f", pair column `{data.text_pair_column}`" if data.text_pair_column else "")
+        + f", label column `{data.label_column}`",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER")',
+        'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+        "```",
+        "",
+        'or from the shell: `hpo predict THIS_FOLDER "some text"`.',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def predict(folder: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
+    """Label and probability for each text, from a saved model folder."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    if not (folder / "config.json").is_file():
+        raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model.eval()
+    batch = tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        probs = model(**batch).logits.softmax(-1)
+    top = probs.max(-1)
+    labels = model.config.id2label
+    return [(str(labels[int(i)]), float(p)) for p, i in zip(top.values, top.indices, strict=True)]

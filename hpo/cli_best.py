@@ -1,0 +1,106 @@
+"""Commands from a study to a model: ``hpo best`` retrains and saves it, ``hpo predict`` uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("study_name")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the model.",
+)
+@click.option(
+    "--storage", metavar="URL", help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db)."
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Retrainings per configuration.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many of the best configurations.",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(["train", "train+validation"]),
+    default="train",
+    show_default=True,
+    help="train+validation uses more data but leaves no held-out validation score.",
+)
+def best(
+    study_name: str, out: Path, storage: str | None, seeds: int, top: int, train_on: str
+) -> None:
+    """Retrain the best configuration with several seeds, test it, and save the best model.
+
+    Each run trains for the study's full per-trial budget, is scored on validation and on the
+    test split (once, never to choose), and the run best on validation is saved in Hugging Face
+    format with a model card. The validation-test gap shows whether tuning overfit validation.
+    """
+    from rich.console import Console
+
+    from hpo.best import BEST_ATTR, ensure_writable, retrain, save, summary, top_trials
+    from hpo.objective import Objective
+    from hpo.storage import open_storage, storage_url
+    from hpo.study import load_stored
+
+    console = Console()
+    study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    trials = top_trials(study, top, spec.direction == "maximize")
+    ensure_writable(out)
+    objective = Objective(spec)
+    prep = objective.prepare()
+    metric = spec.study.metric
+    if prep.task.test is None:
+        console.print(
+            "[yellow]the study has no test split[/]: scoring validation only; give "
+            "data.files.test, data.test_split or data.test_fraction for a held-out score"
+        )
+    console.print(f"retraining {len(trials)} configuration(s) x {seeds} seeds on {train_on} ...")
+
+    def show(number: int, seed: int, run: object) -> None:
+        val = run.validation.get(metric)  # type: ignore[attr-defined]
+        test = run.test.get(metric) if run.test else None  # type: ignore[attr-defined]
+        console.print(
+            f"  trial #{number} seed {seed}: validation {metric} {val:.4f}"
+            + (f", test {test:.4f}" if test is not None else ""),
+            highlight=False,
+        )
+
+    results, model = retrain(objective, trials, list(range(seeds)), train_on, on_run=show)
+    facts = summary(results, metric, trials[0].value)
+    save(model, prep, out, spec, study_name, results, train_on, trials[0].value)
+    study.set_user_attr(BEST_ATTR, {**facts, "train_on": train_on, "out": str(out)})
+    line = f"trial #{facts['trial']}: search {metric} {trials[0].value:.4f}"
+    if facts["validation_mean"] is not None and train_on == "train":
+        line += (
+            f"; retrained validation {facts['validation_mean']:.4f} ± {facts['validation_std']:.4f}"
+        )
+    if facts["test_mean"] is not None:
+        line += f"; test {facts['test_mean']:.4f} ± {facts['test_std']:.4f}"
+    if facts["gap"] is not None and train_on == "train":
+        line += f"; validation - test gap {facts['gap']:+.4f}"
+    console.print(line, highlight=False)
+    console.print(f"saved the model, tokenizer and model card to {out}")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+def predict(model_dir: Path, texts: tuple[str, ...]) -> None:
+    """Predict the label of each TEXT with a model saved by `hpo best`."""
+    from hpo.best import predict as run_predict
+
+    for text, (label, prob) in zip(texts, run_predict(model_dir, texts), strict=True):
+        click.echo(f"{label}\t{prob:.3f}\t{text}")

@@ -1,0 +1,46 @@
+"""``hpo dashboard``: optuna-dashboard on the study database, beside running workers."""
+
+from __future__ import annotations
+
+import click
+
+from hpo.cli import storage_option
+
+
+@click.command()
+@storage_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 lets other machines in).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=1, max=65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on.",
+)
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study database while workers write to it.
+
+    Each hpo study gets a note with its study file and a summary (refreshed at start); each trial
+    shows its device, steps, samples per second and failure reason. Needs hpo[dashboard].
+    """
+    from hpo.dashboard import prepare
+    from hpo.storage import storage_url
+
+    url = storage_url(storage)
+    server, count = prepare(url, host, port)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    click.echo(
+        f"dashboard of {count} hpo {'study' if count == 1 else 'studies'} in {url} at "
+        f"http://{shown}:{port}/dashboard/ (Ctrl-C stops it)"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

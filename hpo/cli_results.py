@@ -1,0 +1,94 @@
+"""Commands that take a stored study's results out: ``hpo export`` (a table) and ``hpo plot``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _storage(f: F) -> F:
+    """The --storage option (as in hpo.cli, which imports this module and so cannot be imported)."""
+    return click.option(
+        "--storage",
+        metavar="URL",
+        default=None,
+        help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db).",
+    )(f)
+
+
+def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
+    """The stored study and its spec, read without starting heartbeats."""
+    import optuna
+
+    from hpo.storage import open_storage, storage_url
+    from hpo.study import load_stored
+
+    study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return study, spec
+
+
+@click.command()
+@click.argument("study_name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet"]),
+    default="csv",
+    show_default=True,
+    help="Table format.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: stdout; parquet needs a file).",
+)
+@_storage
+def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> None:
+    """Write one row per trial (number, state, value, param_*, times, attributes, metric_*).
+
+    Parameters are columns named param_<name>, validation metrics metric_<name>; empty budget
+    slots (WAITING trials) are left out.
+    """
+    from hpo.results import check_export, export_trials
+
+    check_export(fmt, out)
+
+    study, spec = _load(study_name, storage)
+    trials = study.get_trials(deepcopy=False)
+    order = list(spec.space.dimensions)
+    text, n = export_trials(trials, fmt, out, order)
+    if text is not None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"wrote {n} trials to {out}")
+
+
+@click.command()
+@click.argument("study_name")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the PNG files.",
+)
+@_storage
+def plot(study_name: str, out: Path, storage: str | None) -> None:
+    """Write PNG plots: optimisation history, learning curves, importances, one slice per param.
+
+    Needs matplotlib (pip install 'hpo[plots]'). Pruned trials show as cut-off learning curves.
+    """
+    from hpo.results import pyplot, write_plots
+
+    pyplot()  # a missing matplotlib is said before the database is read
+    study, spec = _load(study_name, storage)
+    files, notes = write_plots(study.get_trials(deepcopy=False), spec.direction, out)
+    for note in notes:
+        click.echo(f"note: {note}")
+    for path in files:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,566 @@
+"""A stored study's results for scripts and people: JSON report, insights, trial rows, plots.
+
+Everything here is computed from the trials, the spec and the study's attributes, so the same
+facts feed the rich report, ``hpo report --json``, ``hpo export`` and ``hpo plot``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from hpo.errors import DependencyError, HpoError
+from hpo.report import _infeasible, _ranked, _steps, _value, fmt_number, summarize
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.spec import StudySpec
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 60  # longer series are thinned to this many points
+TOP_CURVES = 3
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+BASELINE_ATTR = "hpo_baseline"  # as in hpo.study, repeated to keep this module light
+BEST_ATTR = "hpo_best"  # written by `hpo best`
+FORMATS = ("csv", "json", "parquet")
+# Trial attributes in the order export columns show them; others follow, sorted.
+ATTR_ORDER = (
+    "device",
+    "worker",
+    "steps",
+    "max_steps",
+    "train_samples",
+    "samples_per_second",
+    "train_seconds",
+    "eval_seconds",
+    "wall_seconds",
+    "setup_seconds",
+    "peak_memory_mb",
+    "trainable_parameters",
+    "fail_reason",
+)
+
+
+@dataclass(frozen=True)
+class StateTotals:
+    """Trials, optimizer steps and wall-clock seconds spent in one final state."""
+
+    trials: int
+    steps: int
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Insights:
+    """What the report adds beyond the leaderboard: importances, histories, where time went."""
+
+    importances: dict[str, float]
+    importance_note: str | None
+    history: list[tuple[int, float, float]]  # (trial number, value, best so far), complete only
+    curves: list[tuple[int, str, list[tuple[int, float]]]]  # (number, state, (step, value)...)
+    by_state: dict[str, StateTotals]
+    pruning_seconds_saved: float | None  # estimated at each pruned trial's own speed
+
+
+def sparkline(values: Sequence[float], lo: float | None = None, hi: float | None = None) -> str:
+    """One block character per value, scaled from lo (▁) to hi (█); a blank for NaN."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return " " * len(values)
+    lo = min(finite) if lo is None else lo
+    hi = max(finite) if hi is None else hi
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append(" ")
+        elif hi <= lo:
+            out.append(BLOCKS[len(BLOCKS) // 2 - 1])
+        else:
+            i = round((v - lo) / (hi - lo) * (len(BLOCKS) - 1))
+            out.append(BLOCKS[min(max(i, 0), len(BLOCKS) - 1)])
+    return "".join(out)
+
+
+def _thin(values: Sequence[float], width: int = SPARK_WIDTH) -> list[float]:
+    """At most width evenly spaced values, always keeping the first and the last."""
+    if len(values) <= width:
+        return list(values)
+    return [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+
+
+def _wall_seconds(t: FrozenTrial) -> float:
+    """A trial's recorded wall time, else the time between its start and end."""
+    v = t.user_attrs.get("wall_seconds")
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return t.duration.total_seconds() if t.duration is not None else 0.0
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's info logs and warnings (experimental, too few trials) for a moment."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def study_copy(trials: Sequence[FrozenTrial], direction: str) -> optuna.Study:
+    """An in-memory study holding the finished trials only (no WAITING slots, no RUNNING)."""
+    import optuna
+
+    with _quiet_optuna():
+        study = optuna.create_study(direction="maximize" if direction == "maximize" else "minimize")
+    study.add_trials([t for t in trials if t.state in FINISHED])
+    return study
+
+
+def varying_params(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
+    """(params that took at least two values, params that took one) over feasible complete trials."""
+    values: dict[str, set[str]] = {}
+    for t in trials:
+        if t.state == TrialState.COMPLETE and not _infeasible(t):
+            for name, v in t.params.items():
+                values.setdefault(name, set()).add(repr(v))
+    return (
+        [n for n, vs in values.items() if len(vs) > 1],
+        [n for n, vs in values.items() if len(vs) == 1],
+    )
+
+
+def importances(trials: Sequence[FrozenTrial], direction: str) -> tuple[dict[str, float], str]:
+    """Optuna's parameter importances (default evaluator) and a note on what was left out."""
+    import optuna
+
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and not _infeasible(t)]
+    if len(feasible) < 2:
+        return {}, f"needs at least 2 complete trials, has {len(feasible)}"
+    varying, fixed = varying_params(feasible)
+    notes = [f"same in every complete trial, so not ranked: {', '.join(fixed)}"] if fixed else []
+    if not varying:
+        return {}, "; ".join(["no parameter varied", *notes])
+    with _quiet_optuna():
+        study = study_copy(feasible, direction)
+        found = optuna.importance.get_param_importances(study, params=varying)
+    if len(found) > 1 and len(set(found.values())) == 1:
+        notes.insert(0, "all equal: too few trials to tell the parameters apart")
+    elif len(feasible) < 10:
+        notes.insert(0, f"rough: from {len(feasible)} complete trials")
+    return {k: float(v) for k, v in found.items()}, "; ".join(notes)
+
+
+def insights(trials: Sequence[FrozenTrial], direction: str) -> Insights:
+    """Compute the report's insights from the trials (WAITING slots are ignored)."""
+    done = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and not _infeasible(t)),
+        key=lambda t: t.number,
+    )
+    history: list[tuple[int, float, float]] = []
+    for t in done:
+        v = _value(t)
+        if v is None or math.isnan(v):
+            continue
+        best = v if not history else (max if direction == "maximize" else min)(history[-1][2], v)
+        history.append((t.number, v, best))
+    ranked = _ranked(trials, direction, len(trials))
+    curves = [
+        (t.number, t.state.name, sorted(t.intermediate_values.items()))
+        for t in ranked
+        if t.intermediate_values
+    ][:TOP_CURVES]
+    by_state = {}
+    for state in FINISHED:
+        ts = [t for t in trials if t.state == state]
+        steps, wall = sum(_steps(t) for t in ts), sum(_wall_seconds(t) for t in ts)
+        by_state[state.name] = StateTotals(len(ts), steps, round(wall, 3))
+    saved = [
+        (planned - steps) * float(t.user_attrs["train_seconds"]) / steps
+        for t in trials
+        if t.state == TrialState.PRUNED
+        and isinstance(planned := t.user_attrs.get("max_steps"), int)
+        and (steps := _steps(t)) > 0
+        and isinstance(t.user_attrs.get("train_seconds"), int | float)
+    ]
+    values, note = importances(trials, direction)
+    return Insights(
+        importances=values,
+        importance_note=note or None,
+        history=history,
+        curves=curves,
+        by_state=by_state,
+        pruning_seconds_saved=round(sum(saved), 1) if saved else None,
+    )
+
+
+def _jsonable(x: Any) -> Any:
+    """x with NaN/inf as null, datetimes as ISO text and tuples as lists (strict JSON)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, datetime):
+        return x.isoformat()
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if x is None or isinstance(x, str | int | bool):
+        return x
+    return str(x)
+
+
+def report_data(
+    study_name: str,
+    spec: StudySpec,
+    trials: Sequence[FrozenTrial],
+    study_attrs: Mapping[str, Any],
+    top: int = 10,
+) -> dict[str, Any]:
+    """The report's facts as plain data: summary, baseline, leaderboard and insights."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, not {top}")
+    metric, direction = spec.study.metric, spec.direction
+    summary = summarize(study_name, metric, direction, trials)
+    facts = dataclasses.asdict(summary)
+    facts["failures"] = [{"number": n, "reason": r} for n, r in summary.failures]
+    stored = study_attrs.get(BASELINE_ATTR)
+    baseline = None
+    if isinstance(stored, Mapping) and "accuracy" in stored:
+        base, best = float(stored["accuracy"]), summary.best_value
+        diff = best - base if metric == "accuracy" and best is not None else None
+        baseline = {"label": stored.get("label"), "accuracy": base, "best_minus_baseline": diff}
+    leaderboard = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": _value(t),
+            "params": dict(t.params),
+            "steps": _steps(t),
+            "samples_per_second": t.user_attrs.get("samples_per_second"),
+        }
+        for t in _ranked(trials, direction, top)
+    ]
+    ins = insights(trials, direction)
+    total = summary.steps_if_unpruned
+    return _jsonable(
+        {
+            "summary": facts,
+            "n_waiting": sum(t.state == TrialState.WAITING for t in trials),
+            "n_trials_budget": spec.study.n_trials,
+            "baseline": baseline,
+            "leaderboard": leaderboard,
+            "importances": {"values": ins.importances, "note": ins.importance_note},
+            "best_history": [{"number": n, "value": v, "best": b} for n, v, b in ins.history],
+            "learning_curves": [
+                {
+                    "number": n,
+                    "state": s,
+                    "steps": [p[0] for p in pts],
+                    "values": [p[1] for p in pts],
+                }
+                for n, s, pts in ins.curves
+            ],
+            "by_state": {s: dataclasses.asdict(v) for s, v in ins.by_state.items()},
+            "pruning": {
+                "steps_saved": summary.steps_saved_by_pruning,
+                "steps_if_unpruned": total,
+                "fraction_saved": summary.steps_saved_by_pruning / total if total else 0.0,
+                "seconds_saved_estimate": ins.pruning_seconds_saved,
+            },
+            "retrained": study_attrs.get(BEST_ATTR),
+        }
+    )
+
+
+def report_json(
+    study_name: str,
+    spec: StudySpec,
+    trials: Sequence[FrozenTrial],
+    study_attrs: Mapping[str, Any],
+    top: int = 10,
+) -> str:
+    """``report_data`` as strict JSON text (no NaN), indented for reading."""
+    return json.dumps(
+        report_data(study_name, spec, trials, study_attrs, top), indent=2, allow_nan=False
+    )
+
+
+def fmt_seconds(s: float) -> str:
+    """Seconds as 12.3s, 4m 05s or 2h 03m."""
+    if s < 60:
+        return f"{s:.1f}s"
+    m, sec = divmod(round(s), 60)
+    return f"{m}m {sec:02d}s" if m < 60 else f"{m // 60}h {m % 60:02d}m"
+
+
+def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> RenderableType:
+    """Importances, best-so-far history, top learning curves and time by state, for the report."""
+    metric = spec.study.metric
+    ins = insights(trials, spec.direction)
+    parts: list[RenderableType] = [Text("parameter importance (Optuna's default evaluator)")]
+    if ins.importances:
+        grid = Table.grid(padding=(0, 2))
+        for name, weight in ins.importances.items():
+            bar = "█" * round(weight * 30)
+            grid.add_row(Text(f"  {name}", style="cyan"), Text(f"{weight:.2f}"), Text(bar))
+        parts.append(grid)
+    if ins.importance_note:
+        parts.append(Text(f"  note: {ins.importance_note}", style="dim"))
+    if ins.history:
+        best = [b for _, _, b in ins.history]
+        new = [n for i, (n, _, b) in enumerate(ins.history) if i == 0 or b != best[i - 1]]
+        parts.append(
+            Text(
+                f"best {metric} over {len(best)} complete trials: {sparkline(_thin(best))} "
+                f"{fmt_number(best[0])} → {fmt_number(best[-1])} "
+                f"(new best at {', '.join(f'#{n}' for n in new)})"
+            )
+        )
+    if ins.curves:
+        vals = [v for _, _, pts in ins.curves for _, v in pts if math.isfinite(v)]
+        lo, hi = (min(vals), max(vals)) if vals else (0.0, 0.0)
+        parts.append(
+            Text(
+                f"learning curves of the top {len(ins.curves)} trials "
+                f"({metric} at each evaluation, one scale {fmt_number(lo)}–{fmt_number(hi)}):"
+            )
+        )
+        for number, state, pts in ins.curves:
+            ys = [v for _, v in pts]
+            word = "done" if state == "COMPLETE" else state.lower()
+            parts.append(
+                Text(
+                    f"  #{number:<4} {word:<7} {sparkline(_thin(ys), lo, hi)}  "
+                    f"{fmt_number(ys[0])} → {fmt_number(ys[-1])}, steps {pts[0][0]}–{pts[-1][0]}"
+                )
+            )
+    table = Table("state", "trials", "steps", "wall time", "share", box=None, padding=(0, 2))
+    spent = sum(v.wall_seconds for v in ins.by_state.values())
+    for state, v in ins.by_state.items():
+        share = f"{100 * v.wall_seconds / spent:.0f}%" if spent else "—"
+        table.add_row(
+            state.lower(), str(v.trials), f"{v.steps:,}", fmt_seconds(v.wall_seconds), share
+        )
+    parts += [Text("time and steps by final state:"), table]
+    if ins.pruning_seconds_saved is not None:
+        parts.append(
+            Text(
+                f"pruning saved about {fmt_seconds(ins.pruning_seconds_saved)} of training "
+                "(each pruned trial's unrun steps at its own speed)"
+            )
+        )
+    return Group(*parts)
+
+
+def _cell(x: Any) -> Any:
+    """A table cell: scalars as they are, lists and dicts as JSON text."""
+    if isinstance(x, Mapping | list | tuple):
+        return json.dumps(_jsonable(x), allow_nan=False)
+    return x
+
+
+def _flat_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """User attrs with dicts spread out: metrics as metric_<name>, any other as <attr>_<key>."""
+    out: dict[str, Any] = {}
+    for key, v in attrs.items():
+        if isinstance(v, Mapping):
+            prefix = "metric" if key == "metrics" else key
+            out.update({f"{prefix}_{k}": _cell(x) for k, x in v.items()})
+        else:
+            out[key] = _cell(v)
+    return out
+
+
+def trial_table(
+    trials: Sequence[FrozenTrial], param_order: Sequence[str] = ()
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows): one row per trial but WAITING slots, params as param_<name>."""
+    kept = sorted((t for t in trials if t.state != TrialState.WAITING), key=lambda t: t.number)
+    flat = [_flat_attrs(t.user_attrs) for t in kept]
+    seen = {n for t in kept for n in t.params}
+    params = [n for n in param_order if n in seen] + sorted(seen - set(param_order))
+    keys = {k for attrs in flat for k in attrs}
+    metrics = sorted(k for k in keys if k.startswith("metric_"))
+    attrs = [k for k in ATTR_ORDER if k in keys]
+    attrs += metrics + sorted(keys - set(attrs) - set(metrics))
+    head = ["number", "state", "value", "last_reported", "infeasible"]
+    head += ["datetime_start", "datetime_complete", "duration_seconds"]
+    columns = head + [f"param_{n}" for n in params] + attrs
+    rows = []
+    for t, a in zip(kept, flat, strict=True):
+        last = max(t.intermediate_values, default=None)
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": float(t.values[0]) if t.values else None,
+            "last_reported": None if last is None else float(t.intermediate_values[last]),
+            "infeasible": _infeasible(t),
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
+            "duration_seconds": None if t.duration is None else t.duration.total_seconds(),
+        }
+        row.update({f"param_{n}": t.params.get(n) for n in params})
+        row.update({k: a.get(k) for k in attrs})
+        rows.append(row)
+    return columns, rows
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+        )
+    return buf.getvalue()
+
+
+def _parquet(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise DependencyError("--format parquet needs pyarrow: pip install pyarrow") from None
+    arrays = {}
+    for name in columns:
+        values = [row[name] for row in rows]
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
+            arrays[name] = pa.array([None if v is None else str(v) for v in values])
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(arrays), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _write(out: Path, data: str | bytes) -> None:
+    """Write data to the file out, creating its folder; an OSError becomes one line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            out.write_text(data, encoding="utf-8", newline="")
+        else:
+            out.write_bytes(data)
+    except OSError as exc:
+        raise HpoError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+
+
+def check_export(fmt: str, out: Path | None) -> None:
+    """Refuse an unknown format, and parquet without a file, before any work is done."""
+    if fmt not in FORMATS:
+        raise HpoError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and out is None:
+        raise HpoError("--format parquet is binary: give --out FILE.parquet")
+
+
+def export_trials(
+    trials: Sequence[FrozenTrial], fmt: str, out: Path | None, param_order: Sequence[str] = ()
+) -> tuple[str | None, int]:
+    """Write the trial table as csv, json or parquet to out; (the text when out is None, rows)."""
+    check_export(fmt, out)
+    columns, rows = trial_table(trials, param_order)
+    data: str | bytes
+    if fmt == "csv":
+        data = _csv(columns, rows)
+    elif fmt == "json":
+        data = json.dumps([_jsonable(r) for r in rows], indent=2, allow_nan=False) + "\n"
+    else:
+        data = _parquet(columns, rows)
+    if out is None:
+        assert isinstance(data, str)
+        return data, len(rows)
+    _write(out, data)
+    return None, len(rows)
+
+
+def ensure_folder(out: Path) -> None:
+    """Create the --out folder and prove it takes files, before any plot is drawn."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".hpo-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HpoError(
+            f"cannot write to --out {out}: {exc.strerror or exc}; give a folder you can write to"
+        ) from None
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend, or a DependencyError."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise DependencyError("hpo plot needs matplotlib: pip install 'hpo[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(
+    trials: Sequence[FrozenTrial], direction: str, out: Path
+) -> tuple[list[Path], list[str]]:
+    """PNG plots of the finished trials in the folder out; returns (files, notes on skipped plots)."""
+    from optuna.visualization import matplotlib as ov
+
+    plt = pyplot()
+    ensure_folder(out)
+    study = study_copy(trials, direction)
+    feasible = [t for t in study.trials if t.state == TrialState.COMPLETE and not _infeasible(t)]
+    varying, fixed = varying_params(feasible)
+    jobs: list[tuple[str, Any]] = []
+    notes: list[str] = []
+    if feasible:
+        jobs.append(("history", lambda: ov.plot_optimization_history(study)))
+    else:
+        notes.append("no optimisation history: no complete trial yet")
+    if any(t.intermediate_values for t in study.trials):
+        jobs.append(("intermediate_values", lambda: ov.plot_intermediate_values(study)))
+    else:
+        notes.append("no intermediate values: no trial has reported an evaluation")
+    if len(feasible) < 2 or not varying:
+        why = "fewer than 2 complete trials" if len(feasible) < 2 else "no parameter varied"
+        notes.append(f"no parameter importances: {why}")
+    else:
+        good = study_copy(feasible, direction)
+        jobs.append(("importances", lambda: ov.plot_param_importances(good, params=varying)))
+        for name in varying:
+            jobs.append((f"slice_{name}", lambda n=name: ov.plot_slice(good, params=[n])))
+    if fixed:
+        notes.append(f"no slice plot for parameters that never varied: {', '.join(fixed)}")
+    files = []
+    for stem, draw in jobs:
+        with _quiet_optuna():
+            axes = draw()
+        fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        path = out / f"{stem}.png"
+        try:
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+        except OSError as exc:
+            raise HpoError(f"cannot write {path}: {exc.strerror or exc}") from None
+        finally:
+            plt.close(fig)
+        files.append(path)
+    return files, notes

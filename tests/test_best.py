@@ -1,0 +1,108 @@
+"""`hpo best` and `hpo predict` on a small stored study of the tiny BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hpo.cli import cli
+from hpo.data import encode, load_task
+from hpo.spec import StudySpec
+from hpo.storage import open_storage
+from hpo.study import create_or_resume
+from hpo.train import evaluate, pick_device
+from hpo.workers import work
+from tests.conftest import spec_dict
+
+
+@pytest.fixture
+def stored(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> tuple[str, StudySpec]:
+    from hpo.objective import Objective
+
+    url = f"sqlite:///{tmp_path / 'best.db'}"
+    spec = StudySpec.from_dict(
+        spec_dict(
+            tiny_model_dir,
+            sentiment_csv,
+            study={"n_trials": 2},
+            data={"test_fraction": 0.2},
+            train={"max_steps": 40, "eval_every": 20},
+        )
+    )
+    study, _ = create_or_resume(spec, open_storage(url))
+    work(study, Objective(spec), 2)
+    return url, spec
+
+
+def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) -> None:
+    url, spec = stored
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    facts = study.user_attrs["hpo_best"]
+    assert facts["trial"] == study.best_trial.number and facts["seeds"] == [0, 1]
+    assert facts["gap"] == pytest.approx(facts["validation_mean"] - facts["test_mean"])
+    assert f"test {facts['test_mean']:.4f}" in result.output
+    card = (out / "README.md").read_text()
+    assert (
+        "## Hyperparameters" in card and "learning_rate" in card and "Validation minus test" in card
+    )
+
+    # the saved model reloads and reproduces the test score of the run it came from
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    task = load_task(spec.data)
+    assert task.test is not None
+    test = encode(task.test, tokenizer, spec.train.max_length)
+    score = evaluate(model, test, pick_device("cpu"), 64, tokenizer.pad_token_id)["accuracy"]
+    runs = json.loads((out / "hpo_results.json").read_text())[0]["runs"]
+    saved = max(runs, key=lambda r: r["validation"]["accuracy"])
+    assert score == pytest.approx(saved["test"]["accuracy"], abs=1e-6)
+    assert torch.is_tensor(next(model.parameters()))
+
+
+def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
+    url, _ = stored
+    out = tmp_path / "model"
+    assert (
+        CliRunner()
+        .invoke(cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"])
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(cli, ["predict", str(out), "a great fun film", "awful and boring"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        label, prob, _ = line.split("\t")
+        assert label in {"neg", "pos"} and 0.5 <= float(prob) <= 1.0
+
+
+def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:
+    url, _ = stored
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    runner = CliRunner()
+    for args, message in [
+        (["best", "nope", "--storage", url, "--out", str(tmp_path / "m")], "no study named 'nope'"),
+        (
+            ["best", "tiny", "--storage", url, "--out", str(blocker / "m"), "--seeds", "1"],
+            "cannot write to --out",
+        ),
+        (["predict", str(tmp_path), "text"], "not a saved model folder"),
+    ]:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output

