@@ -209,7 +209,11 @@ def measure(n_trials: int, folder: Path) -> dict[str, Any]:
             if CHROMIUM.exists():
                 blank, _ = chromium_seconds("about:blank", folder)
                 page, dom = chromium_seconds(f"{base}/dashboard/studies/{study_id}", folder)
-                row.update(chromium_blank_s=blank, chromium_page_s=page, page_rendered=name in dom)
+                row.update(
+                    chromium_blank_s=blank,
+                    chromium_page_s=page,
+                    page_rendered="Best Trial (number=" in dom,
+                )
         finally:
             proc.terminate()
             try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
+from hpo.export import ensure_folder
 from hpo.space import Hyperparameters
 
 if TYPE_CHECKING:
@@ -160,17 +161,6 @@ def _training_data(prep: Prepared, train_on: str, spec: StudySpec) -> tuple[Any,
     return encoded, Split(ta.text + tb.text, pair, ta.label + tb.label)
 
 
-def ensure_writable(out: Path) -> None:
-    """Create the output folder and prove it takes files, before any compute is spent."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".hpo-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise HpoError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-
-
 def save(
     model: Any,
     prep: Prepared,
@@ -182,7 +172,7 @@ def save(
     search_value: float | None,
 ) -> Path:
     """Write the model and tokenizer in Hugging Face format plus a model card (README.md)."""
-    ensure_writable(out)
+    ensure_folder(out)
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}

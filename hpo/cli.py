@@ -9,15 +9,14 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from hpo import __version__
+from hpo.cli_options import F, set_option, storage_option
 from hpo.errors import HpoError
 from hpo.workers import WorkerStopped
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
@@ -28,27 +27,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except HpoError as exc:
             raise click.ClickException(str(exc)) from None
-
-
-def storage_option(f: F) -> F:
-    return click.option(
-        "--storage",
-        metavar="URL",
-        default=None,
-        help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db). "
-        "postgresql+psycopg://..., mysql+pymysql://..., journal:FILE also work.",
-    )(f)
-
-
-def set_option(f: F) -> F:
-    return click.option(
-        "--set",
-        "overrides",
-        metavar="SECTION.KEY=VALUE",
-        multiple=True,
-        help="Override one field of the study file for this run (repeatable); "
-        "the value is read as TOML, e.g. --set train.max_steps=50.",
-    )(f)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -202,7 +180,7 @@ def run(
 
 
 def _live(console: Any, spec: Any) -> Any:
-    from hpo.report import LiveView
+    from hpo.live import LiveView
 
     return LiveView(
         console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
@@ -341,7 +319,8 @@ def worker(
 @click.option(
     "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows."
 )
-def report(study_name: str, storage: str | None, top: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the same facts as JSON, for scripts.")
+def report(study_name: str, storage: str | None, top: int, as_json: bool) -> None:
     """Show the report of a stored study, from the database alone."""
     from rich.console import Console
 
@@ -350,11 +329,18 @@ def report(study_name: str, storage: str | None, top: int) -> None:
 
     _quiet_libraries()
     study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    if as_json:
+        from hpo.results import report_json
+
+        trials = study.get_trials(deepcopy=False)
+        click.echo(report_json(study.study_name, spec, trials, study.user_attrs, top))
+        return
     _print_report(Console(), study, spec, top)
 
 
 def _print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     from hpo.report import render_report, summarize
+    from hpo.results import render_insights
     from hpo.study import BASELINE_ATTR
 
     trials = study.get_trials(deepcopy=False)
@@ -364,6 +350,7 @@ def _print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     if stored and spec.study.metric == "accuracy":
         baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
     console.print(render_report(summary, trials, top=top, baseline=baseline))
+    console.print(render_insights(spec, trials))
     retrained = study.user_attrs.get("hpo_best")
     if retrained and retrained.get("test_mean") is not None:
         gap = retrained.get("gap")

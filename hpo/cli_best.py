@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from hpo.cli_options import storage_option
+
 
 @click.command()
 @click.argument("study_name")
@@ -15,9 +17,7 @@ import click
     required=True,
     help="Folder for the model.",
 )
-@click.option(
-    "--storage", metavar="URL", help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db)."
-)
+@storage_option
 @click.option(
     "--seeds",
     type=click.IntRange(min=1),
@@ -50,7 +50,8 @@ def best(
     """
     from rich.console import Console
 
-    from hpo.best import BEST_ATTR, ensure_writable, retrain, save, summary, top_trials
+    from hpo.best import BEST_ATTR, retrain, save, summary, top_trials
+    from hpo.export import ensure_folder
     from hpo.objective import Objective
     from hpo.storage import open_storage, storage_url
     from hpo.study import load_stored
@@ -58,7 +59,7 @@ def best(
     console = Console()
     study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
     trials = top_trials(study, top, spec.direction == "maximize")
-    ensure_writable(out)
+    ensure_folder(out)
     objective = Objective(spec)
     prep = objective.prepare()
     metric = spec.study.metric

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpo.cli import storage_option
+from hpo.cli_options import storage_option
 
 
 @click.command()

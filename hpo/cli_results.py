@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _storage(f: F) -> F:
-    """The --storage option (as in hpo.cli, which imports this module and so cannot be imported)."""
-    return click.option(
-        "--storage",
-        metavar="URL",
-        default=None,
-        help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db).",
-    )(f)
+from hpo.cli_options import storage_option
 
 
 def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
@@ -48,17 +37,16 @@ def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write (default: stdout; parquet needs a file).",
 )
-@_storage
+@storage_option
 def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> None:
     """Write one row per trial (number, state, value, param_*, times, attributes, metric_*).
 
     Parameters are columns named param_<name>, validation metrics metric_<name>; empty budget
     slots (WAITING trials) are left out.
     """
-    from hpo.results import check_export, export_trials
+    from hpo.export import check_export, export_trials
 
-    check_export(fmt, out)
-
+    check_export(fmt, out)  # parquet without --out is refused before the database is read
     study, spec = _load(study_name, storage)
     trials = study.get_trials(deepcopy=False)
     order = list(spec.space.dimensions)
@@ -77,17 +65,17 @@ def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> 
     required=True,
     help="Folder for the PNG files.",
 )
-@_storage
+@storage_option
 def plot(study_name: str, out: Path, storage: str | None) -> None:
     """Write PNG plots: optimisation history, learning curves, importances, one slice per param.
 
     Needs matplotlib (pip install 'hpo[plots]'). Pruned trials show as cut-off learning curves.
     """
-    from hpo.results import pyplot, write_plots
+    from hpo.plots import pyplot, write_plots
 
     pyplot()  # a missing matplotlib is said before the database is read
     study, spec = _load(study_name, storage)
-    files, notes = write_plots(study.get_trials(deepcopy=False), spec.direction, out)
+    files, notes = write_plots(study, spec.study.metric, out)
     for note in notes:
         click.echo(f"note: {note}")
     for path in files:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 from rich import box
-from rich import progress as rp
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -64,13 +60,13 @@ def _int_attr(trial: FrozenTrial, key: str) -> int | None:
     return int(v)
 
 
-def _steps(trial: FrozenTrial) -> int:
+def trial_steps(trial: FrozenTrial) -> int:
     """Optimizer steps a trial ran: its `steps` attr, else its last reported step, else 0."""
     s = _int_attr(trial, "steps")
     return max(trial.intermediate_values, default=0) if s is None else s
 
 
-def _value(trial: FrozenTrial) -> float | None:
+def trial_value(trial: FrozenTrial) -> float | None:
     """A trial's objective value; for a pruned trial without one, its last reported value."""
     if trial.values:
         return float(trial.values[0])
@@ -84,7 +80,7 @@ def _rank_key(direction: str) -> Callable[[FrozenTrial], tuple[int, float, int]]
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(t: FrozenTrial) -> tuple[int, float, int]:
-        v = _value(t)
+        v = trial_value(t)
         return (1, 0.0, t.number) if v is None or math.isnan(v) else (0, sign * v, t.number)
 
     return key
@@ -105,7 +101,7 @@ def _one_line(reason: str, width: int = FAIL_REASON_WIDTH) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def _infeasible(trial: FrozenTrial) -> bool:
+def infeasible(trial: FrozenTrial) -> bool:
     """A completed trial that broke a constraint (it ran out of memory even at half the batch)."""
     return any(v > 0 for v in trial.constraints.values())
 
@@ -125,20 +121,20 @@ def summarize(
     """Count trials by state, find the best complete trial and the training steps pruning saved."""
     direction = _check_direction(direction)
     by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
-    infeasible = [t for t in by_state[TrialState.COMPLETE] if _infeasible(t)]
-    feasible = [t for t in by_state[TrialState.COMPLETE] if not _infeasible(t)]
-    ranked = sorted(feasible, key=_rank_key(direction))
-    best = ranked[0] if ranked and _value(ranked[0]) is not None else None
-    steps_run = sum(_steps(t) for t in trials if t.state.is_finished())
+    broken = [t for t in by_state[TrialState.COMPLETE] if infeasible(t)]
+    feasible = [t for t in by_state[TrialState.COMPLETE] if not infeasible(t)]
+    order = sorted(feasible, key=_rank_key(direction))
+    best = order[0] if order and trial_value(order[0]) is not None else None
+    steps_run = sum(trial_steps(t) for t in trials if t.state.is_finished())
     unrun = sum(
-        max(0, planned - _steps(t))
+        max(0, planned - trial_steps(t))
         for t in by_state[TrialState.PRUNED]
         if (planned := _int_attr(t, "max_steps")) is not None
     )
     retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", ())}
     failures = [
         (t.number, _failure_reason(t, retried_as.get(t.number)))
-        for t in sorted(by_state[TrialState.FAIL] + infeasible, key=lambda t: t.number)
+        for t in sorted(by_state[TrialState.FAIL] + broken, key=lambda t: t.number)
     ]
     return StudySummary(
         study_name=study_name,
@@ -149,7 +145,7 @@ def summarize(
         n_failed=len(by_state[TrialState.FAIL]),
         n_running=len(by_state[TrialState.RUNNING]),
         best_number=None if best is None else best.number,
-        best_value=None if best is None else _value(best),
+        best_value=None if best is None else trial_value(best),
         best_params={} if best is None else dict(best.params),
         steps_run=steps_run,
         steps_if_unpruned=steps_run + unrun,
@@ -158,7 +154,7 @@ def summarize(
     )
 
 
-def _ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[FrozenTrial]:
+def ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[FrozenTrial]:
     """The top trials: complete ones by value, then pruned ones by their last reported value."""
     key = _rank_key(direction)
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=key)
@@ -179,7 +175,7 @@ _SHORT = {
 
 def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> Table:
     """Table of the top trials with one column per param."""
-    rows = _ranked(trials, summary.direction, top)
+    rows = ranked(trials, summary.direction, top)
     names: list[str] = []
     for t in rows:
         names.extend(n for n in t.params if n not in names)
@@ -215,11 +211,11 @@ def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int)
         table.add_column(Text(_SHORT.get(name, name)), overflow="fold")
     table.add_column("steps", justify="right", no_wrap=True, min_width=5)
     for t in rows:
-        steps = _steps(t)
+        steps = trial_steps(t)
         cells = [
             str(t.number),
             "done" if t.state == TrialState.COMPLETE else t.state.name.lower(),
-            "—" if (v := _value(t)) is None else f"{v:.4g}",
+            "—" if (v := trial_value(t)) is None else f"{v:.4g}",
             *(fmt_number(t.params[n]) if n in t.params else "" for n in names),
             str(steps),
         ]
@@ -282,136 +278,3 @@ def render_report(
         parts.append(Text("failed trials:", style="bold red"))
         parts.extend(Text(f"  #{n}  {_one_line(reason)}") for n, reason in summary.failures)
     return Group(*parts)
-
-
-class LiveView:
-    """Live terminal view while a study runs: current trial, its steps, best so far, counts."""
-
-    def __init__(
-        self,
-        console: Console,
-        study_name: str,
-        metric: str,
-        direction: str,
-        n_trials: int | None,
-    ) -> None:
-        """Set up the view; nothing is drawn until the view is entered."""
-        self.console = console
-        self.study_name = study_name
-        self.metric = metric
-        self.direction = _check_direction(direction)
-        self.n_trials = n_trials
-        self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-        self.best: tuple[int, float] | None = None
-        self._lock = threading.Lock()
-        self._live: Live | None = None
-        self._number: int | None = None  # the trial now training
-        self._params: dict[str, Any] = {}
-        self._latest: tuple[int, float] | None = None  # (step, value) of its latest eval
-        self._task: rp.TaskID | None = None
-        self._last_step, self._closed = 0, False
-        columns = (rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn())
-        eta = (rp.TextColumn("eta"), rp.TimeRemainingColumn())
-        self._progress = rp.Progress(*columns, *eta, console=console, auto_refresh=False)
-
-    def __enter__(self) -> LiveView:
-        """Start drawing the live area."""
-        self._live = Live(
-            get_renderable=self._render,
-            console=self.console,
-            transient=False,
-            refresh_per_second=4,
-        )
-        self._live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Stop drawing; the last state of the live area stays on screen."""
-        if self._live is not None:
-            with self._lock:
-                self._closed = True
-            self._live.stop()
-            self._live = None
-            if not self.console.is_terminal:
-                self.console.line()  # a file or pipe gets the last frame without a line end
-
-    def trial_started(self, number: int, params: Mapping[str, Any], total_steps: int) -> None:
-        """A trial begins: show it with a fresh progress bar of total_steps."""
-        with self._lock:
-            self._number, self._params = number, dict(params)
-            self._last_step, self._latest = 0, None
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-            total = total_steps if total_steps > 0 else None
-            self._task = self._progress.add_task("train", total=total)
-
-    def step(self, step: int) -> None:
-        """The current trial reached optimizer step `step` (cheap: no redraw)."""
-        self._last_step = step
-        task = self._task
-        if task is not None:
-            with contextlib.suppress(KeyError):  # the trial may have just finished elsewhere
-                self._progress.update(task, completed=step)
-
-    def evaluated(self, step: int, value: float) -> None:
-        """The current trial's latest validation value."""
-        with self._lock:
-            self._latest = (step, value)
-            self._last_step = max(self._last_step, step)
-
-    def trial_finished(self, number: int, state: str, value: float | None) -> None:
-        """A trial ended: count it, update the best so far and print its line above the view."""
-        state = state.upper()
-        with self._lock:
-            self.counts[state] = self.counts.get(state, 0) + 1
-            params = self._params if number == self._number else {}
-            if value is None and self._latest is not None and number == self._number:
-                value = self._latest[1]
-            new_best = (
-                state == "COMPLETE"
-                and value is not None
-                and not math.isnan(value)
-                and (self.best is None or _better(value, self.best[1], self.direction))
-            )
-            if new_best and value is not None:
-                self.best = (number, value)
-            line = Text(f"#{number} {state}", style=_STATE_STYLE.get(state, ""))
-            if state != "COMPLETE":
-                line.append(f" at step {self._last_step}")
-            if value is not None:
-                line.append(f"  {self.metric} {value:.4g}")
-            for name, v in params.items():
-                line.append(f"  {name} {fmt_number(v)}", style="dim")
-            if new_best:
-                line.append("  new best", style="bold green")
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-                self._task = None
-            self._number, self._latest = None, None
-        self.console.print(line)
-
-    def _render(self) -> RenderableType:
-        """The live area, built when rich refreshes it (about 4 times a second)."""
-        with self._lock:
-            lines: list[RenderableType] = []
-            head = Text(f"{self.study_name} · {self.metric} ({self.direction}) · ", style="bold")
-            if self._number is not None:
-                head.append(f"trial #{self._number} training")
-            elif self._closed:
-                head.append("done")
-            else:
-                head.append("waiting for the next trial", style="dim")
-            lines.append(head)
-            if self._task is not None:
-                lines.append(self._progress)
-            if self._latest is not None:
-                step, v = self._latest
-                lines.append(Text(f"latest eval: {self.metric} {v:.4g} at step {step}"))
-            best = f"{self.metric} {self.best[1]:.4g} (trial #{self.best[0]})" if self.best else ""
-            lines.append(Text(f"best so far: {best or 'none yet'}"))
-            c = self.counts
-            tally = f"{c['COMPLETE']} complete · {c['PRUNED']} pruned · {c['FAIL']} failed"
-            if self.n_trials:
-                tally += f" · {sum(c.values())} of {self.n_trials} trials"
-            lines.append(Text(tally))
-            return Group(*lines)

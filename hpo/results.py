@@ -7,16 +7,13 @@ facts feed the rich report, ``hpo report --json``, ``hpo export`` and ``hpo plot
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -24,8 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hpo.errors import DependencyError, HpoError
-from hpo.report import _infeasible, _ranked, _steps, _value, fmt_number, summarize
+from hpo.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
 
 if TYPE_CHECKING:
     import optuna
@@ -141,7 +137,7 @@ def varying_params(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]
     """(params that took at least two values, params that took one) over feasible complete trials."""
     values: dict[str, set[str]] = {}
     for t in trials:
-        if t.state == TrialState.COMPLETE and not _infeasible(t):
+        if t.state == TrialState.COMPLETE and not infeasible(t):
             for name, v in t.params.items():
                 values.setdefault(name, set()).add(repr(v))
     return (
@@ -154,7 +150,7 @@ def importances(trials: Sequence[FrozenTrial], direction: str) -> tuple[dict[str
     """Optuna's parameter importances (default evaluator) and a note on what was left out."""
     import optuna
 
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and not _infeasible(t)]
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and not infeasible(t)]
     if len(feasible) < 2:
         return {}, f"needs at least 2 complete trials, has {len(feasible)}"
     varying, fixed = varying_params(feasible)
@@ -174,33 +170,33 @@ def importances(trials: Sequence[FrozenTrial], direction: str) -> tuple[dict[str
 def insights(trials: Sequence[FrozenTrial], direction: str) -> Insights:
     """Compute the report's insights from the trials (WAITING slots are ignored)."""
     done = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and not _infeasible(t)),
+        (t for t in trials if t.state == TrialState.COMPLETE and not infeasible(t)),
         key=lambda t: t.number,
     )
     history: list[tuple[int, float, float]] = []
     for t in done:
-        v = _value(t)
+        v = trial_value(t)
         if v is None or math.isnan(v):
             continue
         best = v if not history else (max if direction == "maximize" else min)(history[-1][2], v)
         history.append((t.number, v, best))
-    ranked = _ranked(trials, direction, len(trials))
+    order = ranked(trials, direction, len(trials))
     curves = [
         (t.number, t.state.name, sorted(t.intermediate_values.items()))
-        for t in ranked
+        for t in order
         if t.intermediate_values
     ][:TOP_CURVES]
     by_state = {}
     for state in FINISHED:
         ts = [t for t in trials if t.state == state]
-        steps, wall = sum(_steps(t) for t in ts), sum(_wall_seconds(t) for t in ts)
+        steps, wall = sum(trial_steps(t) for t in ts), sum(_wall_seconds(t) for t in ts)
         by_state[state.name] = StateTotals(len(ts), steps, round(wall, 3))
     saved = [
         (planned - steps) * float(t.user_attrs["train_seconds"]) / steps
         for t in trials
         if t.state == TrialState.PRUNED
         and isinstance(planned := t.user_attrs.get("max_steps"), int)
-        and (steps := _steps(t)) > 0
+        and (steps := trial_steps(t)) > 0
         and isinstance(t.user_attrs.get("train_seconds"), int | float)
     ]
     values, note = importances(trials, direction)
@@ -253,12 +249,12 @@ def report_data(
         {
             "number": t.number,
             "state": t.state.name,
-            "value": _value(t),
+            "value": trial_value(t),
             "params": dict(t.params),
-            "steps": _steps(t),
+            "steps": trial_steps(t),
             "samples_per_second": t.user_attrs.get("samples_per_second"),
         }
-        for t in _ranked(trials, direction, top)
+        for t in ranked(trials, direction, top)
     ]
     ins = insights(trials, direction)
     total = summary.steps_if_unpruned
@@ -370,197 +366,3 @@ def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Renderabl
             )
         )
     return Group(*parts)
-
-
-def _cell(x: Any) -> Any:
-    """A table cell: scalars as they are, lists and dicts as JSON text."""
-    if isinstance(x, Mapping | list | tuple):
-        return json.dumps(_jsonable(x), allow_nan=False)
-    return x
-
-
-def _flat_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """User attrs with dicts spread out: metrics as metric_<name>, any other as <attr>_<key>."""
-    out: dict[str, Any] = {}
-    for key, v in attrs.items():
-        if isinstance(v, Mapping):
-            prefix = "metric" if key == "metrics" else key
-            out.update({f"{prefix}_{k}": _cell(x) for k, x in v.items()})
-        else:
-            out[key] = _cell(v)
-    return out
-
-
-def trial_table(
-    trials: Sequence[FrozenTrial], param_order: Sequence[str] = ()
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """(columns, rows): one row per trial but WAITING slots, params as param_<name>."""
-    kept = sorted((t for t in trials if t.state != TrialState.WAITING), key=lambda t: t.number)
-    flat = [_flat_attrs(t.user_attrs) for t in kept]
-    seen = {n for t in kept for n in t.params}
-    params = [n for n in param_order if n in seen] + sorted(seen - set(param_order))
-    keys = {k for attrs in flat for k in attrs}
-    metrics = sorted(k for k in keys if k.startswith("metric_"))
-    attrs = [k for k in ATTR_ORDER if k in keys]
-    attrs += metrics + sorted(keys - set(attrs) - set(metrics))
-    head = ["number", "state", "value", "last_reported", "infeasible"]
-    head += ["datetime_start", "datetime_complete", "duration_seconds"]
-    columns = head + [f"param_{n}" for n in params] + attrs
-    rows = []
-    for t, a in zip(kept, flat, strict=True):
-        last = max(t.intermediate_values, default=None)
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "value": float(t.values[0]) if t.values else None,
-            "last_reported": None if last is None else float(t.intermediate_values[last]),
-            "infeasible": _infeasible(t),
-            "datetime_start": t.datetime_start,
-            "datetime_complete": t.datetime_complete,
-            "duration_seconds": None if t.duration is None else t.duration.total_seconds(),
-        }
-        row.update({f"param_{n}": t.params.get(n) for n in params})
-        row.update({k: a.get(k) for k in attrs})
-        rows.append(row)
-    return columns, rows
-
-
-def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-        )
-    return buf.getvalue()
-
-
-def _parquet(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ModuleNotFoundError:
-        raise DependencyError("--format parquet needs pyarrow: pip install pyarrow") from None
-    arrays = {}
-    for name in columns:
-        values = [row[name] for row in rows]
-        try:
-            arrays[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
-            arrays[name] = pa.array([None if v is None else str(v) for v in values])
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(arrays), sink)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _write(out: Path, data: str | bytes) -> None:
-    """Write data to the file out, creating its folder; an OSError becomes one line."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            out.write_text(data, encoding="utf-8", newline="")
-        else:
-            out.write_bytes(data)
-    except OSError as exc:
-        raise HpoError(f"cannot write --out {out}: {exc.strerror or exc}") from None
-
-
-def check_export(fmt: str, out: Path | None) -> None:
-    """Refuse an unknown format, and parquet without a file, before any work is done."""
-    if fmt not in FORMATS:
-        raise HpoError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "parquet" and out is None:
-        raise HpoError("--format parquet is binary: give --out FILE.parquet")
-
-
-def export_trials(
-    trials: Sequence[FrozenTrial], fmt: str, out: Path | None, param_order: Sequence[str] = ()
-) -> tuple[str | None, int]:
-    """Write the trial table as csv, json or parquet to out; (the text when out is None, rows)."""
-    check_export(fmt, out)
-    columns, rows = trial_table(trials, param_order)
-    data: str | bytes
-    if fmt == "csv":
-        data = _csv(columns, rows)
-    elif fmt == "json":
-        data = json.dumps([_jsonable(r) for r in rows], indent=2, allow_nan=False) + "\n"
-    else:
-        data = _parquet(columns, rows)
-    if out is None:
-        assert isinstance(data, str)
-        return data, len(rows)
-    _write(out, data)
-    return None, len(rows)
-
-
-def ensure_folder(out: Path) -> None:
-    """Create the --out folder and prove it takes files, before any plot is drawn."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".hpo-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise HpoError(
-            f"cannot write to --out {out}: {exc.strerror or exc}; give a folder you can write to"
-        ) from None
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend, or a DependencyError."""
-    try:
-        import matplotlib
-    except ModuleNotFoundError:
-        raise DependencyError("hpo plot needs matplotlib: pip install 'hpo[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_plots(
-    trials: Sequence[FrozenTrial], direction: str, out: Path
-) -> tuple[list[Path], list[str]]:
-    """PNG plots of the finished trials in the folder out; returns (files, notes on skipped plots)."""
-    from optuna.visualization import matplotlib as ov
-
-    plt = pyplot()
-    ensure_folder(out)
-    study = study_copy(trials, direction)
-    feasible = [t for t in study.trials if t.state == TrialState.COMPLETE and not _infeasible(t)]
-    varying, fixed = varying_params(feasible)
-    jobs: list[tuple[str, Any]] = []
-    notes: list[str] = []
-    if feasible:
-        jobs.append(("history", lambda: ov.plot_optimization_history(study)))
-    else:
-        notes.append("no optimisation history: no complete trial yet")
-    if any(t.intermediate_values for t in study.trials):
-        jobs.append(("intermediate_values", lambda: ov.plot_intermediate_values(study)))
-    else:
-        notes.append("no intermediate values: no trial has reported an evaluation")
-    if len(feasible) < 2 or not varying:
-        why = "fewer than 2 complete trials" if len(feasible) < 2 else "no parameter varied"
-        notes.append(f"no parameter importances: {why}")
-    else:
-        good = study_copy(feasible, direction)
-        jobs.append(("importances", lambda: ov.plot_param_importances(good, params=varying)))
-        for name in varying:
-            jobs.append((f"slice_{name}", lambda n=name: ov.plot_slice(good, params=[n])))
-    if fixed:
-        notes.append(f"no slice plot for parameters that never varied: {', '.join(fixed)}")
-    files = []
-    for stem, draw in jobs:
-        with _quiet_optuna():
-            axes = draw()
-        fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        path = out / f"{stem}.png"
-        try:
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-        except OSError as exc:
-            raise HpoError(f"cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            plt.close(fig)
-        files.append(path)
-    return files, notes

@@ -10,6 +10,11 @@ the grace period and Optuna re-queues its parameters once (the retry takes its s
 from __future__ import annotations
 
 import signal
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, one worker per SQLite file
+    fcntl = None  # type: ignore[assignment]
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,15 +84,39 @@ def _claim(study: optuna.Study) -> int | None:
     from optuna.trial import TrialState
 
     storage = study._storage
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    waiting.sort(key=lambda t: (not (t.params or t.system_attrs.get("fixed_params")), t.number))
-    for t in waiting:
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return t._trial_id
-        except UpdateFinishedTrialError:
-            continue
+    with _sqlite_claim_lock(study):
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        waiting.sort(key=lambda t: (not (t.params or t.system_attrs.get("fixed_params")), t.number))
+        for t in waiting:
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    return t._trial_id
+            except UpdateFinishedTrialError:
+                continue
     return None
+
+
+@contextmanager
+def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
+    """On SQLite, make the claim exclusive across processes with a lock file beside the database.
+
+    Optuna's claim reads the trial's state, then writes it; PostgreSQL and MySQL lock the row
+    between the two (SELECT ... FOR UPDATE), but SQLite's driver reads outside the write
+    transaction, so two processes could both claim one trial. Every SQLite worker shares the
+    machine with the file, so an advisory file lock closes the gap.
+    """
+    backend = getattr(study._storage, "_backend", study._storage)
+    url = str(getattr(backend, "url", ""))
+    path = url.split("///", 1)[1] if url.startswith("sqlite") and "///" in url else ""
+    if not path or path == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{path}.claim-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

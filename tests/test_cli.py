@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,12 @@ def test_run_stores_the_study_and_report_reads_it_back(
     assert report.exit_code == 0, report.output
     assert f"best trial #{study.best_trial.number}" in report.output
     assert "majority class" in report.output
+    as_json = runner.invoke(cli, ["report", "tiny", "--storage", url, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    facts = json.loads(as_json.output)
+    assert facts["summary"]["best_number"] == study.best_trial.number
+    assert facts["summary"]["best_value"] == study.best_value
+    assert facts["summary"]["n_complete"] == 2
     # running again resumes: the budget is met, nothing new runs
     again = runner.invoke(cli, ["run", str(study_file), "--storage", url, "--n-trials", "2"])
     assert again.exit_code == 0 and "resumed" in again.output

@@ -7,7 +7,6 @@ records. The server is always a real `python -m hpo dashboard` subprocess.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from hpo.dashboard import note_markdown, write_study_note
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.study import BASELINE_ATTR, create_or_resume, load_stored
+from hpo.workers import work
 from tests.conftest import spec_dict, toml_text
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -198,37 +198,34 @@ def test_the_api_serves_the_study_its_trials_and_note(stored, tmp_path: Path) ->
     assert plain["note"]["body"] == ""  # not an hpo study: left alone
 
 
+def chromium_dom(url: str, profile: Path) -> str:
+    """The DOM headless Chromium renders for ``url`` after its scripts settle."""
+    cmd = [
+        str(CHROMIUM),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert "<html" in out.stdout, out.stderr[-2000:]
+    return out.stdout
+
+
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
 )
-def test_the_study_page_renders_the_trials_in_chromium(stored, tmp_path: Path) -> None:
+def test_chromium_renders_the_trials_and_the_note(stored, tmp_path: Path) -> None:
     url, _ = stored
     with serving(url, tmp_path / "dashboard.log") as base:
-        page = f"{base}/dashboard/studies/{study_id(base, 'dash')}/trials"
-        cmd = [
-            str(CHROMIUM),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    dom = out.stdout
-    assert "<html" in dom, out.stderr[-2000:]
-    for shown in ("Trial 3", "Trial 5", DEVICE, OOM, "412.5"):
-        assert shown in dom, shown
-
-
-def _second_worker(url: str, name: str, n_trials: int, errors: Any) -> None:
-    """A worker process: run the fake objective on the stored study until the budget is used."""
-    try:
-        study, spec = load_stored(name, open_storage(url), worker_index=1)
-        from hpo.workers import work
-
-        work(study, FakeObjective(spec), n_trials)
-    except Exception as exc:
-        errors.put(f"{type(exc).__name__}: {exc}")
+        page = f"{base}/dashboard/studies/{study_id(base, 'dash')}"
+        trials = chromium_dom(f"{page}/trials?numbers=2,5", tmp_path / "profile")
+        note = chromium_dom(f"{page}/note", tmp_path / "profile")
+    for shown in ("Trial 2 (trial_id=", "Trial 5 (trial_id=", DEVICE, "412.5", OOM):
+        assert shown in trials, shown
+    for shown in ("hpo study", "Best accuracy: 0.85", "Study file", "max_eval_samples"):
+        assert shown in note, shown
 
 
 class FakeObjective:
@@ -251,11 +248,11 @@ class FakeObjective:
         return value
 
 
-def test_workers_write_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir, sentiment_csv):
+def test_a_worker_writes_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir, sentiment_csv):
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     n = 40
     raw = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "busy", "n_trials": n})
-    study, _ = create_or_resume(StudySpec.from_dict(raw), open_storage(url))
+    create_or_resume(StudySpec.from_dict(raw), open_storage(url))
     log = tmp_path / "dashboard.log"
     statuses: list[int] = []
     with serving(url, log) as base:
@@ -275,31 +272,20 @@ def test_workers_write_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir
             threading.Thread(target=poll, args=(p,), daemon=True)
             for p in (f"/api/studies/{sid}", "/api/studies", f"/csv/{sid}")  # csv: uncached
         ]
-        errors: Any = mp.get_context("spawn").Queue()
-        other = mp.get_context("spawn").Process(
-            target=_second_worker, args=(url, "busy", n, errors)
-        )
         for t in pollers:
             t.start()
-        other.start()
         try:
-            stored, spec = load_stored("busy", open_storage(url), worker_index=0)
-            from hpo.workers import work
-
-            ran = work(stored, FakeObjective(spec), n)
-            other.join(timeout=120)
+            # the worker's own storage, with heartbeats, as `hpo worker` opens it
+            study, spec = load_stored("busy", open_storage(url))
+            ran = work(study, FakeObjective(spec), n)
         finally:
             stop.set()
             for t in pollers:
                 t.join(timeout=60)
-            if other.is_alive():
-                other.kill()
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert found == [] and other.exitcode == 0 and ran > 0
-    states = [t.state for t in study.get_trials()]
-    assert states.count(TrialState.COMPLETE) == n
+    assert ran == n
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n
+    assert all(len(t.intermediate_values) == 5 for t in trials)
     assert len(statuses) > 20 and set(statuses) == {200}, sorted(set(statuses))
     assert "locked" not in log.read_text()
 

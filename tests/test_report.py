@@ -13,7 +13,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
-from hpo.report import LiveView, StudySummary, fmt_number, render_report, summarize
+from hpo.live import LiveView
+from hpo.report import StudySummary, fmt_number, render_report, summarize
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

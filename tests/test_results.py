@@ -48,6 +48,7 @@ def _trial(
     value: float | None = None,
     reports: dict[int, float] | None = None,
     seconds: float = 10.0,
+    infeasible: bool = False,
     **attrs: Any,
 ) -> FrozenTrial:
     """A trial as hpo's objective leaves it: all params under their names, attrs, reports."""
@@ -56,16 +57,17 @@ def _trial(
         | {n: d.value for n, d in spec.space.dimensions.items() if d.is_fixed}
     )
     sample(spec.space, fixed)
-    return create_trial(
+    trial = create_trial(
         state=state,
         value=value,
         params=fixed.params,
         distributions=fixed.distributions,
         user_attrs=attrs,
         intermediate_values=reports or {},
-        datetime_start=START,
-        datetime_complete=START + timedelta(seconds=seconds),
+        constraints={"fits_in_memory": 1.0} if infeasible else None,
     )
+    trial.datetime_start, trial.datetime_complete = START, START + timedelta(seconds=seconds)
+    return trial
 
 
 def _attrs(steps: int, wall: float, acc: float) -> dict[str, Any]:
@@ -239,6 +241,24 @@ def test_export_csv_json_parquet_equal_the_trials(stored, runner, tmp_path: Path
     assert json_rows[-1]["fail_reason"] == NAN_REASON
     assert json_rows[3]["last_reported"] == 0.52 and json_rows[3]["value"] is None
     assert list(csv_rows[0])[:3] == ["number", "state", "value"]
+
+
+def test_infeasible_trials_are_marked_and_never_best(stored, runner) -> None:
+    url, spec, study = stored
+    oom = "out of memory (also with half the batch)"
+    study.add_trial(
+        _trial(
+            spec, TrialState.COMPLETE, 1.5e-3, 0, 0.99, {10: 0.99}, infeasible=True, fail_reason=oom
+        )
+    )
+    data = json.loads(report_json("res", spec, study.get_trials(), study.user_attrs))
+    assert data["summary"]["best_value"] == 0.85
+    assert [h["value"] for h in data["best_history"]] == [0.8, 0.85, 0.7]
+    assert data["summary"]["failures"][-1]["reason"] == f"{oom} (kept as infeasible)"
+    out = runner.invoke(cli, ["export", "res", "--format", "json", "--storage", url])
+    rows = json.loads(out.stdout)
+    assert [r["infeasible"] for r in rows] == [False] * 5 + [True]
+    assert rows[-1]["value"] == 0.99 and rows[-1]["fail_reason"] == oom
 
 
 def test_export_errors_are_one_line(stored, runner, tmp_path: Path) -> None:

@@ -1,0 +1,31 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def storage_option(f: F) -> F:
+    return click.option(
+        "--storage",
+        metavar="URL",
+        default=None,
+        help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db). "
+        "postgresql+psycopg://..., mysql+pymysql://..., journal:FILE also work.",
+    )(f)
+
+
+def set_option(f: F) -> F:
+    return click.option(
+        "--set",
+        "overrides",
+        metavar="SECTION.KEY=VALUE",
+        multiple=True,
+        help="Override one field of the study file for this run (repeatable); "
+        "the value is read as TOML, e.g. --set train.max_steps=50.",
+    )(f)

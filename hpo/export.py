@@ -1,0 +1,152 @@
+"""One row per trial, as csv, json or parquet: parameters, state, metric and the hpo attributes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import DependencyError, HpoError
+from hpo.report import infeasible
+from hpo.results import ATTR_ORDER, FORMATS, _jsonable
+
+
+def _cell(x: Any) -> Any:
+    """A table cell: scalars as they are, lists and dicts as JSON text."""
+    if isinstance(x, Mapping | list | tuple):
+        return json.dumps(_jsonable(x), allow_nan=False)
+    return x
+
+
+def _flat_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """User attrs with dicts spread out: metrics as metric_<name>, any other as <attr>_<key>."""
+    out: dict[str, Any] = {}
+    for key, v in attrs.items():
+        if isinstance(v, Mapping):
+            prefix = "metric" if key == "metrics" else key
+            out.update({f"{prefix}_{k}": _cell(x) for k, x in v.items()})
+        else:
+            out[key] = _cell(v)
+    return out
+
+
+def trial_table(
+    trials: Sequence[FrozenTrial], param_order: Sequence[str] = ()
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows): one row per trial but WAITING slots, params as param_<name>."""
+    kept = sorted((t for t in trials if t.state != TrialState.WAITING), key=lambda t: t.number)
+    flat = [_flat_attrs(t.user_attrs) for t in kept]
+    seen = {n for t in kept for n in t.params}
+    params = [n for n in param_order if n in seen] + sorted(seen - set(param_order))
+    keys = {k for attrs in flat for k in attrs}
+    metrics = sorted(k for k in keys if k.startswith("metric_"))
+    attrs = [k for k in ATTR_ORDER if k in keys]
+    attrs += metrics + sorted(keys - set(attrs) - set(metrics))
+    head = ["number", "state", "value", "last_reported", "infeasible"]
+    head += ["datetime_start", "datetime_complete", "duration_seconds"]
+    columns = head + [f"param_{n}" for n in params] + attrs
+    rows = []
+    for t, a in zip(kept, flat, strict=True):
+        last = max(t.intermediate_values, default=None)
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": float(t.values[0]) if t.values else None,
+            "last_reported": None if last is None else float(t.intermediate_values[last]),
+            "infeasible": infeasible(t),
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
+            "duration_seconds": None if t.duration is None else t.duration.total_seconds(),
+        }
+        row.update({f"param_{n}": t.params.get(n) for n in params})
+        row.update({k: a.get(k) for k in attrs})
+        rows.append(row)
+    return columns, rows
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+        )
+    return buf.getvalue()
+
+
+def _parquet(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise DependencyError("--format parquet needs pyarrow: pip install pyarrow") from None
+    arrays = {}
+    for name in columns:
+        values = [row[name] for row in rows]
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
+            arrays[name] = pa.array([None if v is None else str(v) for v in values])
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(arrays), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _write(out: Path, data: str | bytes) -> None:
+    """Write data to the file out, creating its folder; an OSError becomes one line."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            out.write_text(data, encoding="utf-8", newline="")
+        else:
+            out.write_bytes(data)
+    except OSError as exc:
+        raise HpoError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+
+
+def check_export(fmt: str, out: Path | None) -> None:
+    """Refuse an unknown format, and parquet without a file, before any work is done."""
+    if fmt not in FORMATS:
+        raise HpoError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and out is None:
+        raise HpoError("--format parquet is binary: give --out FILE.parquet")
+
+
+def export_trials(
+    trials: Sequence[FrozenTrial], fmt: str, out: Path | None, param_order: Sequence[str] = ()
+) -> tuple[str | None, int]:
+    """Write the trial table as csv, json or parquet to out; (the text when out is None, rows)."""
+    check_export(fmt, out)
+    columns, rows = trial_table(trials, param_order)
+    data: str | bytes
+    if fmt == "csv":
+        data = _csv(columns, rows)
+    elif fmt == "json":
+        data = json.dumps([_jsonable(r) for r in rows], indent=2, allow_nan=False) + "\n"
+    else:
+        data = _parquet(columns, rows)
+    if out is None:
+        assert isinstance(data, str)
+        return data, len(rows)
+    _write(out, data)
+    return None, len(rows)
+
+
+def ensure_folder(out: Path) -> None:
+    """Create the --out folder and prove it takes files, before any plot is drawn."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".hpo-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HpoError(
+            f"cannot write to --out {out}: {exc.strerror or exc}; give a folder you can write to"
+        ) from None
