@@ -15,6 +15,7 @@ import click
 
 from hpo import __version__
 from hpo.cli_options import F, set_option, storage_option
+from hpo.dashboard import write_study_note
 from hpo.errors import HpoError
 from hpo.workers import WorkerStopped
 
@@ -129,6 +130,7 @@ def create(
     extra = {BASELINE_ATTR: _baseline(task)}
     study, resumed = create_or_resume(spec, open_storage(url), text, extra)
     set_deadline(study, spec.study.timeout)
+    write_study_note(study)
     click.echo(
         f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {url} "
         f"({spec.study.n_trials} trials); join it with: "
@@ -176,6 +178,7 @@ def run(
         study = _run_parallel(console, spec, text, url, store, slots)
     else:
         study = _run_here(console, spec, text, url, store)
+    write_study_note(study)
     _print_report(console, study, spec)
 
 

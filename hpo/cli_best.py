@@ -6,17 +6,12 @@ from pathlib import Path
 
 import click
 
-from hpo.cli_options import storage_option
+from hpo.cli_options import out_folder_option, storage_option
 
 
 @click.command()
 @click.argument("study_name")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for the model.",
-)
+@out_folder_option("the model")
 @storage_option
 @click.option(
     "--seeds",

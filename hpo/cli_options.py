@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,6 +19,16 @@ def storage_option(f: F) -> F:
         help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db). "
         "postgresql+psycopg://..., mysql+pymysql://..., journal:FILE also work.",
     )(f)
+
+
+def out_folder_option(what: str) -> Callable[[F], F]:
+    """A required --out FOLDER option; ``what`` says what goes in it."""
+    return click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help=f"Folder for {what}.",
+    )
 
 
 def set_option(f: F) -> F:

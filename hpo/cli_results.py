@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hpo.cli_options import storage_option
+from hpo.cli_options import out_folder_option, storage_option
 
 
 def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
@@ -59,12 +59,7 @@ def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> 
 
 @click.command()
 @click.argument("study_name")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for the PNG files.",
-)
+@out_folder_option("the PNG files")
 @storage_option
 def plot(study_name: str, out: Path, storage: str | None) -> None:
     """Write PNG plots: optimisation history, learning curves, importances, one slice per param.

@@ -7,6 +7,7 @@ the real loading, head initialisation and freezing code in seconds.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import random
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ FILLER = ["the", "movie", "was", "a", "film", "this", "it", "really", "very", "p
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def installed(dist: str) -> bool:
+    """Whether a distribution (e.g. the package that ships the bundled model) is installed."""
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:

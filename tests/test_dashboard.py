@@ -7,6 +7,7 @@ records. The server is always a real `python -m hpo dashboard` subprocess.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import socket
 import subprocess
 import sys
@@ -248,13 +249,24 @@ class FakeObjective:
         return value
 
 
-def test_a_worker_writes_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir, sentiment_csv):
+def _worker(url: str, name: str, index: int, errors: Any) -> None:
+    """A worker process as `hpo worker` runs one (own storage, heartbeats), on the fake objective."""
+    try:
+        study, spec = load_stored(name, open_storage(url), worker_index=index)
+        work(study, FakeObjective(spec), spec.study.n_trials)
+    except Exception as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_write_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_dir, sentiment_csv):
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     n = 40
     raw = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "busy", "n_trials": n})
-    create_or_resume(StudySpec.from_dict(raw), open_storage(url))
+    study, _ = create_or_resume(StudySpec.from_dict(raw), open_storage(url))
     log = tmp_path / "dashboard.log"
     statuses: list[int] = []
+    spawn = mp.get_context("spawn")
+    errors: Any = spawn.Queue()
     with serving(url, log) as base:
         sid = study_id(base, "busy")
         stop = threading.Event()
@@ -267,22 +279,31 @@ def test_a_worker_writes_while_the_dashboard_reads_sqlite(tmp_path, tiny_model_d
                         statuses.append(r.status)
                 except urllib.error.HTTPError as exc:
                     statuses.append(exc.code)
+                stop.wait(0.02)  # a busy browser, not a busy loop
 
         pollers = [
             threading.Thread(target=poll, args=(p,), daemon=True)
             for p in (f"/api/studies/{sid}", "/api/studies", f"/csv/{sid}")  # csv: uncached
         ]
+        workers = [spawn.Process(target=_worker, args=(url, "busy", i, errors)) for i in (0, 1)]
         for t in pollers:
             t.start()
+        for w in workers:
+            w.start()
         try:
-            # the worker's own storage, with heartbeats, as `hpo worker` opens it
-            study, spec = load_stored("busy", open_storage(url))
-            ran = work(study, FakeObjective(spec), n)
+            for w in workers:
+                w.join(timeout=180)
         finally:
             stop.set()
             for t in pollers:
                 t.join(timeout=60)
-    assert ran == n
+            for w in workers:
+                if w.is_alive():
+                    w.kill()
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == [] and [w.exitcode for w in workers] == [0, 0]
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * n
     assert all(len(t.intermediate_values) == 5 for t in trials)

