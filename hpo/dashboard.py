@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import DependencyError, HpoError, StorageError
@@ -125,21 +124,11 @@ def refresh_notes(storage: optuna.storages.BaseStorage) -> int:
     return len(studies)
 
 
-def _stored_file(url: str) -> Path | None:
-    """The file behind a SQLite or journal URL (None for server databases and memory)."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal", ".jsonl")):
-        return Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
-    if url.startswith("sqlite") and "///" in url:
-        path = url.split("///", 1)[1].split("?", 1)[0]
-        return None if path in ("", ":memory:") else Path(path).expanduser()
-    return None
-
-
 def open_dashboard_storage(url: str) -> optuna.storages.BaseStorage:
     """Open an existing study database read-side (no heartbeats); never creates a new file."""
-    from hpo.storage import open_storage
+    from hpo.storage import local_file, open_storage
 
-    file = _stored_file(url)
+    file = local_file(url)
     if file is not None and not file.is_file():
         raise StorageError(
             f"no study database at {file}; pass the --storage URL that `hpo run` used"

@@ -58,7 +58,7 @@ def open_storage(
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if url.startswith("journal:") or url.endswith((".log", ".journal", ".jsonl")):
+    if is_journal(url):
         return _journal(url)
     if "://" not in url:
         raise StorageError(
@@ -96,12 +96,26 @@ def open_storage(
         raise StorageError(f"cannot open storage {_redact(url)}: {first_line(exc)}") from None
 
 
+def is_journal(url: str) -> bool:
+    """Whether the URL names Optuna's journal file storage."""
+    return url.startswith("journal:") or url.endswith((".log", ".journal", ".jsonl"))
+
+
+def local_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL; None for database servers and memory."""
+    if is_journal(url):
+        return Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
+    if url.startswith("sqlite") and "///" in url:
+        path = url.split("///", 1)[1].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path).expanduser()
+    return None
+
+
 def _prepare_sqlite(url: str) -> None:
     """Create the file's folder and switch the database to WAL (the setting lives in the file)."""
-    path = url.split("///", 1)[1] if "///" in url else ""
-    if not path or path == ":memory:":
+    file = local_file(url)
+    if file is None:
         return
-    file = Path(path).expanduser()
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(file, timeout=60) as conn:
@@ -114,7 +128,8 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    path = Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
+    path = local_file(url)
+    assert path is not None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Lock by open(O_EXCL): works on network file systems where symlink locks may not.

@@ -105,10 +105,12 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
     transaction, so two processes could both claim one trial. Every SQLite worker shares the
     machine with the file, so an advisory file lock closes the gap.
     """
+    from hpo.storage import local_file
+
     backend = getattr(study._storage, "_backend", study._storage)
     url = str(getattr(backend, "url", ""))
-    path = url.split("///", 1)[1] if url.startswith("sqlite") and "///" in url else ""
-    if not path or path == ":memory:" or fcntl is None:
+    path = local_file(url) if url.startswith("sqlite") else None
+    if path is None or fcntl is None:
         yield
         return
     with open(f"{path}.claim-lock", "a") as handle:
