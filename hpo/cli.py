@@ -230,7 +230,7 @@ def _run_parallel(
     from hpo import launch
     from hpo.objective import preflight
     from hpo.study import BASELINE_ATTR, create_or_resume
-    from hpo.workers import set_deadline
+    from hpo.workers import set_deadline, sigterm_stops_worker
 
     task = preflight(spec)
     extra = {BASELINE_ATTR: _baseline(task)}
@@ -247,7 +247,7 @@ def _run_parallel(
     procs = launch.spawn(spec.study.name, url, slots)
     seen: set[int] = set()
     try:
-        with _live(console, spec) as live:
+        with sigterm_stops_worker(), _live(console, spec) as live:
 
             def poll() -> None:
                 for t in study.get_trials(deepcopy=False):
@@ -256,8 +256,8 @@ def _run_parallel(
                         live.trial_finished(t.number, t.state.name, t.value)
 
             codes = launch.wait_all(procs, poll)
-    except KeyboardInterrupt:
-        launch.stop_all(procs)
+    except (KeyboardInterrupt, WorkerStopped):
+        launch.stop_all(procs)  # each worker records its current trial, then exits
         console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
         sys.exit(130)
     if any(codes):

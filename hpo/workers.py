@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import optuna
 
 DEADLINE_ATTR = "hpo_deadline"  # epoch seconds after which no worker starts a trial
+INTERRUPTED_ATTR = "interrupted"  # on a trial stopped by Ctrl-C or SIGTERM
 
 OnFinished = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -44,7 +45,8 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def budget_used(study: optuna.Study, include_waiting: bool = False) -> int:
-    """Trials that count against the budget: all that ran or run, less failures that were retried."""
+    """Trials that count against the budget: all that ran or run, less failures that were
+    retried and trials a user interrupted (Ctrl-C, SIGTERM), whose slots a rerun fills again."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -53,7 +55,10 @@ def budget_used(study: optuna.Study, include_waiting: bool = False) -> int:
         1
         for t in trials
         if (include_waiting or t.state != TrialState.WAITING)
-        and not (t.state == TrialState.FAIL and t.number in retried)
+        and not (
+            t.state == TrialState.FAIL
+            and (t.number in retried or t.user_attrs.get(INTERRUPTED_ATTR))
+        )
     )
 
 
@@ -169,6 +174,7 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], flo
                 if isinstance(exc, KeyboardInterrupt)
                 else "stopped by SIGTERM"
             )
+            trial.set_user_attr(INTERRUPTED_ATTR, True)  # gives its budget slot back
             _fail(study, trial, f"worker {why} during the trial")
             raise
         except Exception as exc:
@@ -214,6 +220,7 @@ def work(
     storage = study._storage
     interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
     poll = poll_seconds or interval or 1.0
+    ensure_budget(study, n_trials)  # slots given back by interrupted trials are queued again
     ran = 0
     while not _past_deadline(study):
         sweep_stale(study)

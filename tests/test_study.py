@@ -251,3 +251,27 @@ def test_out_of_memory_twice_is_kept_as_infeasible(
     summary = summarize("tiny", "accuracy", "maximize", study.get_trials())
     assert {n for n, _ in summary.failures} == {t.number for t in big}
     assert summary.best_number == small[0].number
+
+
+def test_an_interrupted_trial_gives_its_slot_back(
+    tiny_model_dir, sentiment_csv, storage_url, monkeypatch
+) -> None:
+    real_train = objective_module.train
+    calls = {"n": 0}
+
+    def ctrl_c_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", ctrl_c_once)
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2})
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, storage_url)
+    study = run(spec, storage_url)  # the rerun resumes
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    interrupted = study.get_trials()[1]
+    assert interrupted.user_attrs["interrupted"] is True
+    assert "interrupted (Ctrl-C)" in interrupted.user_attrs["fail_reason"]
