@@ -275,3 +275,18 @@ def test_an_interrupted_trial_gives_its_slot_back(
     interrupted = study.get_trials()[1]
     assert interrupted.user_attrs["interrupted"] is True
     assert "interrupted (Ctrl-C)" in interrupted.user_attrs["fail_reason"]
+
+
+def test_no_trial_starts_after_the_study_wide_deadline(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    from hpo.workers import DEADLINE_ATTR, set_deadline
+
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 3})
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    set_deadline(study, 0.001)
+    assert study.user_attrs[DEADLINE_ATTR] is not None
+    assert work(study, Objective(spec), 3) == 0
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 0
+    set_deadline(study, None)  # a rerun without a timeout clears the deadline
+    assert work(study, Objective(spec), 3) == 3
