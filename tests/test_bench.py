@@ -61,3 +61,24 @@ def test_throughput_benchmark_quick(
         assert r["samples_per_s"] > 0 and 0 <= r["accuracy"] <= 1
     assert rows[0]["later_trial_fixed_s"] < rows[0]["first_trial_fixed_s"]  # setup paid once
     assert "fixed cost of a later trial" in text
+
+
+def test_search_quality_benchmark_quick(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    data = str(sentiment_csv)
+    text = run(
+        "search_quality.py", "--quick", "--model", str(tiny_model_dir), "--train", data,
+        "--validation", data, "--test", data, "--text-column", "text",
+        "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["method"] for r in rows] == [
+        "hpo", "hpo-noprune", "hf-search", "bert-grid", "default"
+    ]  # fmt: skip
+    for r in rows:
+        assert r["samples"] > 0, r
+        assert 0 <= r["best_validation"] <= 1 and 0 <= r["dev_accuracy"] <= 1, r
+    noprune = next(r for r in rows if r["method"] == "hpo-noprune")
+    assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
+    assert "mean over 1 sampler seed" in text

@@ -1,0 +1,430 @@
+"""Search quality at equal compute: hpo against Trainer.hyperparameter_search and fixed recipes.
+
+Protocol "SST2-small": the bundled MiniLM-L6, max length 64, batch 16. ../shared/data/sst2/
+train.tsv shuffled with random.Random(0): rows 0-1,999 train, rows 2,000-2,499 are the tuning
+validation split; the official dev.tsv (872 rows) is the held-out test, never used by a search.
+Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps. Methods:
+
+  hpo          TPE seeded with the sampler seed (hpo's defaults: 5 random startup trials,
+               multivariate, constant liar) and hpo's median pruner with its default warmup (3
+               startup trials, no pruning before a third of the steps); learning rate (log,
+               1e-5..2e-4), warmup ratio (0..0.2), schedule (linear, cosine,
+               constant_with_warmup), frozen layers (0..3), augmentation strength (0..0.3).
+  hpo-noprune  the same search without pruning.
+  hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning
+               rate, warmup ratio and schedule (same ranges), TPESampler(seed=sampler seed) with
+               optuna's defaults (10 random startup trials) and optuna's default MedianPruner();
+               transformers passes both to optuna.create_study. Samples are counted per trial
+               from the Trainer's global step (a pruned trial stops at its last evaluation).
+               Its trials reload the weights from disk and batch without length grouping.
+  bert-grid    the BERT paper's grid at this budget: lr {2e-5, 3e-5, 5e-5} x batch {16, 32},
+               10% warmup, linear decay, one epoch (125 steps at batch 16, 63 at 32), no
+               pruning; the 6 configurations enqueued into an hpo study.
+  default      the untuned Trainer recipe (lr 5e-5, no warmup, linear decay) as one hpo trial.
+
+Every method's best configuration (by tuning validation) is retrained once with seed 0 in hpo's
+loop and scored on the held-out test, so the retraining is identical across methods (hf-search's
+best too). bert-grid and default do not depend on the sampler seed: they run once and their row
+is reused for the other seeds. Samples are training rows seen by the search (steps x batch).
+
+    python bench/search_quality.py                    # one sampler seed (about 30 min, 2 cores)
+    python bench/search_quality.py --seeds 0 1 2 --json rows.json
+    python bench/search_quality.py --quick --model DIR --train a.csv --validation b.csv \\
+        --test c.csv --text-column text                  # 2 trials of 10 steps, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+METHODS = ("hpo", "hpo-noprune", "hf-search", "bert-grid", "default")
+SEED_FREE = ("bert-grid", "default")  # no sampler: the same result for every sampler seed
+SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
+LR_LOW, LR_HIGH = 1e-5, 2e-4
+BATCH = 16
+
+
+@dataclass
+class Setup:
+    """What every method shares: model, data files, budget, and a scratch folder."""
+
+    model: str
+    files: dict[str, str]  # train, validation, test
+    text: str
+    trials: int
+    steps: int
+    eval_every: int
+    n_train: int
+    max_frozen: int
+    folder: Path
+
+
+def sst2_small(folder: Path) -> dict[str, str]:
+    """The protocol's train, validation and held-out test rows as csv files."""
+
+    def read(name: str) -> list[list[str]]:
+        with (SST2 / name).open(encoding="utf-8") as f:
+            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+
+    rows = read("train.tsv")
+    random.Random(0).shuffle(rows)
+    parts = {"train": rows[:2000], "validation": rows[2000:2500], "test": read("dev.tsv")}
+    files = {}
+    for name, part in parts.items():
+        path = folder / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sentence", "label"])
+            writer.writerows(part)
+        files[name] = str(path)
+    return files
+
+
+def make_spec(
+    s: Setup, name: str, space: dict[str, Any], n_trials: int, seed: int | None = None, **train: Any
+) -> Any:
+    """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given,
+    else no sampler choice to make and no pruning; ``train`` may swap max_steps for epochs."""
+    from hpo.spec import StudySpec
+
+    sampler = {"name": "tpe", "seed": seed} if seed is not None else {"name": "random", "seed": 0}
+    return StudySpec.from_dict(
+        {
+            "study": {"name": name, "n_trials": n_trials},
+            "sampler": sampler,
+            "pruner": {"name": "median" if seed is not None else "none"},
+            "model": {"name": s.model},
+            "data": {"files": s.files, "text_column": s.text},
+            "train": {"eval_every": s.eval_every, "max_length": 64, "device": "cpu",
+                      **(train or {"max_steps": s.steps})},
+            "space": {"frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": BATCH,
+                      "weight_decay": 0.01, "seed": 0, **space},
+        }
+    )  # fmt: skip
+
+
+def retest(objective: Any, trial: Any) -> dict[str, Any]:
+    """Retrain one configuration with seed 0 on the training rows; score the held-out test."""
+    from hpo.best import retrain
+
+    start = time.perf_counter()
+    results, _ = retrain(objective, [trial], [0])
+    run = results[0].runs[0]
+    return {
+        "dev_accuracy": (run.test or {}).get("accuracy"),
+        "retrain_validation": run.validation.get("accuracy"),
+        "retrain_s": time.perf_counter() - start,
+    }
+
+
+def run_study(
+    s: Setup, method: str, seed: int, spec: Any, enqueue: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Run an hpo study in one worker, then retrain and test its best trial."""
+    from optuna.trial import TrialState
+
+    from hpo.best import top_trials
+    from hpo.objective import Objective
+    from hpo.storage import open_storage
+    from hpo.study import create_or_resume
+    from hpo.workers import work
+
+    start = time.perf_counter()
+    objective = Objective(spec)
+    objective.prepare()
+    storage = open_storage(f"sqlite:///{s.folder / f'{spec.study.name}.db'}")
+    study, _ = create_or_resume(spec, storage)
+    for params in enqueue or []:
+        study.enqueue_trial(params)  # claimed before the study's empty slots
+    work(study, objective, spec.study.n_trials)
+    wall = time.perf_counter() - start
+    ran = [t for t in study.get_trials() if t.state != TrialState.WAITING]
+    best = top_trials(study, 1, maximize=True)[0]
+    return {
+        "method": method, "seed": seed, "best_validation": best.value,
+        "samples": sum(int(t.user_attrs.get("train_samples", 0)) for t in ran),
+        "trial_steps": [int(t.user_attrs.get("steps", 0)) for t in ran],
+        "wall_s": wall, "trials": len(ran),
+        "pruned": sum(t.state == TrialState.PRUNED for t in ran),
+        "failed": sum(t.state == TrialState.FAIL for t in ran),
+        "best_params": dict(best.params), **retest(objective, best),
+    }  # fmt: skip
+
+
+def method_hpo(s: Setup, seed: int, prune: bool = True) -> dict[str, Any]:
+    """TPE over all five dimensions, with hpo's default median pruner or none."""
+    name = "hpo" if prune else "hpo-noprune"
+    space = {
+        "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "lr_schedule": SCHEDULES,
+        "frozen_layers": {"low": 0, "high": s.max_frozen} if s.max_frozen else 0,
+        "augmentation_strength": {"low": 0.0, "high": 0.3},
+    }
+    spec = make_spec(s, f"{name}-{seed}", space, s.trials, seed)
+    if not prune:
+        spec = spec.replace("pruner", name="none")
+    return run_study(s, name, seed, spec)
+
+
+def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
+    """Six fixed configurations; one epoch's worth of the batch-16 budget at either batch size."""
+    lrs, batches = [2e-5, 3e-5, 5e-5], [16, 32]
+    space = {"learning_rate": lrs, "batch_size": batches, "warmup_ratio": 0.1,
+             "lr_schedule": "linear"}  # fmt: skip
+    epochs = s.steps * BATCH / s.n_train  # 1.0 in the protocol: 125 steps at 16, 63 at 32
+    spec = make_spec(s, f"bert-grid-{seed}", space, 6, epochs=epochs)
+    grid = [{"learning_rate": lr, "batch_size": b} for b in batches for lr in lrs]
+    return run_study(s, "bert-grid", seed, spec, enqueue=grid)
+
+
+def method_default(s: Setup, seed: int) -> dict[str, Any]:
+    """The Trainer's untuned defaults as one trial."""
+    space = {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"}
+    return run_study(s, "default", seed, make_spec(s, f"default-{seed}", space, 1))
+
+
+def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
+    """Trainer.hyperparameter_search with optuna; its best configuration retrained in hpo's loop."""
+    import datasets
+    import numpy as np
+    import optuna
+    import transformers as hf
+
+    from hpo.model import resolve
+    from hpo.objective import Objective
+    from hpo.spec import ModelSection
+
+    hf.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    path = resolve(ModelSection(name=s.model))
+    tokenizer = hf.AutoTokenizer.from_pretrained(path)
+    files = {"train": s.files["train"], "validation": s.files["validation"]}  # never the test
+    data = datasets.load_dataset("csv", data_files=files)
+    labels = sorted(set(data["train"]["label"]))
+    data = data.map(
+        lambda b: {
+            **tokenizer(b[s.text], truncation=True, max_length=64),
+            "labels": [labels.index(y) for y in b["label"]],
+        },
+        batched=True,
+        remove_columns=data["train"].column_names,
+    )
+
+    class StepCounter(hf.TrainerCallback):
+        """The global step each trial reached (a pruned one stops at an evaluation step)."""
+
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.steps.append(0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.steps[-1] = state.global_step
+
+    def accuracy(pred: Any) -> dict[str, float]:
+        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+    def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", LR_LOW, LR_HIGH, log=True),
+            "warmup_steps": trial.suggest_float("warmup_ratio", 0.0, 0.2),  # < 1: a ratio
+            "lr_scheduler_type": trial.suggest_categorical("lr_scheduler_type", SCHEDULES),
+        }
+
+    args = hf.TrainingArguments(
+        output_dir=str(s.folder / f"hf-{seed}"), per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=128, max_steps=s.steps, eval_strategy="steps",
+        eval_steps=s.eval_every, learning_rate=5e-5, warmup_steps=0.0, weight_decay=0.01,
+        logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=True, dataloader_num_workers=0, seed=0,
+    )  # fmt: skip
+    counter = StepCounter()
+    trainer = hf.Trainer(
+        model_init=lambda: hf.AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(labels)
+        ),
+        args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+        data_collator=hf.DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+        callbacks=[counter],
+    )  # fmt: skip
+    trainer.remove_callback(hf.PrinterCallback)  # it prints every evaluation when tqdm is off
+    storage = optuna.storages.InMemoryStorage()
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"], n_trials=s.trials,
+        direction="maximize", backend="optuna", study_name=f"hf-{seed}", storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(),
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    assert isinstance(best, hf.trainer_utils.BestRun)  # one objective: one best run
+    value = best.objective
+    assert isinstance(value, float)
+    trials = optuna.load_study(study_name=f"hf-{seed}", storage=storage).get_trials()
+    for t, steps in zip(trials, counter.steps, strict=True):  # a pruned one: its last report
+        assert t.state != optuna.trial.TrialState.PRUNED or steps == max(t.intermediate_values)
+    params = {
+        "learning_rate": best.hyperparameters["learning_rate"],
+        "warmup_ratio": best.hyperparameters["warmup_ratio"],
+        "lr_schedule": best.hyperparameters["lr_scheduler_type"],
+        "frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": BATCH,
+        "weight_decay": 0.01, "seed": 0,
+    }  # fmt: skip
+    one = optuna.distributions.CategoricalDistribution
+    trial = optuna.trial.create_trial(
+        params=params,
+        distributions={k: one([v]) for k, v in params.items()},
+        value=value,
+    )
+    spec = make_spec(s, f"hf-retrain-{seed}", {}, 1)
+    return {
+        "method": "hf-search", "seed": seed, "best_validation": value,
+        "samples": sum(counter.steps) * BATCH, "trial_steps": counter.steps, "wall_s": wall,
+        "trials": len(trials),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials), "failed": 0,
+        "best_params": params, **retest(Objective(spec), trial),
+    }  # fmt: skip
+
+
+RUNNERS = {
+    "hpo": method_hpo,
+    "hpo-noprune": lambda s, seed: method_hpo(s, seed, prune=False),
+    "hf-search": method_hf_search,
+    "bert-grid": method_bert_grid,
+    "default": method_default,
+}
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> Any:
+    """One line per method; ``dev`` and ``trials`` already formatted, samples against hpo's."""
+    from rich.table import Table
+
+    hpo = next((r["samples"] for r in rows if r["method"] == "hpo"), None)
+    out = Table(title=title)
+    for col in ("method", "best val", "dev acc", "samples", "× hpo", "trials (pruned)", "wall s"):
+        out.add_column(col, justify="right")
+    for r in rows:
+        out.add_row(
+            r["method"], f"{r['best_validation']:.3f}", r["dev"], f"{r['samples']:,.0f}",
+            f"{r['samples'] / hpo:.2f}" if hpo else "—", r["trials"], f"{r['wall_s']:.0f}",
+        )  # fmt: skip
+    return out
+
+
+def seed_lines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**r, "method": r["method"] + ("*" if r.get("reused") else ""),
+         "dev": f"{r['dev_accuracy']:.3f}", "trials": f"{r['trials']} ({r['pruned']})"}
+        for r in rows
+    ]  # fmt: skip
+
+
+KEYS = ("best_validation", "dev_accuracy", "samples", "wall_s", "trials", "pruned")
+
+
+def summary_lines(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Means over seeds per method (dev accuracy: mean ± sd)."""
+    out = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        mean = {k: statistics.fmean(r[k] for r in mine) for k in KEYS}
+        dev = [r["dev_accuracy"] for r in mine]
+        sd = statistics.stdev(dev) if len(dev) > 1 else 0.0
+        out.append({
+            **mean, "method": m, "dev": f"{mean['dev_accuracy']:.3f} ± {sd:.3f}",
+            "trials": f"{mean['trials']:.0f} ({mean['pruned']:.1f})",
+        })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampler seeds")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--trials", type=int, default=12, help="trials per search")
+    parser.add_argument("--steps", type=int, default=125, help="steps per trial at batch 16")
+    parser.add_argument("--quick", action="store_true", help="2 trials of 10 steps")
+    parser.add_argument("--model", default="bundled:all-MiniLM-L6-v2")
+    parser.add_argument("--train", type=Path)
+    parser.add_argument("--validation", type=Path)
+    parser.add_argument("--test", type=Path, help="held-out split, scored once per method")
+    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument("--json", type=Path, help="also write all rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.steps = 2, 10
+    import optuna
+    from rich.console import Console
+
+    from hpo.data import load_task
+    from hpo.model import load_config
+    from hpo.spec import DataSection, ModelSection
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console(width=None if sys.stdout.isatty() else 100)  # logs: no wrapped cells
+    methods = [m for m in METHODS if m in args.methods]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.train is None:
+            if not (SST2 / "train.tsv").is_file():
+                print(
+                    f"no SST-2 data at {SST2}; pass --train, --validation, --test", file=sys.stderr
+                )
+                return 1
+            files = sst2_small(folder)
+        elif args.validation is None or args.test is None:
+            print("--train needs --validation and --test as well", file=sys.stderr)
+            return 1
+        else:
+            files = {"train": str(args.train), "validation": str(args.validation),
+                     "test": str(args.test)}  # fmt: skip
+        task = load_task(DataSection(files=files, text_column=args.text_column))
+        layers = int(load_config(ModelSection(name=args.model)).num_hidden_layers)
+        setup = Setup(
+            model=args.model, files=files, text=args.text_column, trials=args.trials,
+            steps=args.steps, eval_every=max(1, args.steps // 5), n_train=len(task.train),
+            max_frozen=min(3, layers), folder=folder,
+        )  # fmt: skip
+        reused: dict[str, dict[str, Any]] = {}
+        for seed in args.seeds:
+            mine = []
+            for m in methods:
+                if m in reused:
+                    row = {**reused[m], "seed": seed, "reused": True}
+                else:
+                    console.print(f"[dim]seed {seed}: {m} ...[/dim]")
+                    row = RUNNERS[m](setup, seed)
+                    if m in SEED_FREE:
+                        reused[m] = row
+                mine.append(row)
+            rows += mine
+            console.print(table(f"sampler seed {seed}", seed_lines(mine)))
+    title = f"mean over {len(args.seeds)} sampler seed(s)"
+    console.print(table(title, summary_lines(rows, methods)))
+    console.print(
+        "dev acc: the best configuration retrained once (seed 0) in hpo's loop, on the held-out "
+        "test; * the row of the first seed, reused (no sampler). hf-search: TPESampler(seed) and "
+        "MedianPruner() at optuna's defaults, passed by the Trainer to optuna.create_study."
+    )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
