@@ -36,9 +36,7 @@ is reused for the other seeds. Samples are training rows seen by the search (ste
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -47,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+from protocol import SST2, sst2_small
+
 METHODS = ("hpo", "hpo-noprune", "hf-search", "bert-grid", "default")
 SEED_FREE = ("bert-grid", "default")  # no sampler: the same result for every sampler seed
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
@@ -68,27 +67,6 @@ class Setup:
     n_train: int
     max_frozen: int
     folder: Path
-
-
-def sst2_small(folder: Path) -> dict[str, str]:
-    """The protocol's train, validation and held-out test rows as csv files."""
-
-    def read(name: str) -> list[list[str]]:
-        with (SST2 / name).open(encoding="utf-8") as f:
-            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-
-    rows = read("train.tsv")
-    random.Random(0).shuffle(rows)
-    parts = {"train": rows[:2000], "validation": rows[2000:2500], "test": read("dev.tsv")}
-    files = {}
-    for name, part in parts.items():
-        path = folder / f"{name}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["sentence", "label"])
-            writer.writerows(part)
-        files[name] = str(path)
-    return files
 
 
 def make_spec(

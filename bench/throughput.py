@@ -15,33 +15,14 @@ apart.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
-
-
-def sst2_small(folder: Path) -> tuple[Path, Path]:
-    """Write the protocol's train and validation rows as csv files."""
-    with (SST2 / "train.tsv").open(encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-    random.Random(0).shuffle(rows)
-    paths = []
-    for name, part in (("train", rows[:2000]), ("validation", rows[2000:2500])):
-        path = folder / f"{name}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["sentence", "label"])
-            writer.writerows(part)
-        paths.append(path)
-    return paths[0], paths[1]
+from protocol import SST2, sst2_small
 
 
 def run_hpo(
@@ -179,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (SST2 / "train.tsv").is_file():
                 print(f"no SST-2 data at {SST2}; pass --train and --validation", file=sys.stderr)
                 return 1
-            args.train, args.validation = sst2_small(folder)
+            files = sst2_small(folder)
+            args.train, args.validation = Path(files["train"]), Path(files["validation"])
         common = (args.model, args.train, args.validation, args.text_column, args.steps, folder)
         rows = [run_hpo(*common), run_trainer(*common)]
     table = Table(title=f"one trial: {args.steps} steps at batch 16, then one evaluation")
