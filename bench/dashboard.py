@@ -31,17 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from common import CHROMIUM, chromium_dom, fake_spec
+
 STUDY_FILE = """\
 # bench/dashboard.py: a fake study, no training
 [study]
@@ -51,20 +42,6 @@ n_trials = {n}
 name = "random"
 seed = 0
 """
-
-
-def _spec(name: str, n_trials: int) -> Any:
-    from hpo.spec import StudySpec
-
-    return StudySpec.from_dict(
-        {
-            "study": {"name": name, "n_trials": n_trials},
-            "sampler": {"name": "random", "seed": 0},
-            "pruner": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 3},
-            "data": {"files": {"train": "unused.csv"}},
-            "train": {"max_steps": 100, "eval_every": 10},
-        }
-    )
 
 
 class FakeObjective:
@@ -110,7 +87,7 @@ def build_study(url: str, name: str, n_trials: int) -> None:
     from hpo.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR, build_pruner, build_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    spec = _spec(name, n_trials)
+    spec = fake_spec(name, n_trials, sampler="random", max_steps=100, eval_every=10)
     # Sample in memory (fast), then store the finished trials in one pass.
     memory = optuna.create_study(
         direction="maximize", sampler=build_sampler(spec), pruner=build_pruner(spec)
@@ -157,18 +134,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, timeout: fl
 
 def chromium_seconds(url: str, folder: Path) -> tuple[float, str]:
     """Wall seconds of one headless Chromium load of ``url`` and the DOM it rendered."""
-    profile = tempfile.mkdtemp(dir=folder)
-    cmd = [
-        str(CHROMIUM),
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-    ]
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-    return time.perf_counter() - start, out.stdout
+    seconds, dom, _ = chromium_dom(url, Path(tempfile.mkdtemp(dir=folder)))
+    return seconds, dom
 
 
 def measure(n_trials: int, folder: Path) -> dict[str, Any]:

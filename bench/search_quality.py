@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import SST2, sst2_small
+from common import SST2, hf_tokenized, sst2_small
 
 METHODS = ("hpo", "hpo-noprune", "hf-search", "bert-grid", "default")
 SEED_FREE = ("bert-grid", "default")  # no sampler: the same result for every sampler seed
@@ -190,16 +190,7 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     path = resolve(ModelSection(name=s.model))
     tokenizer = hf.AutoTokenizer.from_pretrained(path)
     files = {"train": s.files["train"], "validation": s.files["validation"]}  # never the test
-    data = datasets.load_dataset("csv", data_files=files)
-    labels = sorted(set(data["train"]["label"]))
-    data = data.map(
-        lambda b: {
-            **tokenizer(b[s.text], truncation=True, max_length=64),
-            "labels": [labels.index(y) for y in b["label"]],
-        },
-        batched=True,
-        remove_columns=data["train"].column_names,
-    )
+    data, labels = hf_tokenized(tokenizer, files, s.text)
 
     class StepCounter(hf.TrainerCallback):
         """The global step each trial reached (a pruned one stops at an evaluation step)."""

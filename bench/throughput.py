@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from protocol import SST2, sst2_small
+from common import SST2, hf_tokenized, sst2_small
 
 
 def run_hpo(
@@ -90,16 +90,7 @@ def run_trainer(
     start = time.perf_counter()
     path = resolve(ModelSection(name=model))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    data = datasets.load_dataset("csv", data_files={"train": str(train), "validation": str(val)})
-    labels = sorted(set(data["train"]["label"]))
-    data = data.map(
-        lambda b: {
-            **tokenizer(b[text], truncation=True, max_length=64),
-            "labels": [labels.index(y) for y in b["label"]],
-        },
-        batched=True,
-        remove_columns=data["train"].column_names,
-    )
+    data, labels = hf_tokenized(tokenizer, {"train": str(train), "validation": str(val)}, text)
     net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
     args = TrainingArguments(
         output_dir=str(folder / "trainer"), per_device_train_batch_size=16,

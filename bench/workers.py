@@ -23,23 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from common import fake_spec
+
 PG_URL = os.environ.get(
     "HPO_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def _spec(name: str, n_trials: int) -> Any:
-    from hpo.spec import StudySpec
-
-    return StudySpec.from_dict(
-        {
-            "study": {"name": name, "n_trials": n_trials},
-            "sampler": {"name": "tpe", "seed": 0},
-            "pruner": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 3},
-            "data": {"files": {"train": "unused.csv"}},
-            "train": {"max_steps": 10, "eval_every": 1},
-        }
-    )
 
 
 class SleepObjective:
@@ -84,7 +72,7 @@ def measure(url: str, workers: int, per_worker: int, seconds: float) -> dict[str
     from hpo.study import create_or_resume
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    spec = _spec(name, workers * per_worker)
+    spec = fake_spec(name, workers * per_worker, sampler="tpe", max_steps=10, eval_every=1)
     study, _ = create_or_resume(spec, open_storage(url, pool_size=2))
     errors: Any = mp.get_context("spawn").Queue()
     ctx = mp.get_context("spawn")

@@ -207,6 +207,7 @@ def train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device.torch)
     optimizer, scheduler = make_optimizer(model, plan)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]  # for clipping
     scaler = torch.amp.GradScaler("cuda") if device.autocast == "fp16" else None
     make_batch = make_batch or (lambda idx: collate(train_data, idx, pad_id))
     lengths = [len(x) for x in train_data.input_ids]
@@ -218,7 +219,7 @@ def train(
     start = time.perf_counter()
     for step in range(1, plan.max_steps + 1):
         try:
-            loss = _step(model, optimizer, scaler, batches, make_batch, plan, device)
+            loss = _step(model, optimizer, trainable, scaler, batches, make_batch, plan, device)
         except (torch.OutOfMemoryError, MemoryError):
             raise OutOfMemory(
                 f"out of memory at step {step} with batch size {plan.batch_size}; "
@@ -253,6 +254,7 @@ def train(
 def _step(
     model: PreTrainedModel,
     optimizer: torch.optim.Optimizer,
+    trainable: list[torch.nn.Parameter],
     scaler: Any,
     batches: Any,
     make_batch: Callable[[list[int]], Batch],
@@ -274,8 +276,7 @@ def _step(
     if scaler is not None:
         scaler.unscale_(optimizer)
     if plan.max_grad_norm > 0:
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, plan.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trainable, plan.max_grad_norm)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

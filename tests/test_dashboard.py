@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from bench.common import CHROMIUM, chromium_dom
 from hpo.cli import cli
 from hpo.dashboard import note_markdown, write_study_note
 from hpo.spec import StudySpec
@@ -36,17 +37,6 @@ from hpo.workers import work
 from tests.conftest import spec_dict, toml_text
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DISTRIBUTIONS = {
     "learning_rate": FloatDistribution(1e-3, 5e-3, log=True),
     "frozen_layers": IntDistribution(0, 1),
@@ -199,19 +189,11 @@ def test_the_api_serves_the_study_its_trials_and_note(stored, tmp_path: Path) ->
     assert plain["note"]["body"] == ""  # not an hpo study: left alone
 
 
-def chromium_dom(url: str, profile: Path) -> str:
+def rendered(url: str, profile: Path) -> str:
     """The DOM headless Chromium renders for ``url`` after its scripts settle."""
-    cmd = [
-        str(CHROMIUM),
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert "<html" in out.stdout, out.stderr[-2000:]
-    return out.stdout
+    _, dom, err = chromium_dom(url, profile, timeout=120)
+    assert "<html" in dom, err[-2000:]
+    return dom
 
 
 @pytest.mark.skipif(
@@ -221,8 +203,8 @@ def test_chromium_renders_the_trials_and_the_note(stored, tmp_path: Path) -> Non
     url, _ = stored
     with serving(url, tmp_path / "dashboard.log") as base:
         page = f"{base}/dashboard/studies/{study_id(base, 'dash')}"
-        trials = chromium_dom(f"{page}/trials?numbers=2,5", tmp_path / "profile")
-        note = chromium_dom(f"{page}/note", tmp_path / "profile")
+        trials = rendered(f"{page}/trials?numbers=2,5", tmp_path / "profile")
+        note = rendered(f"{page}/note", tmp_path / "profile")
     for shown in ("Trial 2 (trial_id=", "Trial 5 (trial_id=", DEVICE, "412.5", OOM):
         assert shown in trials, shown
     for shown in ("hpo study", "Best accuracy: 0.85", "Study file", "max_eval_samples"):

@@ -1,0 +1,100 @@
+"""What several benchmarks (and the dashboard tests) share, written once.
+
+- The SST2-small protocol's data: ../shared/data/sst2/train.tsv shuffled with random.Random(0),
+  rows 0-1,999 train, rows 2,000-2,499 the tuning validation split, the official dev.tsv (872
+  rows) the held-out test; and the same files tokenized for the Hugging Face Trainer.
+- A study spec for trials that do no training.
+- Headless Chromium with the flags this machine needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and quiet on a machine with no network: no background fetches, updates or sync.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def sst2_small(folder: Path) -> dict[str, str]:
+    """The protocol's train, validation and held-out test rows as csv files."""
+
+    def read(name: str) -> list[list[str]]:
+        with (SST2 / name).open(encoding="utf-8") as f:
+            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+
+    rows = read("train.tsv")
+    random.Random(0).shuffle(rows)
+    parts = {"train": rows[:2000], "validation": rows[2000:2500], "test": read("dev.tsv")}
+    files = {}
+    for name, part in parts.items():
+        path = folder / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sentence", "label"])
+            writer.writerows(part)
+        files[name] = str(path)
+    return files
+
+
+def hf_tokenized(tokenizer: Any, files: dict[str, str], text: str) -> tuple[Any, list[Any]]:
+    """The csv files as a datasets.DatasetDict ready for the Trainer, and the sorted labels."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    data = datasets.load_dataset("csv", data_files=files)
+    labels = sorted(set(data["train"]["label"]))
+    data = data.map(
+        lambda b: {
+            **tokenizer(b[text], truncation=True, max_length=64),
+            "labels": [labels.index(y) for y in b["label"]],
+        },
+        batched=True,
+        remove_columns=data["train"].column_names,
+    )
+    return data, labels
+
+
+def fake_spec(name: str, n_trials: int, sampler: str, max_steps: int, eval_every: int) -> Any:
+    """A spec for trials that sample the real space but train nothing (no data is read)."""
+    from hpo.spec import StudySpec
+
+    return StudySpec.from_dict(
+        {
+            "study": {"name": name, "n_trials": n_trials},
+            "sampler": {"name": sampler, "seed": 0},
+            "pruner": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 3},
+            "data": {"files": {"train": "unused.csv"}},
+            "train": {"max_steps": max_steps, "eval_every": eval_every},
+        }
+    )
+
+
+def chromium_dom(url: str, profile: Path, timeout: float = 180) -> tuple[float, str, str]:
+    """Load ``url`` in headless Chromium until its scripts settle: (seconds, DOM, stderr)."""
+    cmd = [
+        str(CHROMIUM),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    return time.perf_counter() - start, out.stdout, out.stderr
