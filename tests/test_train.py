@@ -62,6 +62,31 @@ def lr_after(model: torch.nn.Module, p: TrainPlan, steps: int) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+def test_optimizer_is_fused_and_matches_the_reference_adamw(setup) -> None:
+    fused, reference = setup[0].fresh(0), setup[0].fresh(0)
+    p = plan(
+        learning_rate=1e-3, weight_decay=0.1, warmup_ratio=0.0, lr_schedule="constant_with_warmup"
+    )
+    optimizer, _ = make_optimizer(fused, p)  # its schedule keeps the learning rate at 1e-3
+    assert optimizer.defaults["fused"] is True  # one kernel, not a Python loop over tensors
+    from hpo.model import parameter_groups
+
+    slow = torch.optim.AdamW(parameter_groups(reference, 0.1), lr=1e-3, foreach=False)
+    for _ in range(3):
+        for model in (fused, reference):
+            torch.manual_seed(1)
+            for q in model.parameters():
+                q.grad = torch.randn_like(q)
+        optimizer.step()
+        slow.step()
+    for (name, a), b in zip(fused.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(fused.parameters(), setup[0].fresh(0).parameters(), strict=True)
+    )  # it did train
+
+
 @pytest.mark.parametrize(
     ("schedule", "at_end"),
     [("linear", 0.0), ("cosine", 0.0), ("constant_with_warmup", 1.0), ("polynomial", 1e-7 / 1e-3)],
