@@ -10,6 +10,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                startup trials, no pruning before a third of the steps); learning rate (log,
                1e-5..2e-4), warmup ratio (0..0.2), schedule (linear, cosine,
                constant_with_warmup), frozen layers (0..3), augmentation strength (0..0.3).
+  hpo-half     the same search with half the trials (6): can hpo match the peers' held-out
+               accuracy at half their compute?
   hpo-noprune  the same search without pruning.
   hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning
                rate, warmup ratio and schedule (same ranges), TPESampler(seed=sampler seed) with
@@ -20,15 +22,19 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   bert-grid    the BERT paper's grid at this budget: lr {2e-5, 3e-5, 5e-5} x batch {16, 32},
                10% warmup, linear decay, one epoch (125 steps at batch 16, 63 at 32), no
                pruning; the 6 configurations enqueued into an hpo study.
-  default      the untuned Trainer recipe (lr 5e-5, no warmup, linear decay) as one hpo trial.
+  default      the untuned Trainer recipe (lr 5e-5, no warmup, linear decay) as one hpo trial,
+               trained and retrained with the run's seed: its spread over seeds is the noise of
+               one fine-tuning run, the margin tuning has to beat.
 
-Every method's best configuration (by tuning validation) is retrained once with seed 0 in hpo's
-loop and scored on the held-out test, so the retraining is identical across methods (hf-search's
-best too). bert-grid and default do not depend on the sampler seed: they run once and their row
-is reused for the other seeds. Samples are training rows seen by the search (steps x batch).
+Every searching method's best configuration (by tuning validation) is retrained once with seed 0
+in hpo's loop and scored on the held-out test, so the retraining is identical across methods
+(hf-search's best too). bert-grid does not depend on the seed: it runs once and its row is
+reused for the other seeds. Samples are training rows seen by the search (steps x batch). Each
+row also keeps every trial's learning curve, so pruners can be compared on the same curves.
 
-    python bench/search_quality.py                    # one sampler seed (about 30 min, 2 cores)
-    python bench/search_quality.py --seeds 0 1 2 --json rows.json
+    python bench/search_quality.py                    # one seed, all methods (about 20 min)
+    python bench/search_quality.py --seeds 1 2 --methods hpo hf-search --json more.json
+    python bench/search_quality.py --from-json rows.json more.json   # tables of saved runs
     python bench/search_quality.py --quick --model DIR --train a.csv --validation b.csv \\
         --test c.csv --text-column text                  # 2 trials of 10 steps, a smoke test
 """
@@ -47,8 +53,8 @@ from typing import Any
 
 from common import SST2, hf_tokenized, sst2_small
 
-METHODS = ("hpo", "hpo-noprune", "hf-search", "bert-grid", "default")
-SEED_FREE = ("bert-grid", "default")  # no sampler: the same result for every sampler seed
+METHODS = ("hpo", "hpo-half", "hpo-noprune", "hf-search", "bert-grid", "default")
+SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 LR_LOW, LR_HIGH = 1e-5, 2e-4
 BATCH = 16
@@ -92,12 +98,12 @@ def make_spec(
     )  # fmt: skip
 
 
-def retest(objective: Any, trial: Any) -> dict[str, Any]:
-    """Retrain one configuration with seed 0 on the training rows; score the held-out test."""
+def retest(objective: Any, trial: Any, seed: int = 0) -> dict[str, Any]:
+    """Retrain one configuration with ``seed`` on the training rows; score the held-out test."""
     from hpo.best import retrain
 
     start = time.perf_counter()
-    results, _ = retrain(objective, [trial], [0])
+    results, _ = retrain(objective, [trial], [seed])
     run = results[0].runs[0]
     return {
         "dev_accuracy": (run.test or {}).get("accuracy"),
@@ -106,8 +112,23 @@ def retest(objective: Any, trial: Any) -> dict[str, Any]:
     }
 
 
+def curve(trial: Any, samples: int) -> dict[str, Any]:
+    """One trial's configuration, end state and learning curve (step -> validation accuracy),
+    kept so that pruners can be compared afterwards on the same curves."""
+    return {
+        "number": trial.number, "state": trial.state.name, "value": trial.value,
+        "params": dict(trial.params), "samples": samples,
+        "values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+    }  # fmt: skip
+
+
 def run_study(
-    s: Setup, method: str, seed: int, spec: Any, enqueue: list[dict[str, Any]] | None = None
+    s: Setup,
+    method: str,
+    seed: int,
+    spec: Any,
+    enqueue: list[dict[str, Any]] | None = None,
+    retrain_seed: int = 0,
 ) -> dict[str, Any]:
     """Run an hpo study in one worker, then retrain and test its best trial."""
     from optuna.trial import TrialState
@@ -136,13 +157,15 @@ def run_study(
         "wall_s": wall, "trials": len(ran),
         "pruned": sum(t.state == TrialState.PRUNED for t in ran),
         "failed": sum(t.state == TrialState.FAIL for t in ran),
-        "best_params": dict(best.params), **retest(objective, best),
+        "best_params": dict(best.params), **retest(objective, best, retrain_seed),
+        "curves": [curve(t, int(t.user_attrs.get("train_samples", 0))) for t in ran],
     }  # fmt: skip
 
 
-def method_hpo(s: Setup, seed: int, prune: bool = True) -> dict[str, Any]:
-    """TPE over all five dimensions, with hpo's default median pruner or none."""
-    name = "hpo" if prune else "hpo-noprune"
+def method_hpo(s: Setup, seed: int, prune: bool = True, trials: int = 0) -> dict[str, Any]:
+    """TPE over all five dimensions, with hpo's default pruner or none; ``trials`` (default:
+    the protocol's) sets a smaller budget."""
+    name = ("hpo" if prune else "hpo-noprune") + (f"-{trials}" if trials else "")
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
@@ -150,10 +173,10 @@ def method_hpo(s: Setup, seed: int, prune: bool = True) -> dict[str, Any]:
         "frozen_layers": {"low": 0, "high": s.max_frozen} if s.max_frozen else 0,
         "augmentation_strength": {"low": 0.0, "high": 0.3},
     }
-    spec = make_spec(s, f"{name}-{seed}", space, s.trials, seed)
+    spec = make_spec(s, f"{name}-{seed}", space, trials or s.trials, seed)
     if not prune:
         spec = spec.replace("pruner", name="none")
-    return run_study(s, name, seed, spec)
+    return run_study(s, "hpo-half" if trials else name, seed, spec)
 
 
 def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
@@ -168,9 +191,11 @@ def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
 
 
 def method_default(s: Setup, seed: int) -> dict[str, Any]:
-    """The Trainer's untuned defaults as one trial."""
-    space = {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"}
-    return run_study(s, "default", seed, make_spec(s, f"default-{seed}", space, 1))
+    """The Trainer's untuned defaults as one trial, trained and retrained with ``seed``: over
+    several seeds its spread is the noise of a single fine-tuning run."""
+    space = {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear", "seed": seed}
+    spec = make_spec(s, f"default-{seed}", space, 1)
+    return run_study(s, "default", seed, spec, retrain_seed=seed)
 
 
 def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
@@ -264,12 +289,14 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
         "trials": len(trials),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials), "failed": 0,
         "best_params": params, **retest(Objective(spec), trial),
+        "curves": [curve(t, n * BATCH) for t, n in zip(trials, counter.steps, strict=True)],
     }  # fmt: skip
 
 
 RUNNERS = {
     "hpo": method_hpo,
     "hpo-noprune": lambda s, seed: method_hpo(s, seed, prune=False),
+    "hpo-half": lambda s, seed: method_hpo(s, seed, trials=max(1, s.trials // 2)),
     "hf-search": method_hf_search,
     "bert-grid": method_bert_grid,
     "default": method_default,
@@ -333,7 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, help="held-out split, scored once per method")
     parser.add_argument("--text-column", default="sentence")
     parser.add_argument("--json", type=Path, help="also write all rows to this JSON file")
+    parser.add_argument(
+        "--from-json", type=Path, nargs="+", help="print the tables of saved runs; train nothing"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = [r for path in args.from_json for r in json.loads(path.read_text())]
+        report(saved, sorted({r["seed"] for r in saved}), args.methods)
+        return 0
     if args.quick:
         args.trials, args.steps = 2, 10
     import optuna
@@ -382,17 +416,32 @@ def main(argv: list[str] | None = None) -> int:
                         reused[m] = row
                 mine.append(row)
             rows += mine
-            console.print(table(f"sampler seed {seed}", seed_lines(mine)))
-    title = f"mean over {len(args.seeds)} sampler seed(s)"
+            console.print(table(f"seed {seed}", seed_lines(mine)))
+            if args.json:  # after every seed: a long run that stops keeps what it finished
+                args.json.write_text(json.dumps(rows, indent=1))
+    report(rows, args.seeds, methods, per_seed=False)
+    return 0
+
+
+def report(
+    rows: list[dict[str, Any]], seeds: list[int], methods: list[str], per_seed: bool = True
+) -> None:
+    """The per-seed tables (unless already printed) and the means over seeds."""
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 100)
+    methods = [m for m in METHODS if m in methods and any(r["method"] == m for r in rows)]
+    for seed in seeds if per_seed else []:
+        mine = [r for m in methods for r in rows if r["seed"] == seed and r["method"] == m]
+        console.print(table(f"seed {seed}", seed_lines(mine)))
+    title = f"mean over {len(seeds)} seed(s)"
     console.print(table(title, summary_lines(rows, methods)))
     console.print(
-        "dev acc: the best configuration retrained once (seed 0) in hpo's loop, on the held-out "
-        "test; * the row of the first seed, reused (no sampler). hf-search: TPESampler(seed) and "
-        "MedianPruner() at optuna's defaults, passed by the Trainer to optuna.create_study."
+        "dev acc: the best configuration retrained once (seed 0; default: the run's seed) in "
+        "hpo's loop, on the held-out test; * the row of the first seed, reused (no sampler). "
+        "hf-search: TPESampler(seed) and MedianPruner() at optuna's defaults, passed by the "
+        "Trainer to optuna.create_study."
     )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -74,11 +74,31 @@ def test_search_quality_benchmark_quick(
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
-        "hpo", "hpo-noprune", "hf-search", "bert-grid", "default"
+        "hpo", "hpo-half", "hpo-noprune", "hf-search", "bert-grid", "default"
     ]  # fmt: skip
     for r in rows:
         assert r["samples"] > 0, r
         assert 0 <= r["best_validation"] <= 1 and 0 <= r["dev_accuracy"] <= 1, r
     noprune = next(r for r in rows if r["method"] == "hpo-noprune")
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
-    assert "mean over 1 sampler seed" in text
+    assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
+    assert sum(c["samples"] for c in noprune["curves"]) == noprune["samples"]
+    assert "mean over 1 seed" in text
+    again = run("search_quality.py", "--from-json", str(tmp_path / "r.json"))  # trains nothing
+    assert "mean over 1 seed" in again and "hpo-noprune" in again
+    replayed = run("pruner_replay.py", str(tmp_path / "r.json"))  # the recorded curves
+    assert "successive halving" in replayed and "of unpruned" in replayed
+    assert "100%" in replayed  # the unpruned row replays to all of its own samples
+
+
+def test_gpu_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    data = str(sentiment_csv)
+    text = run(
+        "gpu.py", "--quick", "--device", "cpu", "--tokenizer", str(tiny_model_dir), "--train",
+        data, "--validation", data, "--text-column", "text", "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert [r["trial"] for r in out["rows"]] == [0, 1]
+    for r in out["rows"]:
+        assert r["samples_per_s"] > 0 and 0 < r["mfu"] < 1 and r["device"] == "cpu", r
+    assert "MFU" in text

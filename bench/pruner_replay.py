@@ -1,0 +1,138 @@
+"""Replay pruners on recorded learning curves: what each would have saved, and what it would lose.
+
+bench/search_quality.py keeps every trial's learning curve (validation accuracy at each
+evaluation). Replaying an unpruned search's trials, in their order, through a pruner shows where
+each trial would have stopped, the training samples that leaves, and the best final score among
+the trials left to finish, with no training at all. The configurations stay those of the
+recorded search: a live search's sampler would also learn from the pruned trials, so this
+compares pruners, not whole searches.
+
+    python bench/pruner_replay.py rows.json                    # hpo-noprune rows, every seed
+    python bench/pruner_replay.py rows.json --method hf-search --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+# hpo's [pruner] sections to compare; train.max_steps and eval_every come from the curves.
+# "optuna-median" is Optuna's own MedianPruner with hpo's default waiting (hpo before the
+# tolerant median); "eval2" stands for the second evaluation's step.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "none": {"name": "none"},
+    "optuna median, its defaults (5 startup, no warmup)": {
+        "name": "optuna-median",
+        "n_startup_trials": 5,
+        "warmup": 0,
+    },
+    "optuna median, 3 startup, warmup a third": {"name": "optuna-median", "n_startup_trials": 3},
+    "tolerant median, 3 startup, warmup a third (hpo)": {"name": "median"},
+    "tolerant median, no margin": {"name": "median", "margin": 0.0},
+    "tolerant median, margin 2 se": {"name": "median", "margin": "2se"},
+    "successive halving": {"name": "successive_halving"},
+    "successive halving, from eval 2": {"name": "successive_halving", "min_resource": "eval2"},
+    "hyperband": {"name": "hyperband"},
+}
+
+
+def replay(curves: list[dict[str, Any]], pruner: Any, batch: int, eval_rows: int) -> dict[str, Any]:
+    """Feed the curves, in trial order, through ``pruner``; where each stops, what is left."""
+    import optuna
+
+    from hpo.pruners import EVAL_ROWS_ATTR
+
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    samples, finished = 0, []
+    for c in sorted(curves, key=lambda c: c["number"]):
+        trial = study.ask()
+        trial.set_user_attr(EVAL_ROWS_ATTR, eval_rows)
+        points = sorted((int(k), v) for k, v in c["values"].items())
+        for step, value in points:
+            trial.report(value, step)
+            if step < points[-1][0] and trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                samples += step * batch
+                break
+        else:
+            study.tell(trial, points[-1][1])
+            samples += points[-1][0] * batch
+            finished.append(points[-1][1])
+    return {"samples": samples, "finished": len(finished), "best": max(finished)}
+
+
+def make(section: dict[str, Any], steps: list[int], eval_rows: int) -> Any:
+    """A fresh pruner for one candidate; ``steps`` are the curves' evaluation steps."""
+    import optuna
+
+    from hpo.spec import StudySpec
+    from hpo.study import build_pruner, default_warmup_steps
+
+    section = dict(section)
+    if section.get("min_resource") == "eval2":
+        section["min_resource"] = steps[1]
+    if section.get("margin") == "2se":
+        section["margin"] = 2 * (0.8 * 0.2 / eval_rows) ** 0.5  # two standard errors near 0.8
+    optuna_median = section.get("name") == "optuna-median"
+    spec = StudySpec.from_dict(
+        {"study": {"name": "replay"}, "data": {"files": {"train": "unused.csv"}},
+         "pruner": {"name": "none"} if optuna_median else section,
+         "train": {"max_steps": steps[-1], "eval_every": steps[0]}}
+    )  # fmt: skip
+    if optuna_median:
+        warmup = section.get("warmup", default_warmup_steps(spec))
+        return optuna.pruners.MedianPruner(section["n_startup_trials"], warmup)
+    return build_pruner(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("rows", type=Path, nargs="+", help="JSON written by search_quality.py")
+    parser.add_argument("--method", default="hpo-noprune", help="whose curves to replay")
+    parser.add_argument("--batch", type=int, default=16, help="samples per step")
+    parser.add_argument("--eval-rows", type=int, default=500, help="validation rows")
+    args = parser.parse_args(argv)
+    import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    rows = [r for p in args.rows for r in json.loads(p.read_text()) if r["method"] == args.method]
+    rows = [r for r in rows if r.get("curves") and not r.get("reused")]
+    if not rows:
+        print(f"no {args.method} rows with learning curves in {args.rows}", file=sys.stderr)
+        return 1
+    steps = sorted({int(k) for c in rows[0]["curves"] for k in c["values"]})
+    table = Table(title=f"pruners replayed on {len(rows)} {args.method} search(es)")
+    for col in ("pruner", "samples", "of unpruned", "finished", "best finished", "lost"):
+        table.add_column(col, justify="right")
+    for label, section in CANDIDATES.items():
+        runs = [replay(r["curves"], make(section, steps, args.eval_rows), args.batch,
+                       args.eval_rows) for r in rows]  # fmt: skip
+        full = [replay(r["curves"], optuna.pruners.NopPruner(), args.batch, 0) for r in rows]
+        pairs = list(zip(full, runs, strict=True))
+        lost = [f["best"] - r["best"] for f, r in pairs]
+        table.add_row(
+            label, f"{statistics.fmean(r['samples'] for r in runs):,.0f}",
+            f"{statistics.fmean(r['samples'] / f['samples'] for f, r in pairs):.0%}",
+            f"{statistics.fmean(r['finished'] for r in runs):.1f}",
+            f"{statistics.fmean(r['best'] for r in runs):.3f}",
+            f"{statistics.fmean(lost):.3f} (max {max(lost):.3f})",
+        )  # fmt: skip
+    Console(width=None if sys.stdout.isatty() else 110).print(table)
+    print("samples: training rows until each trial stopped (mean over searches); best finished: "
+          "the best final validation score among trials left to finish; lost: how far that falls "
+          "below the unpruned search's best.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
