@@ -115,6 +115,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
+        from hpo.pruners import EVAL_ROWS_ATTR
+
         started = time.perf_counter()
         prep = self.prepare()
         hp = sample(self.spec.space, trial)
@@ -122,6 +124,7 @@ class Objective:
         trial.set_user_attr("device", prep.device.description)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("max_steps", plan.max_steps)
+        trial.set_user_attr(EVAL_ROWS_ATTR, len(prep.validation))  # the pruner's noise margin
         if self.trials_run == 0:
             trial.set_user_attr("setup_seconds", round(prep.setup_seconds, 3))
         self.trials_run += 1

@@ -69,12 +69,14 @@ class SamplerSection:
 @dataclass(frozen=True)
 class PrunerSection:
     """Pruning; the median pruner by default waits past the first evaluation and a third of
-    ``train.max_steps``, so trials still in warmup are not judged."""
+    ``train.max_steps``, so trials still in warmup are not judged, and ignores a shortfall
+    smaller than the noise of one evaluation (hpo/pruners.py)."""
 
     name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
     wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
     n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
     n_warmup_steps: int | None = None  # median: no pruning before this step (default: see below)
+    margin: float | None = None  # median: shortfall ignored (default: one standard error)
     min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
     reduction_factor: int = 3  # successive_halving, hyperband
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
@@ -88,6 +90,8 @@ class PrunerSection:
             _at_least("pruner.min_resource", self.min_resource, 1)
         _at_least("pruner.reduction_factor", self.reduction_factor, 2)
         _at_least("pruner.patience", self.patience, 0)
+        if self.margin is not None and not self.margin >= 0:
+            raise SpecError(f"`pruner.margin` must be 0 or more, got {self.margin!r}")
         if self.min_delta < 0:
             raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
 

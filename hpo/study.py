@@ -71,7 +71,8 @@ def default_warmup_steps(spec: StudySpec) -> int:
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The pruner named in ``[pruner]``; by default it never prunes on the first evaluation."""
+    """The pruner named in ``[pruner]``; by default it never prunes on the first evaluation, nor
+    for a shortfall within the noise of one evaluation."""
     import optuna
 
     p = spec.pruner
@@ -79,11 +80,15 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     name = p.wrapped if p.name == "patient" else p.name
     inner: optuna.pruners.BasePruner
     if name == "median":
-        inner = optuna.pruners.MedianPruner(
+        from hpo.pruners import TolerantMedianPruner
+
+        inner = TolerantMedianPruner(
             n_startup_trials=p.n_startup_trials,
             n_warmup_steps=p.n_warmup_steps
             if p.n_warmup_steps is not None
             else default_warmup_steps(spec),
+            margin=p.margin,
+            proportion=spec.study.metric != "eval_loss",
         )
     elif name == "successive_halving":
         inner = optuna.pruners.SuccessiveHalvingPruner(

@@ -1,0 +1,82 @@
+"""hpo's median pruner: Optuna's median rule, made to tolerate noisy evaluations.
+
+Optuna's ``MedianPruner`` stops a trial whose best value so far is worse than the median, at the
+same step, of the trials that finished. With few trials and a small validation split it is too
+eager, for two reasons:
+
+- the median is taken over the finished trials only: the survivors of earlier pruning. The bar
+  rises as the study goes on, and a trial as good as most must beat the best few;
+- any shortfall counts, also one smaller than the noise of a single evaluation. On 500
+  validation rows an accuracy near 0.8 moves by about 0.018 between two equally good models.
+
+``TolerantMedianPruner`` takes the median over every trial that reached the step (finished or
+pruned there or later), and stops a trial only when it is behind that median by more than a
+margin: by default one standard error of the metric on the trial's validation rows,
+sqrt(p (1 - p) / n), with p the median and n the rows (the ``eval_rows`` trial attribute that the
+objective sets). For a loss, which has no such formula, the default margin is 0. Like Optuna's,
+it waits for ``n_startup_trials`` finished trials and for ``n_warmup_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+EVAL_ROWS_ATTR = "eval_rows"
+
+
+class TolerantMedianPruner(optuna.pruners.BasePruner):
+    """Prune a trial behind the median of its peers at the same step by more than the noise."""
+
+    def __init__(
+        self,
+        n_startup_trials: int = 3,
+        n_warmup_steps: int = 0,
+        margin: float | None = None,
+        proportion: bool = True,
+    ) -> None:
+        """``margin``: the shortfall that is ignored; None: one standard error when the metric
+        is a ``proportion`` of validation rows (accuracy, F1), else 0."""
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.margin = margin
+        self.proportion = proportion
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if sum(t.state == TrialState.COMPLETE for t in trials) < self.n_startup_trials:
+            return False
+        peers = [
+            t.intermediate_values[step]
+            for t in trials
+            if t.number != trial.number and step in t.intermediate_values
+        ]
+        peers = [v for v in peers if not math.isnan(v)]
+        if not peers:
+            return False
+        median = statistics.median(peers)
+        values = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+        if not values:
+            return True  # only NaN so far: the run has diverged
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max(values) if maximize else min(values)
+        margin = self._margin(median, trial)
+        return best < median - margin if maximize else best > median + margin
+
+    def _margin(self, median: float, trial: FrozenTrial) -> float:
+        if self.margin is not None:
+            return self.margin
+        rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
+        if not self.proportion or not rows or not 0.0 <= median <= 1.0:
+            return 0.0
+        return math.sqrt(median * (1.0 - median) / int(rows))

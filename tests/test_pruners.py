@@ -1,0 +1,125 @@
+"""The tolerant median pruner: the median of every trial at the step, and a noise margin."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpo.errors import SpecError
+from hpo.pruners import EVAL_ROWS_ATTR, TolerantMedianPruner
+from hpo.spec import StudySpec
+from hpo.study import build_pruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def study_with(
+    pruner: optuna.pruners.BasePruner,
+    curves: list[tuple[TrialState, dict[int, float]]],
+    direction: str = "maximize",
+) -> optuna.Study:
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    for state, values in curves:
+        last = values[max(values)]
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=last if state == TrialState.COMPLETE else None,
+                params={"x": 0.5},
+                distributions={"x": FloatDistribution(0, 1)},
+                intermediate_values=values,
+            )
+        )
+    return study
+
+
+def judged(study: optuna.Study, values: dict[int, float], rows: int | None = 500) -> bool:
+    """Whether a new trial reporting ``values`` would be pruned at its last step."""
+    trial = study.ask()
+    if rows is not None:
+        trial.set_user_attr(EVAL_ROWS_ATTR, rows)
+    for step, value in sorted(values.items()):
+        trial.report(value, step)
+    return trial.should_prune()
+
+
+DONE = TrialState.COMPLETE
+FINISHED = [(DONE, {50: 0.80, 100: 0.85}), (DONE, {50: 0.82, 100: 0.86}),
+            (DONE, {50: 0.84, 100: 0.87})]  # fmt: skip
+
+
+def test_a_shortfall_within_one_standard_error_is_not_pruned() -> None:
+    margin = math.sqrt(0.82 * 0.18 / 500)  # 0.0172 on 500 rows around the median 0.82
+    study = study_with(TolerantMedianPruner(n_startup_trials=3), FINISHED)
+    assert not judged(study, {50: 0.82 - margin + 0.002})
+    assert judged(study, {50: 0.82 - margin - 0.002})
+    # Optuna's own median stops the first one: any shortfall counts there.
+    plain = study_with(optuna.pruners.MedianPruner(n_startup_trials=3), FINISHED)
+    assert judged(plain, {50: 0.82 - margin + 0.002}, rows=None)
+
+
+def test_the_margin_shrinks_with_more_validation_rows() -> None:
+    study = study_with(TolerantMedianPruner(n_startup_trials=3), FINISHED)
+    assert not judged(study, {50: 0.81}, rows=500)
+    assert judged(study, {50: 0.81}, rows=50_000)  # standard error 0.0017
+
+
+def test_pruned_trials_count_in_the_median() -> None:
+    pruned = [(TrialState.PRUNED, {50: 0.60}), (TrialState.PRUNED, {50: 0.62})]
+    # Finished only: median 0.82; with the two pruned at step 50 too: 0.80.
+    study = study_with(TolerantMedianPruner(n_startup_trials=3, margin=0.0), FINISHED + pruned)
+    assert not judged(study, {50: 0.805})
+    alone = study_with(TolerantMedianPruner(n_startup_trials=3, margin=0.0), FINISHED)
+    assert judged(alone, {50: 0.805})
+
+
+def test_waits_for_startup_trials_and_warmup_steps() -> None:
+    few = study_with(TolerantMedianPruner(n_startup_trials=4, margin=0.0), FINISHED)
+    assert not judged(few, {50: 0.1})  # 3 finished, 4 wanted
+    early = study_with(TolerantMedianPruner(n_startup_trials=3, n_warmup_steps=51), FINISHED)
+    assert not judged(early, {50: 0.1})
+    assert judged(study_with(TolerantMedianPruner(n_startup_trials=3), FINISHED), {50: 0.1})
+
+
+def test_best_value_so_far_is_judged_like_optuna() -> None:
+    study = study_with(TolerantMedianPruner(n_startup_trials=3, margin=0.0), FINISHED)
+    assert not judged(study, {50: 0.87, 100: 0.70})  # its best (0.87) beats step 100's 0.86
+    assert judged(study, {50: 0.85, 100: 0.70})
+
+
+def test_a_loss_has_no_default_margin_and_a_diverged_run_is_pruned() -> None:
+    losses = [(DONE, {50: 0.40}), (DONE, {50: 0.45}), (DONE, {50: 0.50})]
+    loss_pruner = TolerantMedianPruner(n_startup_trials=3, proportion=False)
+    study = study_with(loss_pruner, losses, direction="minimize")
+    assert judged(study, {50: 0.46})
+    assert not judged(study, {50: 0.44})
+    assert judged(study, {50: float("nan")})
+
+
+def spec(pruner: dict[str, object], metric: str = "accuracy") -> StudySpec:
+    return StudySpec.from_dict(
+        {
+            "study": {"name": "p", "metric": metric},
+            "data": {"files": {"train": "x.csv"}},
+            "pruner": pruner,
+            "train": {"max_steps": 125, "eval_every": 25},
+        }
+    )
+
+
+def test_build_pruner_gives_the_tolerant_median_with_its_waiting() -> None:
+    pruner = build_pruner(spec({}))
+    assert isinstance(pruner, TolerantMedianPruner)
+    assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (3, 42)  # a third of 125 steps
+    assert pruner.margin is None and pruner.proportion
+    assert not build_pruner(spec({}, metric="eval_loss")).proportion  # type: ignore[attr-defined]
+    assert build_pruner(spec({"margin": 0.05})).margin == 0.05  # type: ignore[attr-defined]
+
+
+def test_negative_margin_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"pruner\.margin"):
+        spec({"margin": -0.1})
