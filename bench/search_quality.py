@@ -32,7 +32,7 @@ in hpo's loop and scored on the held-out test, so the retraining is identical ac
 reused for the other seeds. Samples are training rows seen by the search (steps x batch). Each
 row also keeps every trial's learning curve, so pruners can be compared on the same curves.
 
-    python bench/search_quality.py                    # one seed, all methods (about 20 min)
+    python bench/search_quality.py                    # one seed, all methods (20-45 min, 2 cores)
     python bench/search_quality.py --seeds 1 2 --methods hpo hf-search --json more.json
     python bench/search_quality.py --from-json rows.json more.json   # tables of saved runs
     python bench/search_quality.py --quick --model DIR --train a.csv --validation b.csv \\
