@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"pruners replayed on {len(rows)} {args.method} search(es)")
     for col in ("pruner", "samples", "of unpruned", "finished", "best finished", "lost"):
         table.add_column(col, justify="right")
+    full = [replay(r["curves"], optuna.pruners.NopPruner(), args.batch, 0) for r in rows]
     for label, section in CANDIDATES.items():
         runs = [replay(r["curves"], make(section, steps, args.eval_rows), args.batch,
                        args.eval_rows) for r in rows]  # fmt: skip
-        full = [replay(r["curves"], optuna.pruners.NopPruner(), args.batch, 0) for r in rows]
         pairs = list(zip(full, runs, strict=True))
         lost = [f["best"] - r["best"] for f, r in pairs]
         table.add_row(

@@ -56,12 +56,10 @@ class TolerantMedianPruner(optuna.pruners.BasePruner):
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if sum(t.state == TrialState.COMPLETE for t in trials) < self.n_startup_trials:
             return False
-        peers = [
-            t.intermediate_values[step]
-            for t in trials
-            if t.number != trial.number and step in t.intermediate_values
-        ]
-        peers = [v for v in peers if not math.isnan(v)]
+        at_step = (
+            t.intermediate_values.get(step, math.nan) for t in trials if t.number != trial.number
+        )
+        peers = [v for v in at_step if not math.isnan(v)]
         if not peers:
             return False
         median = statistics.median(peers)
