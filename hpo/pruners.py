@@ -77,4 +77,10 @@ class TolerantMedianPruner(optuna.pruners.BasePruner):
         rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
         if not self.proportion or not rows or not 0.0 <= median <= 1.0:
             return 0.0
-        return math.sqrt(median * (1.0 - median) / int(rows))
+        return standard_error(median, int(rows))
+
+
+def standard_error(p: float, rows: int) -> float:
+    """One standard error of a proportion p measured on ``rows`` examples: how far two equally
+    good models may land apart on the same validation split by chance."""
+    return math.sqrt(p * (1.0 - p) / rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -13,6 +13,8 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from hpo.pruners import EVAL_ROWS_ATTR, standard_error
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")
@@ -37,6 +39,11 @@ class StudySummary:
     steps_if_unpruned: int  # steps_run + (max_steps - steps) for each pruned trial
     steps_saved_by_pruning: int  # steps_if_unpruned - steps_run
     failures: list[tuple[int, str]]  # (trial number, fail_reason or "unknown") of FAIL trials
+    # Complete trials within one standard error of the best value (a proportion on eval_rows
+    # validation rows): validation cannot rank them against the best.
+    noise: float | None = None
+    eval_rows: int | None = None
+    within_noise: list[int] = field(default_factory=list)
 
 
 def _check_direction(direction: str) -> str:
@@ -151,7 +158,24 @@ def summarize(
         steps_if_unpruned=steps_run + unrun,
         steps_saved_by_pruning=unrun,
         failures=failures,
+        **_within_noise(order, metric, best),
     )
+
+
+def _within_noise(
+    order: Sequence[FrozenTrial], metric: str, best: FrozenTrial | None
+) -> dict[str, Any]:
+    """The standard error of the best value, when it is a proportion of validation rows, and
+    the other complete trials that close to it."""
+    value = None if best is None else trial_value(best)
+    rows = None if best is None else _int_attr(best, EVAL_ROWS_ATTR)
+    if value is None or not rows or metric == "eval_loss" or not 0.0 <= value <= 1.0:
+        return {}
+    se = standard_error(value, rows)
+    close = [
+        t.number for t in order[1:] if (v := trial_value(t)) is not None and abs(value - v) <= se
+    ]
+    return {"noise": se, "eval_rows": rows, "within_noise": close}
 
 
 def ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[FrozenTrial]:
@@ -242,6 +266,21 @@ def _baseline_line(summary: StudySummary, baseline: tuple[str, float]) -> Text:
     )
 
 
+def _noise_line(summary: StudySummary) -> Text:
+    """Which trials validation cannot tell from the best, and how to choose among them."""
+    close = summary.within_noise
+    shown = ", ".join(f"#{n}" for n in close[:5]) + (
+        f" and {len(close) - 5} more" if len(close) > 5 else ""
+    )
+    return Text(
+        f"{len(close)} more trial(s) within one standard error ({summary.noise:.3f} on "
+        f"{summary.eval_rows} validation rows) of the best: {shown}; validation cannot rank "
+        f"them. `hpo best {summary.study_name} --top {min(len(close) + 1, 3)}` retrains the "
+        "closest with several seeds to choose.",
+        style="yellow",
+    )
+
+
 def render_report(
     summary: StudySummary,
     trials: Sequence[FrozenTrial],
@@ -272,6 +311,8 @@ def render_report(
         parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
     else:
         parts.append(Text("no trial has completed yet", style="yellow"))
+    if summary.within_noise:
+        parts.append(_noise_line(summary))
     if baseline is not None:
         parts.append(_baseline_line(summary, baseline))
     if summary.failures:

@@ -142,6 +142,33 @@ def test_failures_carry_reasons() -> None:
     assert s.failures == [(0, "loss is NaN at step 12"), (2, "unknown")]
 
 
+def test_trials_within_noise_of_the_best_are_named() -> None:
+    # On 400 rows an accuracy of 0.8 has a standard error of 0.02.
+    trials = _study(
+        [
+            _trial(TrialState.COMPLETE, 0.80, eval_rows=400),  # 0: best
+            _trial(TrialState.COMPLETE, 0.785, eval_rows=400),  # 1: within 0.02
+            _trial(TrialState.COMPLETE, 0.77, eval_rows=400),  # 2: 0.03 behind
+            _trial(TrialState.PRUNED, None, steps=50, reports={50: 0.79}, eval_rows=400),  # 3
+            _trial(TrialState.COMPLETE, 0.795, eval_rows=400),  # 4: within
+        ]
+    )
+    s = summarize("demo", "accuracy", "maximize", trials)
+    assert s.noise == pytest.approx(0.02) and s.eval_rows == 400
+    assert s.within_noise == [4, 1]  # complete trials only, closest first
+    text = _text(render_report(s, trials))
+    assert "2 more trial(s) within one standard error (0.020 on 400 validation rows)" in text
+    assert "#4, #1" in text and "hpo best demo --top 3" in text
+
+
+@pytest.mark.parametrize(("metric", "attrs"), [("eval_loss", {"eval_rows": 400}), ("accuracy", {})])
+def test_no_noise_line_for_a_loss_or_without_row_counts(metric: str, attrs: dict[str, int]) -> None:
+    trials = _study([_trial(TrialState.COMPLETE, v, **attrs) for v in (0.30, 0.301)])
+    s = summarize("demo", metric, "maximize", trials)
+    assert (s.noise, s.within_noise) == (None, [])
+    assert "standard error" not in _text(render_report(s, trials))
+
+
 def test_report_shows_best_params_failures_and_savings() -> None:
     trials = _mixed()
     s = summarize("demo", "accuracy", "maximize", trials)
