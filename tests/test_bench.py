@@ -70,15 +70,18 @@ def test_search_quality_benchmark_quick(
     text = run(
         "search_quality.py", "--quick", "--model", str(tiny_model_dir), "--train", data,
         "--validation", data, "--test", data, "--text-column", "text",
-        "--json", str(tmp_path / "r.json"),
+        "--json", str(tmp_path / "r.json"), "--retest-seeds", "2", timeout=600,
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
-        "hpo", "hpo-half", "hpo-noprune", "hf-search", "bert-grid", "default"
+        "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-3d", "hf-search", "bert-grid",
+        "default",
     ]  # fmt: skip
     for r in rows:
         assert r["samples"] > 0, r
         assert 0 <= r["best_validation"] <= 1 and 0 <= r["dev_accuracy"] <= 1, r
+        assert len(r["dev_seeds"]) == 2 and r["dev_seeds"][0] == r["dev_accuracy"], r
+    assert "dev, K seeds" in text
     noprune = next(r for r in rows if r["method"] == "hpo-noprune")
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
     assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
@@ -89,6 +92,20 @@ def test_search_quality_benchmark_quick(
     replayed = run("pruner_replay.py", str(tmp_path / "r.json"))  # the recorded curves
     assert "successive halving" in replayed and "of unpruned" in replayed
     assert "100%" in replayed  # the unpruned row replays to all of its own samples
+
+
+def test_retest_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    data = str(sentiment_csv)
+    text = run(
+        "retest.py", "--quick", "--model", str(tiny_model_dir), "--train", data, "--validation",
+        data, "--test", data, "--text-column", "text", "--config", "1e-4,0.1,cosine",
+        "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["name"] for r in rows] == ["1e-4,0.1,cosine"]  # --config replaces the built-ins
+    assert rows[0]["params"]["lr_schedule"] == "cosine" and rows[0]["seeds"] == [0, 1]
+    assert len(rows[0]["dev_seeds"]) == 2 and all(0 <= v <= 1 for v in rows[0]["dev_seeds"])
+    assert "retrained with seeds 0..1" in text
 
 
 def test_gpu_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> None:
