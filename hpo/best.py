@@ -95,8 +95,8 @@ def retrain(
 ) -> tuple[list[ConfigResult], Any]:
     """Retrain each trial's configuration for the full budget once per seed; score val and test.
 
-    Returns the results and the model of the best run (by validation, or by the first seed's
-    order when validation is part of the training data).
+    Returns the results and a model of the configuration `choose` picks: its run best on
+    validation (its first seed's run when validation is part of the training data).
     """
     from hpo.data import encode
     from hpo.train import evaluate, train
@@ -106,10 +106,12 @@ def retrain(
     test = encode(prep.task.test, prep.tokenizer, spec.train.max_length) if prep.task.test else None
     train_data, source = _training_data(prep, train_on, spec)
     results: list[ConfigResult] = []
-    best: tuple[float, Any] | None = None
-    sign = 1.0 if spec.direction == "maximize" else -1.0
+    kept: Any = None  # the model of the configuration chosen so far
+    maximize, by_validation = spec.direction == "maximize", train_on == "train"
+    sign = 1.0 if maximize else -1.0
     for trial in trials:
         result = ConfigResult(trial.number, dict(trial.params))
+        best: tuple[float, Any] | None = None  # this configuration's best run
         for seed in seeds:
             hp = hyperparameters(trial.params, seed)
             plan = objective.plan(hp, len(train_data))
@@ -135,14 +137,35 @@ def retrain(
             result.runs.append(run)
             if on_run is not None:
                 on_run(trial.number, seed, run)
-            key = sign * out.metrics[spec.study.metric] if train_on == "train" else 0.0
+            key = sign * out.metrics[spec.study.metric] if by_validation else 0.0
             if best is None or key > best[0]:
                 best = (key, model.cpu())
             else:
                 del model
         results.append(result)
-    assert best is not None
-    return results, best[1]
+        assert best is not None
+        if choose(results, spec.study.metric, maximize, by_validation) == len(results) - 1:
+            kept = best[1]
+        del best
+    return results, kept
+
+
+def choose(
+    results: Sequence[ConfigResult], metric: str, maximize: bool, by_validation: bool = True
+) -> int:
+    """The index of the configuration to keep: the best mean validation score over its seeds.
+
+    One validation score is noisy, and the search's best trial is the highest of many noisy
+    scores; the mean over several seeds ranks configurations the way held-out data does far
+    more often. Without validation scores (e.g. trained on train+validation) the search's own
+    order stands. Ties keep the earlier configuration.
+    """
+    means = [r.mean_std("validation", metric) for r in results]
+    if not by_validation or any(m is None for m in means):
+        return 0
+    sign = 1.0 if maximize else -1.0
+    keys = [sign * m[0] for m in means if m is not None]
+    return keys.index(max(keys))
 
 
 def _training_data(prep: Prepared, train_on: str, spec: StudySpec) -> tuple[Any, Any]:
@@ -170,8 +193,10 @@ def save(
     results: list[ConfigResult],
     train_on: str,
     search_value: float | None,
+    chosen: int = 0,
 ) -> Path:
-    """Write the model and tokenizer in Hugging Face format plus a model card (README.md)."""
+    """Write the model and tokenizer in Hugging Face format plus a model card (README.md);
+    ``chosen`` indexes the configuration in ``results`` that the model was trained with."""
     ensure_folder(out)
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
@@ -179,7 +204,7 @@ def save(
     model.save_pretrained(out)
     prep.tokenizer.save_pretrained(out)
     (out / "README.md").write_text(
-        model_card(spec, study_name, results, train_on, search_value), encoding="utf-8"
+        model_card(spec, study_name, results, train_on, search_value, chosen), encoding="utf-8"
     )
     (out / "hpo_results.json").write_text(
         json.dumps([dataclasses.asdict(r) for r in results], indent=1), encoding="utf-8"
@@ -187,9 +212,12 @@ def save(
     return out
 
 
-def summary(results: list[ConfigResult], metric: str, search_value: float | None) -> dict[str, Any]:
-    """The facts stored in the study and printed: mean and spread per split, and the gap."""
-    first = results[0]
+def summary(
+    results: list[ConfigResult], metric: str, search_value: float | None, chosen: int = 0
+) -> dict[str, Any]:
+    """The facts stored in the study and printed for the chosen configuration: mean and spread
+    per split, and the gap."""
+    first = results[chosen]
     val = first.mean_std("validation", metric)
     test = first.mean_std("test", metric)
     return {
@@ -211,10 +239,11 @@ def model_card(
     results: list[ConfigResult],
     train_on: str,
     search_value: float | None,
+    chosen: int = 0,
 ) -> str:
     """A short model card: what was tuned, how it scored, where the data came from."""
     metric = spec.study.metric
-    facts = summary(results, metric, search_value)
+    facts = summary(results, metric, search_value, chosen)
     data = spec.data
     source = (
         data.hub
@@ -224,13 +253,19 @@ def model_card(
     lines = [
         f"# {study_name}: fine-tuned {spec.model.name}",
         "",
-        f"Text classification fine-tuned by `hpo` from study `{study_name}`: the best "
-        f"configuration of the search (trial #{facts['trial']}), retrained on {train_on} with "
-        f"seeds {facts['seeds']}; this folder holds the run that scored best on validation.",
+        f"Text classification fine-tuned by `hpo` from study `{study_name}`: "
+        + (
+            f"of the search's best {len(results)} configurations, the one best on validation "
+            "over all its seeds"
+            if len(results) > 1
+            else "the best configuration of the search"
+        )
+        + f" (trial #{facts['trial']}), retrained on {train_on} with seeds {facts['seeds']}; "
+        "this folder holds its run that scored best on validation.",
         "",
         "## Hyperparameters",
         "",
-        *(f"- `{k}`: {v}" for k, v in results[0].params.items() if k != "seed"),
+        *(f"- `{k}`: {v}" for k, v in results[chosen].params.items() if k != "seed"),
         "",
         f"## Results ({metric})",
         "",

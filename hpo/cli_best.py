@@ -39,13 +39,15 @@ def best(
 ) -> None:
     """Retrain the best configuration with several seeds, test it, and save the best model.
 
-    Each run trains for the study's full per-trial budget, is scored on validation and on the
-    test split (once, never to choose), and the run best on validation is saved in Hugging Face
-    format with a model card. The validation-test gap shows whether tuning overfit validation.
+    Each run trains for the study's full per-trial budget and is scored on validation and on
+    the test split (once, never to choose). With --top K the configuration with the best mean
+    validation over its seeds is kept: one search score is noisy, the mean over seeds less so.
+    Its run best on validation is saved in Hugging Face format with a model card. The
+    validation-test gap shows whether tuning overfit validation.
     """
     from rich.console import Console
 
-    from hpo.best import BEST_ATTR, retrain, save, summary, top_trials
+    from hpo.best import BEST_ATTR, choose, retrain, save, summary, top_trials
     from hpo.export import ensure_folder
     from hpo.objective import Objective
     from hpo.storage import open_storage, storage_url
@@ -75,10 +77,16 @@ def best(
         )
 
     results, model = retrain(objective, trials, list(range(seeds)), train_on, on_run=show)
-    facts = summary(results, metric, trials[0].value)
-    save(model, prep, out, spec, study_name, results, train_on, trials[0].value)
+    maximize = spec.direction == "maximize"
+    chosen = choose(results, metric, maximize, train_on == "train")
+    value = trials[chosen].value
+    facts = summary(results, metric, value, chosen)
+    save(model, prep, out, spec, study_name, results, train_on, value, chosen)
     study.set_user_attr(BEST_ATTR, {**facts, "train_on": train_on, "out": str(out)})
-    line = f"trial #{facts['trial']}: search {metric} {trials[0].value:.4f}"
+    if len(results) > 1 and train_on == "train":
+        console.print(f"chose trial #{facts['trial']}: the best mean validation {metric} of the "
+                      f"{len(results)} configurations")  # fmt: skip
+    line = f"trial #{facts['trial']}: search {metric} {value:.4f}"
     if facts["validation_mean"] is not None and train_on == "train":
         line += (
             f"; retrained validation {facts['validation_mean']:.4f} ± {facts['validation_std']:.4f}"

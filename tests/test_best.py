@@ -72,6 +72,47 @@ def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) 
     assert torch.is_tensor(next(model.parameters()))
 
 
+def test_choose_takes_the_best_mean_validation_not_the_best_single_run() -> None:
+    from hpo.best import ConfigResult, SeedRun, choose
+
+    def config(number: int, *scores: float) -> ConfigResult:
+        runs = [SeedRun(i, {"accuracy": v}, None, 1.0) for i, v in enumerate(scores)]
+        return ConfigResult(number, {}, runs)
+
+    lucky, steady = config(3, 0.90, 0.70), config(8, 0.84, 0.82)  # means 0.80 and 0.83
+    assert choose([lucky, steady], "accuracy", maximize=True) == 1
+    assert choose([lucky, steady], "accuracy", maximize=False) == 0
+    assert choose([lucky, steady], "accuracy", True, by_validation=False) == 0
+    assert choose([steady, config(9, 0.83, 0.83)], "accuracy", True) == 0  # a tie: the earlier
+
+
+def test_best_of_several_keeps_one_configuration_throughout(stored, tmp_path: Path) -> None:
+    url, spec = stored
+    out = tmp_path / "model"
+    args = ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "2", "--top", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    configs = json.loads((out / "hpo_results.json").read_text())
+    means = [sum(r["validation"]["accuracy"] for r in c["runs"]) / 2 for c in configs]
+    chosen = configs[means.index(max(means))]
+    facts = optuna.load_study(study_name="tiny", storage=url).user_attrs["hpo_best"]
+    assert facts["trial"] == chosen["trial_number"]
+    assert f"chose trial #{chosen['trial_number']}" in result.output
+    card = (out / "README.md").read_text()
+    assert f"`learning_rate`: {chosen['params']['learning_rate']}" in card
+    # the saved weights are the chosen configuration's best run, whatever the other one scored
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    task = load_task(spec.data)
+    assert task.test is not None
+    test = encode(task.test, tokenizer, spec.train.max_length)
+    score = evaluate(model, test, pick_device("cpu"), 64, tokenizer.pad_token_id)["accuracy"]
+    saved = max(chosen["runs"], key=lambda r: r["validation"]["accuracy"])
+    assert score == pytest.approx(saved["test"]["accuracy"], abs=1e-6)
+
+
 def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     url, _ = stored
     out = tmp_path / "model"
