@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search_quality import BATCH, SCHEDULES, Setup, add_data_args, make_setup, make_spec, retest
+from search_quality import BATCH, SCHEDULES, add_data_args, make_setup, make_spec, retest
 
 # name -> (learning rate, warmup ratio, schedule)
 CONFIGS: dict[str, tuple[float, float, str]] = {
@@ -53,18 +53,16 @@ def saved_configs(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{r['method']} seed {r['seed']}", r["best_params"]) for r in rows]
 
 
-def measure(s: Setup, name: str, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+def measure(objective: Any, name: str, params: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
     """Retrain one configuration once per seed (seeds must be consecutive from the first)."""
     import optuna
-
-    from hpo.objective import Objective
 
     params = {**FIXED, **params}
     one = optuna.distributions.CategoricalDistribution
     trial = optuna.trial.create_trial(
         params=params, distributions={k: one([v]) for k, v in params.items()}, value=0.0
     )
-    out = retest(Objective(make_spec(s, "retest", {}, 1)), trial, seeds[0], len(seeds))
+    out = retest(objective, trial, seeds[0], len(seeds))
     return {"name": name, "params": params, "seeds": seeds, **out}
 
 
@@ -108,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(setup, str):
             print(setup, file=sys.stderr)
             return 1
+        from hpo.objective import Objective
+
+        objective = Objective(make_spec(setup, "retest", {}, 1))  # data and weights loaded once
         for name, params in configs:
             console.print(f"[dim]{name} ...[/dim]")
-            rows.append(measure(setup, name, params, seeds))
+            rows.append(measure(objective, name, params, seeds))
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
     table = Table(title=f"each configuration retrained with seeds {seeds[0]}..{seeds[-1]}")
