@@ -115,7 +115,7 @@ def retest(objective: Any, trial: Any, seed: int = 0, count: int = 1) -> dict[st
     from hpo.best import retrain
 
     start = time.perf_counter()
-    results, _ = retrain(objective, [trial], [seed + i for i in range(count)])
+    results, _, _ = retrain(objective, [trial], [seed + i for i in range(count)])
     runs = results[0].runs
     dev = [(run.test or {}).get("accuracy", math.nan) for run in runs]
     return {

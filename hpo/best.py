@@ -92,11 +92,12 @@ def retrain(
     seeds: Sequence[int],
     train_on: str = "train",
     on_run: Callable[[int, int, SeedRun], None] | None = None,
-) -> tuple[list[ConfigResult], Any]:
+) -> tuple[list[ConfigResult], Any, int]:
     """Retrain each trial's configuration for the full budget once per seed; score val and test.
 
-    Returns the results and a model of the configuration `choose` picks: its run best on
-    validation (its first seed's run when validation is part of the training data).
+    Returns the results, a model of the configuration `choose` picks (its run best on
+    validation; its first seed's run when validation is part of the training data), and that
+    configuration's index in the results.
     """
     from hpo.data import encode
     from hpo.train import evaluate, train
@@ -106,7 +107,7 @@ def retrain(
     test = encode(prep.task.test, prep.tokenizer, spec.train.max_length) if prep.task.test else None
     train_data, source = _training_data(prep, train_on, spec)
     results: list[ConfigResult] = []
-    kept: Any = None  # the model of the configuration chosen so far
+    kept: tuple[int, Any] = (0, None)  # the configuration chosen so far and its model
     maximize, by_validation = spec.direction == "maximize", train_on == "train"
     sign = 1.0 if maximize else -1.0
     for trial in trials:
@@ -145,9 +146,9 @@ def retrain(
         results.append(result)
         assert best is not None
         if choose(results, spec.study.metric, maximize, by_validation) == len(results) - 1:
-            kept = best[1]
-        del best
-    return results, kept
+            kept = (len(results) - 1, best[1])
+        del best  # not held while the next configuration trains
+    return results, kept[1], kept[0]
 
 
 def choose(
@@ -217,13 +218,13 @@ def summary(
 ) -> dict[str, Any]:
     """The facts stored in the study and printed for the chosen configuration: mean and spread
     per split, and the gap."""
-    first = results[chosen]
-    val = first.mean_std("validation", metric)
-    test = first.mean_std("test", metric)
+    kept = results[chosen]
+    val = kept.mean_std("validation", metric)
+    test = kept.mean_std("test", metric)
     return {
-        "trial": first.trial_number,
+        "trial": kept.trial_number,
         "metric": metric,
-        "seeds": [r.seed for r in first.runs],
+        "seeds": [r.seed for r in kept.runs],
         "search_value": search_value,
         "validation_mean": val[0] if val else None,
         "validation_std": val[1] if val else None,

@@ -47,7 +47,7 @@ def best(
     """
     from rich.console import Console
 
-    from hpo.best import BEST_ATTR, choose, retrain, save, summary, top_trials
+    from hpo.best import BEST_ATTR, retrain, save, summary, top_trials
     from hpo.export import ensure_folder
     from hpo.objective import Objective
     from hpo.storage import open_storage, storage_url
@@ -76,9 +76,7 @@ def best(
             highlight=False,
         )
 
-    results, model = retrain(objective, trials, list(range(seeds)), train_on, on_run=show)
-    maximize = spec.direction == "maximize"
-    chosen = choose(results, metric, maximize, train_on == "train")
+    results, model, chosen = retrain(objective, trials, list(range(seeds)), train_on, show)
     value = trials[chosen].value
     facts = summary(results, metric, value, chosen)
     save(model, prep, out, spec, study_name, results, train_on, value, chosen)
