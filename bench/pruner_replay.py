@@ -23,7 +23,8 @@ from typing import Any
 
 # hpo's [pruner] sections to compare; train.max_steps and eval_every come from the curves.
 # "optuna-median" is Optuna's own MedianPruner with hpo's default waiting (hpo before the
-# tolerant median); "eval2" stands for the second evaluation's step.
+# tolerant median), "optuna-sha" Optuna's own successive halving from the first evaluation (hpo's
+# before tied trials shared the room); "eval2" stands for the second evaluation's step.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "none": {"name": "none"},
     "optuna median, its defaults (5 startup, no warmup)": {
@@ -35,7 +36,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "tolerant median, 3 startup, warmup a third (hpo)": {"name": "median"},
     "tolerant median, no margin": {"name": "median", "margin": 0.0},
     "tolerant median, margin 2 se": {"name": "median", "margin": "2se"},
-    "successive halving": {"name": "successive_halving"},
+    "optuna successive halving (ties promoted)": {"name": "optuna-sha"},
+    "successive halving (hpo: ties share the room)": {"name": "successive_halving"},
+    "successive halving, reduction factor 4": {"name": "successive_halving", "reduction_factor": 4},
     "successive halving, from eval 2": {"name": "successive_halving", "min_resource": "eval2"},
     "hyperband": {"name": "hyperband"},
 }
@@ -78,6 +81,8 @@ def make(section: dict[str, Any], steps: list[int], eval_rows: int) -> Any:
         section["min_resource"] = steps[1]
     if section.get("margin") == "2se":
         section["margin"] = 2 * (0.8 * 0.2 / eval_rows) ** 0.5  # two standard errors near 0.8
+    if section.get("name") == "optuna-sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=steps[0], reduction_factor=3)
     optuna_median = section.get("name") == "optuna-median"
     spec = StudySpec.from_dict(
         {"study": {"name": "replay"}, "data": {"files": {"train": "unused.csv"}},

@@ -15,6 +15,16 @@ margin: by default one standard error of the metric on the trial's validation ro
 sqrt(p (1 - p) / n), with p the median and n the rows (the ``eval_rows`` trial attribute that the
 objective sets). For a loss, which has no such formula, the default margin is 0. Like Optuna's,
 it waits for ``n_startup_trials`` finished trials and for ``n_warmup_steps``.
+
+``SuccessiveHalvingPruner`` is asynchronous successive halving (ASHA, as in Optuna) with one
+change, in how ties are ranked. ASHA lets a trial go on past a rung when it is in the top
+1/reduction_factor of the trials that reached the rung. Optuna ranks a tied trial with the best
+of its ties, so a group of equal values that straddles that cut all goes on. Early evaluations of
+a classifier that still predicts the majority class all report the same accuracy, and until some
+trial does better, none of them is stopped. Here tied trials share the room left above the cut,
+as they would in synchronous successive halving: a trial tied with others goes on only while
+fewer of them than that room have gone on. Untied values are ranked as in Optuna, and when every
+trial ties, about one in reduction_factor goes on, as with untied values.
 """
 
 from __future__ import annotations
@@ -84,3 +94,64 @@ def standard_error(p: float, rows: int) -> float:
     """One standard error of a proportion p measured on ``rows`` examples: how far two equally
     good models may land apart on the same validation split by chance."""
     return math.sqrt(p * (1.0 - p) / rows)
+
+
+class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
+    """Asynchronous successive halving in which trials tied at a rung share its room."""
+
+    def __init__(
+        self, min_resource: int, reduction_factor: int = 3, min_early_stopping_rate: int = 0
+    ) -> None:
+        """Rung k sits at step ``min_resource * reduction_factor ** (min_early_stopping_rate +
+        k)``; a trial's value at a rung is its first report at or after that step."""
+        if min_resource < 1 or reduction_factor < 2 or min_early_stopping_rate < 0:
+            raise ValueError(
+                "successive halving needs min_resource >= 1, reduction_factor >= 2 and "
+                "min_early_stopping_rate >= 0"
+            )
+        self.min_resource = min_resource
+        self.reduction_factor = reduction_factor
+        self.min_early_stopping_rate = min_early_stopping_rate
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        others: list[FrozenTrial] | None = None
+        for rung_step in self._rungs_reached_at(trial, step):
+            if others is None:
+                others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+            rivals = [(v, t) for t in others if not math.isnan(v := _value_at(t, rung_step))]
+            better = sum(v > value if maximize else v < value for v, _ in rivals)
+            tied_on = sum(v == value and _went_on(t, rung_step) for v, t in rivals)
+            allowed = max(1, (len(rivals) + 1) // self.reduction_factor)
+            if better + tied_on + 1 > allowed:
+                return True
+        return False
+
+    def _rungs_reached_at(self, trial: FrozenTrial, step: int) -> list[int]:
+        """The rung steps this report is the trial's first report at or after."""
+        earlier = [s for s in trial.intermediate_values if s < step]
+        rungs, k = [], self.min_early_stopping_rate
+        while (rung_step := self.min_resource * self.reduction_factor**k) <= step:
+            if not any(s >= rung_step for s in earlier):
+                rungs.append(rung_step)
+            k += 1
+        return rungs
+
+
+def _value_at(trial: FrozenTrial, rung_step: int) -> float:
+    """A trial's value at a rung: its first report at or after the rung's step, else NaN."""
+    reached = [s for s in trial.intermediate_values if s >= rung_step]
+    return trial.intermediate_values[min(reached)] if reached else math.nan
+
+
+def _went_on(trial: FrozenTrial, rung_step: int) -> bool:
+    """Whether a trial went on past a rung: it was not stopped at its report there."""
+    reached = [s for s in trial.intermediate_values if s >= rung_step]
+    stopped = trial.state in (TrialState.PRUNED, TrialState.FAIL)
+    return not (stopped and trial.last_step == min(reached))

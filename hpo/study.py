@@ -91,7 +91,9 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             proportion=spec.study.metric != "eval_loss",
         )
     elif name == "successive_halving":
-        inner = optuna.pruners.SuccessiveHalvingPruner(
+        from hpo.pruners import SuccessiveHalvingPruner
+
+        inner = SuccessiveHalvingPruner(
             min_resource=p.min_resource or first_eval, reduction_factor=p.reduction_factor
         )
     elif name == "hyperband":

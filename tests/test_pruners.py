@@ -1,4 +1,5 @@
-"""The tolerant median pruner: the median of every trial at the step, and a noise margin."""
+"""hpo's pruners: the tolerant median (median of every trial at the step, a noise margin) and
+successive halving with ties counted against the trial judged."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.errors import SpecError
-from hpo.pruners import EVAL_ROWS_ATTR, TolerantMedianPruner
+from hpo.pruners import EVAL_ROWS_ATTR, SuccessiveHalvingPruner, TolerantMedianPruner
 from hpo.spec import StudySpec
 from hpo.study import build_pruner
 
@@ -123,3 +124,65 @@ def test_build_pruner_gives_the_tolerant_median_with_its_waiting() -> None:
 def test_negative_margin_is_refused() -> None:
     with pytest.raises(SpecError, match=r"pruner\.margin"):
         spec({"margin": -0.1})
+
+
+def stops(
+    pruner: optuna.pruners.BasePruner, curves: list[dict[int, float]], minimize: bool = False
+) -> list[int]:
+    """Run ``curves`` one after another through a live study; the step at which each stopped."""
+    study = optuna.create_study(direction="minimize" if minimize else "maximize", pruner=pruner)
+    out = []
+    for values in curves:
+        trial = study.ask()
+        for step, value in sorted(values.items()):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, value)
+        out.append(step)
+    return out
+
+
+@pytest.mark.parametrize("minimize", [False, True])
+def test_successive_halving_without_ties_stops_trials_where_optuna_does(minimize: bool) -> None:
+    rng = __import__("random").Random(7)
+    curves = [{s: rng.random() for s in (25, 50, 75, 100, 125)} for _ in range(30)]
+    ours = stops(SuccessiveHalvingPruner(25, 3), curves, minimize)
+    theirs = stops(optuna.pruners.SuccessiveHalvingPruner(25, 3), curves, minimize)
+    assert ours == theirs
+    assert ours.count(25) > 10 and ours.count(125) >= 1  # it does prune, and lets some finish
+
+
+def test_successive_halving_trials_tied_at_a_rung_share_its_room() -> None:
+    # Majority-class accuracy at the first rung (25) for the first four; the fifth has learned.
+    stuck = {25: 0.564, 50: 0.564, 75: 0.564, 100: 0.6, 125: 0.62}
+    learner = {25: 0.79, 50: 0.81, 75: 0.82, 100: 0.83, 125: 0.83}
+    curves = [stuck, stuck, stuck, stuck, learner]
+    # Optuna ranks a tie with the best of its ties: every stuck trial passes every rung.
+    assert stops(optuna.pruners.SuccessiveHalvingPruner(25, 3), curves) == [125] * 5
+    # Here only the first does: the room at a rung of 2-5 trials is one; the learner goes on.
+    assert stops(SuccessiveHalvingPruner(25, 3), curves) == [125, 25, 25, 25, 125]
+
+
+def test_successive_halving_when_every_trial_ties_one_in_three_goes_on() -> None:
+    flat = {25: 0.5, 50: 0.5, 75: 0.5, 100: 0.5, 125: 0.5}
+    ours = stops(SuccessiveHalvingPruner(25, 3), [flat] * 12)
+    # The room grows with the trials at the rung (1 up to 5 trials, 2 up to 8, 3, then 4).
+    assert [n for n, step in enumerate(ours) if step > 25] == [0, 5, 8, 11]
+    assert ours == [125, 25, 25, 25, 25, 75, 25, 25, 75, 25, 25, 75]
+
+
+def test_successive_halving_stops_a_diverged_run_and_judges_each_rung_once() -> None:
+    assert stops(SuccessiveHalvingPruner(25, 3), [{25: float("nan"), 50: 0.9}]) == [25]
+    # Reports between rungs (every 10 steps) are not judged; a rung uses the first report at or
+    # after its step, so a trial reporting at 30 is judged there against others' 30s.
+    pruner = SuccessiveHalvingPruner(25, 3)
+    curves = [{10: 0.5, 30: 0.8, 80: 0.8}, {10: 0.9, 30: 0.7, 40: 0.99, 80: 0.99}]
+    assert stops(pruner, curves) == [80, 30]
+
+
+def test_successive_halving_refuses_a_bad_rung_schedule() -> None:
+    with pytest.raises(ValueError, match="reduction_factor >= 2"):
+        SuccessiveHalvingPruner(25, 1)
