@@ -44,17 +44,28 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def replay(curves: list[dict[str, Any]], pruner: Any, batch: int, eval_rows: int) -> dict[str, Any]:
-    """Feed the curves, in trial order, through ``pruner``; where each stops, what is left."""
+def replay(
+    curves: list[dict[str, Any]],
+    pruner: Any,
+    batch: int,
+    eval_rows: int,
+    constant: float | None = None,
+) -> dict[str, Any]:
+    """Feed the curves, in trial order, through ``pruner``; where each stops, what is left.
+    ``eval_rows`` and ``constant`` (a constant answer's score) are set on each trial as the
+    objective sets them."""
     import optuna
 
-    from hpo.pruners import EVAL_ROWS_ATTR
+    from hpo.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
 
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+    # a fixed name: Hyperband assigns trials to brackets by a hash of it
+    study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
     samples, finished = 0, []
     for c in sorted(curves, key=lambda c: c["number"]):
         trial = study.ask()
         trial.set_user_attr(EVAL_ROWS_ATTR, eval_rows)
+        if constant is not None:
+            trial.set_user_attr(CONSTANT_SCORE_ATTR, constant)
         points = sorted((int(k), v) for k, v in c["values"].items())
         for step, value in points:
             trial.report(value, step)
@@ -103,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="hpo-noprune", help="whose curves to replay")
     parser.add_argument("--batch", type=int, default=16, help="samples per step")
     parser.add_argument("--eval-rows", type=int, default=500, help="validation rows")
+    parser.add_argument(
+        "--constant-score",
+        type=float,
+        help="a constant answer's validation score, for rows saved before they kept it "
+        "(SST2-small: 0.564, the majority class's share)",
+    )
     args = parser.parse_args(argv)
     import optuna
     from rich.console import Console
@@ -122,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     full = [replay(r["curves"], optuna.pruners.NopPruner(), args.batch, 0) for r in rows]
     for label, section in CANDIDATES.items():
         runs = [replay(r["curves"], make(section, steps, args.eval_rows), args.batch,
-                       args.eval_rows) for r in rows]  # fmt: skip
+                       args.eval_rows, r.get("constant_score", args.constant_score))
+                for r in rows]  # fmt: skip
         pairs = list(zip(full, runs, strict=True))
         lost = [f["best"] - r["best"] for f, r in pairs]
         table.add_row(

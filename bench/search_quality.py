@@ -166,6 +166,7 @@ def run_study(
     best = top_trials(study, 1, maximize=True)[0]
     return {
         "method": method, "seed": seed, "best_validation": best.value,
+        "constant_score": objective.constant_score,  # what pruners count as nothing learned
         "samples": sum(int(t.user_attrs.get("train_samples", 0)) for t in ran),
         "trial_steps": [int(t.user_attrs.get("steps", 0)) for t in ran],
         "wall_s": wall, "trials": len(ran),

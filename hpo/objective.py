@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hpo.errors import HpoError, OutOfMemory, SpecError, TrialFailure, first_line
 from hpo.space import Hyperparameters, sample
 from hpo.spec import StudySpec
-from hpo.train import Device, TrainPlan, TrainResult, pick_device, steps_for, train
+from hpo.train import (
+    Device,
+    TrainPlan,
+    TrainResult,
+    constant_score,
+    pick_device,
+    steps_for,
+    train,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -59,6 +67,7 @@ class Objective:
         self.listener = listener
         self._prepared: Prepared | None = None
         self.trials_run = 0  # in this process: the first one carries the setup cost
+        self._constant_score: float | None = None
 
     def prepare(self, pretrained: PretrainedModel | None = None) -> Prepared:
         """Load data, tokenizer and model once, and check the study against them."""
@@ -112,10 +121,23 @@ class Objective:
             group_by_length=t.group_by_length,
         )
 
+    @property
+    def constant_score(self) -> float | None:
+        """The study metric of the best constant answer on the validation split (None for a
+        loss): trials that have not beaten it have not yet learned anything measurable."""
+        metric = self.spec.study.metric
+        if metric == "eval_loss":
+            return None
+        if self._constant_score is None:
+            prep = self.prepare()
+            labels = prep.validation.label
+            self._constant_score = constant_score(labels, prep.task.num_labels, metric)
+        return self._constant_score
+
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from hpo.pruners import EVAL_ROWS_ATTR
+        from hpo.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
 
         started = time.perf_counter()
         prep = self.prepare()
@@ -125,6 +147,8 @@ class Objective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("max_steps", plan.max_steps)
         trial.set_user_attr(EVAL_ROWS_ATTR, len(prep.validation))  # the pruner's noise margin
+        if self.constant_score is not None:  # the pruners' "learned nothing yet" level
+            trial.set_user_attr(CONSTANT_SCORE_ATTR, self.constant_score)
         if self.trials_run == 0:
             trial.set_user_attr("setup_seconds", round(prep.setup_seconds, 3))
         self.trials_run += 1

@@ -25,6 +25,13 @@ trial does better, none of them is stopped. Here tied trials share the room left
 as they would in synchronous successive halving: a trial tied with others goes on only while
 fewer of them than that room have gone on. Untied values are ranked as in Optuna, and when every
 trial ties, about one in reduction_factor goes on, as with untied values.
+
+For a score that is a proportion of validation rows, values within one standard error above what
+a constant answer scores (the ``constant_score`` trial attribute that the objective sets: the
+majority class's share, for accuracy) count as that score, and so tie. Such a trial has not shown
+that it learned anything; the small differences between such trials at an early rung are noise,
+and they favour slow learners that have not yet collapsed to the majority class over fast ones
+passing through it.
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ import optuna
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from optuna.trial import FrozenTrial
 
 EVAL_ROWS_ATTR = "eval_rows"
+CONSTANT_SCORE_ATTR = "constant_score"
 
 
 class TolerantMedianPruner(optuna.pruners.BasePruner):
@@ -100,10 +110,16 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
     """Asynchronous successive halving in which trials tied at a rung share its room."""
 
     def __init__(
-        self, min_resource: int, reduction_factor: int = 3, min_early_stopping_rate: int = 0
+        self,
+        min_resource: int,
+        reduction_factor: int = 3,
+        min_early_stopping_rate: int = 0,
+        proportion: bool = True,
     ) -> None:
         """Rung k sits at step ``min_resource * reduction_factor ** (min_early_stopping_rate +
-        k)``; a trial's value at a rung is its first report at or after that step."""
+        k)``; a trial's value at a rung is its first report at or after that step. With
+        ``proportion`` (the metric is a share of validation rows), values within one standard
+        error of the constant answer's score count as that score."""
         if min_resource < 1 or reduction_factor < 2 or min_early_stopping_rate < 0:
             raise ValueError(
                 "successive halving needs min_resource >= 1, reduction_factor >= 2 and "
@@ -112,26 +128,37 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         self.min_resource = min_resource
         self.reduction_factor = reduction_factor
         self.min_early_stopping_rate = min_early_stopping_rate
+        self.proportion = proportion
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        value = trial.intermediate_values[step]
-        if math.isnan(value):
+        if math.isnan(trial.intermediate_values[step]):
             return True
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        level = self._as_learned(trial) if maximize else (lambda v: v)
+        value = level(trial.intermediate_values[step])
         others: list[FrozenTrial] | None = None
         for rung_step in self._rungs_reached_at(trial, step):
             if others is None:
                 others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-            rivals = [(v, t) for t in others if not math.isnan(v := _value_at(t, rung_step))]
+            rivals = [(level(v), t) for t in others if not math.isnan(v := _value_at(t, rung_step))]
             better = sum(v > value if maximize else v < value for v, _ in rivals)
             tied_on = sum(v == value and _went_on(t, rung_step) for v, t in rivals)
             allowed = max(1, (len(rivals) + 1) // self.reduction_factor)
             if better + tied_on + 1 > allowed:
                 return True
         return False
+
+    def _as_learned(self, trial: FrozenTrial) -> Callable[[float], float]:
+        """Map a score to what it shows: within noise of a constant answer, that answer's."""
+        constant = trial.user_attrs.get(CONSTANT_SCORE_ATTR)
+        rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
+        if not self.proportion or constant is None or not rows or not 0.0 <= constant <= 1.0:
+            return lambda v: v
+        floor = constant + standard_error(constant, int(rows))
+        return lambda v: constant if v <= floor else v
 
     def _rungs_reached_at(self, trial: FrozenTrial, step: int) -> list[int]:
         """The rung steps this report is the trial's first report at or after."""

@@ -94,7 +94,9 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         from hpo.pruners import SuccessiveHalvingPruner
 
         inner = SuccessiveHalvingPruner(
-            min_resource=p.min_resource or first_eval, reduction_factor=p.reduction_factor
+            min_resource=p.min_resource or first_eval,
+            reduction_factor=p.reduction_factor,
+            proportion=spec.study.metric != "eval_loss",
         )
     elif name == "hyperband":
         inner = optuna.pruners.HyperbandPruner(

@@ -139,6 +139,15 @@ def classification_metrics(
     return out
 
 
+def constant_score(labels: Sequence[int], num_labels: int, metric: str) -> float:
+    """The best ``metric`` a model that gives every row the same answer scores on ``labels``:
+    what a classifier that has learned nothing yet can already reach."""
+    return max(
+        classification_metrics([c] * len(labels), labels, num_labels)[metric]
+        for c in range(num_labels)
+    )
+
+
 def evaluate(
     model: PreTrainedModel, data: Encoded, device: Device, batch_size: int, pad_id: int
 ) -> dict[str, float]:

@@ -11,7 +11,12 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.errors import SpecError
-from hpo.pruners import EVAL_ROWS_ATTR, SuccessiveHalvingPruner, TolerantMedianPruner
+from hpo.pruners import (
+    CONSTANT_SCORE_ATTR,
+    EVAL_ROWS_ATTR,
+    SuccessiveHalvingPruner,
+    TolerantMedianPruner,
+)
 from hpo.spec import StudySpec
 from hpo.study import build_pruner
 
@@ -127,13 +132,18 @@ def test_negative_margin_is_refused() -> None:
 
 
 def stops(
-    pruner: optuna.pruners.BasePruner, curves: list[dict[int, float]], minimize: bool = False
+    pruner: optuna.pruners.BasePruner,
+    curves: list[dict[int, float]],
+    minimize: bool = False,
+    attrs: dict[str, float] | None = None,
 ) -> list[int]:
     """Run ``curves`` one after another through a live study; the step at which each stopped."""
     study = optuna.create_study(direction="minimize" if minimize else "maximize", pruner=pruner)
     out = []
     for values in curves:
         trial = study.ask()
+        for key, attr in (attrs or {}).items():
+            trial.set_user_attr(key, attr)
         for step, value in sorted(values.items()):
             trial.report(value, step)
             if trial.should_prune():
@@ -186,3 +196,23 @@ def test_successive_halving_stops_a_diverged_run_and_judges_each_rung_once() -> 
 def test_successive_halving_refuses_a_bad_rung_schedule() -> None:
     with pytest.raises(ValueError, match="reduction_factor >= 2"):
         SuccessiveHalvingPruner(25, 1)
+
+
+def test_successive_halving_scores_within_noise_of_a_constant_answer_tie() -> None:
+    # SST-2 at step 25: the fast learner passes through the majority class (0.564), two slow
+    # learners have not collapsed to it yet (0.58, 0.584); all three end where their speed says.
+    fast = {25: 0.564, 50: 0.78, 75: 0.81, 100: 0.82, 125: 0.82}
+    slow = {25: 0.58, 50: 0.57, 75: 0.57, 100: 0.58, 125: 0.6}
+    slower = {25: 0.584, 50: 0.566, 75: 0.57, 100: 0.57, 125: 0.57}
+    curves = [fast, slow, slower, {25: 0.79, 50: 0.8, 75: 0.82, 100: 0.83, 125: 0.83}]
+    pruner = SuccessiveHalvingPruner(25, 3)
+    # Without the attributes the slow ones rank above the fast one's 0.564 and go on to 75.
+    assert stops(pruner, curves) == [125, 75, 75, 125]
+    # One standard error of 0.564 on 500 rows is 0.022: up to 0.586 shows nothing learned yet.
+    seen = {CONSTANT_SCORE_ATTR: 0.564, EVAL_ROWS_ATTR: 500}
+    assert stops(pruner, curves, attrs=seen) == [125, 25, 25, 125]
+    # On 50,000 rows the noise is 0.002: 0.58 is a measured step above the constant answer.
+    assert stops(pruner, curves, attrs={**seen, EVAL_ROWS_ATTR: 50_000}) == [125, 75, 75, 125]
+    # Not for a loss, which no standard error of a proportion describes.
+    plain = SuccessiveHalvingPruner(25, 3, proportion=False)
+    assert stops(plain, curves, attrs=seen) == [125, 75, 75, 125]

@@ -95,6 +95,10 @@ def test_a_hopeless_trial_is_pruned(tiny_model_dir, sentiment_csv, storage_url) 
     ]
     assert trials[2].user_attrs["steps"] < trials[2].user_attrs["max_steps"] == 40
     assert trials[2].params["learning_rate"] == 1e-7
+    # the pruners' noise and "learned nothing yet" level: the majority class's validation share
+    task = Objective(spec).prepare().task
+    assert trials[0].user_attrs["eval_rows"] == len(task.validation)
+    assert trials[0].user_attrs["constant_score"] == task.majority_baseline()[1]
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(

@@ -15,6 +15,7 @@ from hpo.spec import DataSection, ModelSection
 from hpo.train import (
     TrainPlan,
     classification_metrics,
+    constant_score,
     evaluate,
     make_optimizer,
     pick_device,
@@ -183,6 +184,14 @@ def test_classification_metrics_by_hand() -> None:
     assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)  # class 0: tp 2, fp 0, fn 1
     three = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3)
     assert "f1" not in three and three["accuracy"] == 0.75
+
+
+def test_constant_score_is_the_best_single_answer() -> None:
+    labels = [0, 0, 1]
+    assert constant_score(labels, 2, "accuracy") == pytest.approx(2 / 3)  # always 0
+    assert constant_score(labels, 2, "macro_f1") == pytest.approx(0.4)  # class 0's F1 0.8, / 2
+    assert constant_score(labels, 2, "f1") == pytest.approx(0.5)  # always 1: tp 1, fp 2
+    assert constant_score([2, 2, 1, 0], 3, "accuracy") == 0.5
 
 
 def test_steps_for_epochs() -> None:
