@@ -37,7 +37,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "tolerant median, no margin": {"name": "median", "margin": 0.0},
     "tolerant median, margin 2 se": {"name": "median", "margin": "2se"},
     "optuna successive halving (ties promoted)": {"name": "optuna-sha"},
-    "successive halving (hpo: ties share the room)": {"name": "successive_halving"},
+    "hpo successive halving, ties only (no constant score)": {
+        "name": "successive_halving",
+        "ties_only": True,
+    },
+    "hpo successive halving (ties and near-constant scores share the room)": {
+        "name": "successive_halving"
+    },
     "successive halving, reduction factor 4": {"name": "successive_halving", "reduction_factor": 4},
     "successive halving, from eval 2": {"name": "successive_halving", "min_resource": "eval2"},
     "hyperband": {"name": "hyperband"},
@@ -88,6 +94,7 @@ def make(section: dict[str, Any], steps: list[int], eval_rows: int) -> Any:
     from hpo.study import build_pruner, default_warmup_steps
 
     section = dict(section)
+    section.pop("ties_only", None)  # replay's business: no constant score on the trials
     if section.get("min_resource") == "eval2":
         section["min_resource"] = steps[1]
     if section.get("margin") == "2se":
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     full = [replay(r["curves"], optuna.pruners.NopPruner(), args.batch, 0) for r in rows]
     for label, section in CANDIDATES.items():
         runs = [replay(r["curves"], make(section, steps, args.eval_rows), args.batch,
-                       args.eval_rows, r.get("constant_score", args.constant_score))
+                       args.eval_rows, None if section.get("ties_only")
+                       else r.get("constant_score", args.constant_score))
                 for r in rows]  # fmt: skip
         pairs = list(zip(full, runs, strict=True))
         lost = [f["best"] - r["best"] for f, r in pairs]

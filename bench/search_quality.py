@@ -14,7 +14,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                accuracy at half their compute?
   hpo-noprune  the same search without pruning.
   hpo-sha      the same search with hpo's successive-halving pruner (from the first evaluation,
-               reduction factor 3) instead of the median: the cheapest of hpo's pruners.
+               reduction factor 3; ties, and scores within noise of a constant answer, share
+               a rung's room) instead of the median: the cheapest of hpo's pruners.
   hpo-3d       hpo's search (TPE, median pruner) over the three dimensions the Hugging Face
                search has, no frozen layers, no augmentation: hpo's machinery on equal terms.
   hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning

@@ -143,9 +143,14 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         for rung_step in self._rungs_reached_at(trial, step):
             if others is None:
                 others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-            rivals = [(level(v), t) for t in others if not math.isnan(v := _value_at(t, rung_step))]
+            reports = [(t, s) for t in others if (s := _report_at(t, rung_step)) is not None]
+            rivals = [
+                (level(v), _went_on(t, s))
+                for t, s in reports
+                if not math.isnan(v := t.intermediate_values[s])
+            ]
             better = sum(v > value if maximize else v < value for v, _ in rivals)
-            tied_on = sum(v == value and _went_on(t, rung_step) for v, t in rivals)
+            tied_on = sum(v == value and went_on for v, went_on in rivals)
             allowed = max(1, (len(rivals) + 1) // self.reduction_factor)
             if better + tied_on + 1 > allowed:
                 return True
@@ -171,14 +176,11 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         return rungs
 
 
-def _value_at(trial: FrozenTrial, rung_step: int) -> float:
-    """A trial's value at a rung: its first report at or after the rung's step, else NaN."""
-    reached = [s for s in trial.intermediate_values if s >= rung_step]
-    return trial.intermediate_values[min(reached)] if reached else math.nan
+def _report_at(trial: FrozenTrial, rung_step: int) -> int | None:
+    """The step of a trial's report for a rung: its first at or after the rung's step."""
+    return min((s for s in trial.intermediate_values if s >= rung_step), default=None)
 
 
-def _went_on(trial: FrozenTrial, rung_step: int) -> bool:
-    """Whether a trial went on past a rung: it was not stopped at its report there."""
-    reached = [s for s in trial.intermediate_values if s >= rung_step]
-    stopped = trial.state in (TrialState.PRUNED, TrialState.FAIL)
-    return not (stopped and trial.last_step == min(reached))
+def _went_on(trial: FrozenTrial, report: int) -> bool:
+    """Whether a trial went on past its rung ``report``: it was not stopped there."""
+    return not (trial.state in (TrialState.PRUNED, TrialState.FAIL) and trial.last_step == report)
