@@ -16,8 +16,8 @@ sqrt(p (1 - p) / n), with p the median and n the rows (the ``eval_rows`` trial a
 objective sets). For a loss, which has no such formula, the default margin is 0. Like Optuna's,
 it waits for ``n_startup_trials`` finished trials and for ``n_warmup_steps``.
 
-``SuccessiveHalvingPruner`` is asynchronous successive halving (ASHA, as in Optuna) with one
-change, in how ties are ranked. ASHA lets a trial go on past a rung when it is in the top
+``SuccessiveHalvingPruner`` is asynchronous successive halving (ASHA, as in Optuna) with two
+changes to how a rung ranks trials. ASHA lets a trial go on past a rung when it is in the top
 1/reduction_factor of the trials that reached the rung. Optuna ranks a tied trial with the best
 of its ties, so a group of equal values that straddles that cut all goes on. Early evaluations of
 a classifier that still predicts the majority class all report the same accuracy, and until some
@@ -94,10 +94,16 @@ class TolerantMedianPruner(optuna.pruners.BasePruner):
     def _margin(self, median: float, trial: FrozenTrial) -> float:
         if self.margin is not None:
             return self.margin
-        rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
-        if not self.proportion or not rows or not 0.0 <= median <= 1.0:
-            return 0.0
-        return standard_error(median, int(rows))
+        return _noise(trial, median, self.proportion) or 0.0
+
+
+def _noise(trial: FrozenTrial, p: float, proportion: bool) -> float | None:
+    """One standard error of ``p`` on the trial's validation rows; None when the metric is not a
+    ``proportion`` or the trial does not say how many rows it was scored on."""
+    rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
+    if not proportion or not rows or not 0.0 <= p <= 1.0:
+        return None
+    return standard_error(p, int(rows))
 
 
 def standard_error(p: float, rows: int) -> float:
@@ -158,12 +164,14 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
 
     def _as_learned(self, trial: FrozenTrial) -> Callable[[float], float]:
         """Map a score to what it shows: within noise of a constant answer, that answer's."""
-        constant = trial.user_attrs.get(CONSTANT_SCORE_ATTR)
-        rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
-        if not self.proportion or constant is None or not rows or not 0.0 <= constant <= 1.0:
+        stored = trial.user_attrs.get(CONSTANT_SCORE_ATTR)
+        if stored is None:
             return lambda v: v
-        floor = constant + standard_error(constant, int(rows))
-        return lambda v: constant if v <= floor else v
+        constant = float(stored)
+        noise = _noise(trial, constant, self.proportion)
+        if noise is None:
+            return lambda v: v
+        return lambda v: constant if v <= constant + noise else v
 
     def _rungs_reached_at(self, trial: FrozenTrial, step: int) -> list[int]:
         """The rung steps this report is the trial's first report at or after."""
