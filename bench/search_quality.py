@@ -122,7 +122,6 @@ def retest(objective: Any, trial: Any, seed: int = 0, count: int = 1) -> dict[st
     return {
         "dev_accuracy": dev[0], "dev_seeds": dev, "dev_mean": statistics.fmean(dev),
         "validation_seeds": [run.validation.get("accuracy", math.nan) for run in runs],
-        "retrain_validation": runs[0].validation.get("accuracy"),
         "retrain_s": time.perf_counter() - start,
     }  # fmt: skip
 

@@ -125,12 +125,11 @@ class Objective:
     def constant_score(self) -> float | None:
         """The study metric of the best constant answer on the validation split (None for a
         loss): trials that have not beaten it have not yet learned anything measurable."""
-        metric = self.spec.study.metric
-        if metric == "eval_loss":
+        if not self.spec.study.proportion:
             return None
         if self._constant_score is None:
             prep = self.prepare()
-            labels = prep.validation.label
+            labels, metric = prep.validation.label, self.spec.study.metric
             self._constant_score = constant_score(labels, prep.task.num_labels, metric)
         return self._constant_score
 

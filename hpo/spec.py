@@ -53,6 +53,12 @@ class StudySection:
         if self.timeout is not None and self.timeout <= 0:
             raise SpecError(f"`study.timeout` must be above 0 seconds, got {self.timeout!r}")
 
+    @property
+    def proportion(self) -> bool:
+        """Whether the metric is a share of validation rows (a score, not the loss), with a
+        standard error the pruners can read as noise."""
+        return self.metric != "eval_loss"
+
 
 @dataclass(frozen=True)
 class SamplerSection:

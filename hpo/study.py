@@ -77,7 +77,6 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
     p = spec.pruner
     first_eval = spec.train.eval_every
-    proportion = spec.study.metric != "eval_loss"  # a share of validation rows: has a noise
     name = p.wrapped if p.name == "patient" else p.name
     inner: optuna.pruners.BasePruner
     if name == "median":
@@ -89,7 +88,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             if p.n_warmup_steps is not None
             else default_warmup_steps(spec),
             margin=p.margin,
-            proportion=proportion,
+            proportion=spec.study.proportion,
         )
     elif name == "successive_halving":
         from hpo.pruners import SuccessiveHalvingPruner
@@ -97,7 +96,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         inner = SuccessiveHalvingPruner(
             min_resource=p.min_resource or first_eval,
             reduction_factor=p.reduction_factor,
-            proportion=proportion,
+            proportion=spec.study.proportion,
         )
     elif name == "hyperband":
         inner = optuna.pruners.HyperbandPruner(
