@@ -24,7 +24,8 @@ from typing import Any
 # hpo's [pruner] sections to compare; train.max_steps and eval_every come from the curves.
 # "optuna-median" is Optuna's own MedianPruner with hpo's default waiting (hpo before the
 # tolerant median), "optuna-sha" Optuna's own successive halving from the first evaluation (hpo's
-# before tied trials shared the room); "eval2" stands for the second evaluation's step.
+# before tied trials shared the room), "optuna-hyperband" Optuna's own Hyperband (hpo's before it
+# had its own); "eval2" stands for the second evaluation's step.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "none": {"name": "none"},
     "optuna median, its defaults (5 startup, no warmup)": {
@@ -46,7 +47,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     "successive halving, reduction factor 4": {"name": "successive_halving", "reduction_factor": 4},
     "successive halving, from eval 2": {"name": "successive_halving", "min_resource": "eval2"},
-    "hyperband": {"name": "hyperband"},
+    "optuna hyperband": {"name": "optuna-hyperband"},
+    "hpo hyperband (brackets dealt in turn, hpo's successive halving in each)": {
+        "name": "hyperband"
+    },
 }
 
 
@@ -64,7 +68,7 @@ def replay(
 
     from hpo.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
 
-    # a fixed name: Hyperband assigns trials to brackets by a hash of it
+    # a fixed name: Optuna's Hyperband assigns trials to brackets by a hash of it
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
     samples, finished = 0, []
     for c in sorted(curves, key=lambda c: c["number"]):
@@ -101,6 +105,8 @@ def make(section: dict[str, Any], steps: list[int], eval_rows: int) -> Any:
         section["margin"] = 2 * (0.8 * 0.2 / eval_rows) ** 0.5  # two standard errors near 0.8
     if section.get("name") == "optuna-sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=steps[0], reduction_factor=3)
+    if section.get("name") == "optuna-hyperband":
+        return optuna.pruners.HyperbandPruner(steps[0], steps[-1], reduction_factor=3)
     optuna_median = section.get("name") == "optuna-median"
     spec = StudySpec.from_dict(
         {"study": {"name": "replay"}, "data": {"files": {"train": "unused.csv"}},

@@ -32,6 +32,12 @@ majority class's share, for accuracy) count as that score, and so tie. Such a tr
 that it learned anything; the small differences between such trials at an early rung are noise,
 and they favour slow learners that have not yet collapsed to the majority class over fast ones
 passing through it.
+
+``HyperbandPruner`` hedges against a first rung that says little: it spreads the trials over
+brackets of that successive halving, the first judging from ``min_resource``, each next one from
+one rung later, and a trial competes only with the trials of its bracket. Unlike Optuna's, which
+assigns a trial to a bracket by a hash of the study name and trial number, hpo deals the trials
+to the brackets in turn, so a study of a dozen trials fills each bracket in its proportion.
 """
 
 from __future__ import annotations
@@ -137,6 +143,13 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         self.proportion = proportion
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self._stops(study, trial, lambda t: True)
+
+    def _stops(
+        self, study: optuna.Study, trial: FrozenTrial, rival: Callable[[FrozenTrial], bool]
+    ) -> bool:
+        """Whether ``trial`` stops at its last report, ranked against the other trials that
+        ``rival`` accepts."""
         step = trial.last_step
         if step is None:
             return False
@@ -148,7 +161,11 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         others: list[FrozenTrial] | None = None
         for rung_step in self._rungs_reached_at(trial, step):
             if others is None:
-                others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+                others = [
+                    t
+                    for t in study.get_trials(deepcopy=False)
+                    if t.number != trial.number and rival(t)
+                ]
             reports = [(t, s) for t in others if (s := _report_at(t, rung_step)) is not None]
             rivals = [
                 (level(v), _went_on(t, s))
@@ -182,6 +199,62 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
                 rungs.append(rung_step)
             k += 1
         return rungs
+
+
+class HyperbandPruner(optuna.pruners.BasePruner):
+    """Hyperband: trials spread over brackets of hpo's successive halving, each bracket starting
+    its rungs one rung later than the one before."""
+
+    def __init__(
+        self,
+        min_resource: int,
+        max_resource: int | None = None,
+        reduction_factor: int = 3,
+        proportion: bool = True,
+    ) -> None:
+        """Bracket b is successive halving with its first rung at step ``min_resource *
+        reduction_factor ** b``, for every such step up to ``max_resource``; None: the
+        ``max_steps`` trial attribute the objective sets."""
+        SuccessiveHalvingPruner(min_resource, reduction_factor)  # checks the rung schedule
+        if max_resource is not None and max_resource < 1:
+            raise ValueError("hyperband needs max_resource >= 1")
+        self.min_resource = min_resource
+        self.max_resource = max_resource
+        self.reduction_factor = reduction_factor
+        self.proportion = proportion
+
+    def budgets(self, max_resource: int) -> list[int]:
+        """Each bracket's share of the trials, from the most aggressive bracket to the least.
+
+        As in the Hyperband paper: with s_max + 1 brackets, the bracket whose first rung is s
+        rungs below the top gets ceil((s_max + 1) * reduction_factor ** s / (s + 1)), so every
+        bracket spends about the same training steps."""
+        n = 1
+        while self.min_resource * self.reduction_factor**n <= max_resource:
+            n += 1
+        return [math.ceil(n * self.reduction_factor**s / (s + 1)) for s in reversed(range(n))]
+
+    def bracket(self, number: int, budgets: list[int]) -> int:
+        """The bracket of trial ``number``: trials take the brackets in turn, each as many in a
+        row as its budget. Every worker computes the same answer, and a small study still fills
+        every bracket in proportion, which a hash of the trial would not."""
+        position = number % sum(budgets)
+        for b, budget in enumerate(budgets):
+            position -= budget
+            if position < 0:
+                return b
+        raise AssertionError("unreachable: position < sum(budgets)")
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        max_resource = self.max_resource or trial.user_attrs.get("max_steps")
+        if not max_resource:
+            return False
+        budgets = self.budgets(int(max_resource))
+        b = self.bracket(trial.number, budgets)
+        halving = SuccessiveHalvingPruner(
+            self.min_resource, self.reduction_factor, b, self.proportion
+        )
+        return halving._stops(study, trial, lambda t: self.bracket(t.number, budgets) == b)
 
 
 def _report_at(trial: FrozenTrial, rung_step: int) -> int | None:

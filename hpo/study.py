@@ -99,10 +99,13 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             proportion=spec.study.proportion,
         )
     elif name == "hyperband":
-        inner = optuna.pruners.HyperbandPruner(
+        from hpo.pruners import HyperbandPruner
+
+        inner = HyperbandPruner(
             min_resource=p.min_resource or first_eval,
-            max_resource=spec.train.max_steps or "auto",
+            max_resource=spec.train.max_steps,  # None: each trial's own max_steps
             reduction_factor=p.reduction_factor,
+            proportion=spec.study.proportion,
         )
     else:
         return optuna.pruners.NopPruner()

@@ -14,6 +14,7 @@ from hpo.errors import SpecError
 from hpo.pruners import (
     CONSTANT_SCORE_ATTR,
     EVAL_ROWS_ATTR,
+    HyperbandPruner,
     SuccessiveHalvingPruner,
     TolerantMedianPruner,
 )
@@ -216,3 +217,55 @@ def test_successive_halving_scores_within_noise_of_a_constant_answer_tie() -> No
     # Not for a loss, which no standard error of a proportion describes.
     plain = SuccessiveHalvingPruner(25, 3, proportion=False)
     assert stops(plain, curves, attrs=seen) == [125, 75, 75, 125]
+
+
+def test_hyperband_deals_trials_to_brackets_in_proportion() -> None:
+    pruner = HyperbandPruner(25, 125, 3)
+    # Rungs 25 and 75 fit in 125 steps: two brackets, 3 trials to 2 (the paper's ceil(n r^s/(s+1))).
+    assert pruner.budgets(125) == [3, 2]
+    assert [pruner.bracket(n, [3, 2]) for n in range(12)] == [0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0]
+    # The paper's example, R = 81 and eta = 3: 81, 34, 15, 8 and 5 configurations.
+    assert HyperbandPruner(1, 81, 3).budgets(81) == [81, 34, 15, 8, 5]
+    assert pruner.budgets(24) == [1]  # not even one rung fits: plain successive halving
+
+
+def bracket_curves(curves: list[dict[int, float]], b: int) -> list[dict[int, float]]:
+    return [c for n, c in enumerate(curves) if HyperbandPruner(25, 125).bracket(n, [3, 2]) == b]
+
+
+@pytest.mark.parametrize("minimize", [False, True])
+def test_hyperband_is_successive_halving_within_each_bracket(minimize: bool) -> None:
+    rng = __import__("random").Random(11)
+    curves = [{s: rng.random() for s in (25, 50, 75, 100, 125)} for _ in range(30)]
+    ours = stops(HyperbandPruner(25, 125, 3), curves, minimize)
+    for b in (0, 1):
+        alone = bracket_curves(curves, b)
+        theirs = stops(optuna.pruners.SuccessiveHalvingPruner(25, 3, b), alone, minimize)
+        assert bracket_curves(ours, b) == theirs  # type: ignore[arg-type]
+    later = bracket_curves(ours, 1)  # type: ignore[arg-type]
+    assert 25 not in later and 75 in later and 125 in later  # its first rung is 75
+    # Ties share a rung's room within a bracket, as in hpo's successive halving.
+    flat = {25: 0.5, 50: 0.5, 75: 0.5, 100: 0.5, 125: 0.5}
+    assert stops(HyperbandPruner(25, 125, 3), [flat] * 12) == [
+        125, 25, 25, 125, 75, 25, 25, 75, 75, 75, 25, 25,
+    ]  # fmt: skip
+
+
+def test_hyperband_reads_the_trial_length_when_not_given() -> None:
+    rng = __import__("random").Random(3)
+    curves = [{s: rng.random() for s in (25, 50, 75, 100, 125)} for _ in range(12)]
+    given = stops(HyperbandPruner(25, 125), curves)
+    assert stops(HyperbandPruner(25), curves, attrs={"max_steps": 125}) == given
+    assert 25 in given and 75 in given
+    assert stops(HyperbandPruner(25), curves) == [125] * 12  # no length known: no pruning
+    with pytest.raises(ValueError, match="max_resource"):
+        HyperbandPruner(25, 0)
+
+
+def test_build_pruner_gives_hpo_hyperband_over_the_trial_length() -> None:
+    pruner = build_pruner(spec({"name": "hyperband", "reduction_factor": 4}))
+    assert isinstance(pruner, HyperbandPruner)
+    assert (pruner.min_resource, pruner.max_resource, pruner.reduction_factor) == (25, 125, 4)
+    assert pruner.proportion
+    for_loss = build_pruner(spec({"name": "hyperband"}, metric="eval_loss"))
+    assert isinstance(for_loss, HyperbandPruner) and not for_loss.proportion

@@ -14,7 +14,7 @@ from hpo import objective as objective_module
 from hpo.data import collate
 from hpo.errors import SpecError
 from hpo.objective import Objective
-from hpo.pruners import SuccessiveHalvingPruner, TolerantMedianPruner
+from hpo.pruners import HyperbandPruner, SuccessiveHalvingPruner, TolerantMedianPruner
 from hpo.space import Hyperparameters
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
@@ -196,7 +196,7 @@ def test_every_sampler_builds(tiny_model_dir, sentiment_csv, name: str) -> None:
     [
         ("median", TolerantMedianPruner),
         ("successive_halving", SuccessiveHalvingPruner),
-        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("hyperband", HyperbandPruner),
         ("patient", optuna.pruners.PatientPruner),
         ("none", optuna.pruners.NopPruner),
     ],
