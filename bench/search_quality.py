@@ -5,8 +5,9 @@ train.tsv shuffled with random.Random(0): rows 0-1,999 train, rows 2,000-2,499 a
 validation split; the official dev.tsv (872 rows) is the held-out test, never used by a search.
 Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps. Methods:
 
-  hpo          TPE seeded with the sampler seed (hpo's defaults: 5 random startup trials,
-               multivariate, constant liar) and hpo's median pruner with its default warmup (3
+  hpo          TPE seeded with the sampler seed (hpo's defaults: the Trainer's untuned recipe as
+               the first trial, which rows saved before hpo ran it lack, then 5 random startup
+               trials, multivariate, constant liar) and hpo's median pruner with its default warmup (3
                startup trials, no pruning before a third of the steps); learning rate (log,
                1e-5..2e-4), warmup ratio (0..0.2), schedule (linear, cosine,
                constant_with_warmup), frozen layers (0..3), augmentation strength (0..0.3).
@@ -90,11 +91,16 @@ class Setup:
 def make_spec(
     s: Setup, name: str, space: dict[str, Any], n_trials: int, seed: int | None = None, **train: Any
 ) -> Any:
-    """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given,
-    else no sampler choice to make and no pruning; ``train`` may swap max_steps for epochs."""
+    """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given
+    (and hpo's default first trial, the Trainer's recipe), else no sampler choice to make, no
+    pruning and no first trial; ``train`` may swap max_steps for epochs."""
     from hpo.spec import StudySpec
 
-    sampler = {"name": "tpe", "seed": seed} if seed is not None else {"name": "random", "seed": 0}
+    sampler: dict[str, Any] = (
+        {"name": "tpe", "seed": seed}
+        if seed is not None
+        else {"name": "random", "seed": 0, "first_trials": []}
+    )
     return StudySpec.from_dict(
         {
             "study": {"name": name, "n_trials": n_trials},

@@ -71,6 +71,7 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     from rich.console import Console
 
     from hpo.objective import preflight
+    from hpo.space import first_trials
 
     spec, _ = _load(study_file, overrides)
     lines = []
@@ -89,6 +90,8 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
         console.print(line, highlight=False)
     for name, dim in spec.space.dimensions.items():
         console.print(f"  space.{name} = {dim.to_toml()!r}", highlight=False)
+    for params in first_trials(spec.space, spec.sampler.first_trials):
+        console.print(f"  first trial, before sampling: {params}", highlight=False)
 
 
 def budget_options(f: F) -> F:

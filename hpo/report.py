@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.pruners import EVAL_ROWS_ATTR, standard_error
+from hpo.space import FIRST_TRIAL_ATTR, RECIPE
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")
@@ -44,6 +45,9 @@ class StudySummary:
     noise: float | None = None
     eval_rows: int | None = None
     within_noise: list[int] = field(default_factory=list)
+    # The untuned Trainer recipe, when the study ran it as its first trial and it completed.
+    recipe_number: int | None = None
+    recipe_value: float | None = None
 
 
 def _check_direction(direction: str) -> str:
@@ -138,6 +142,7 @@ def summarize(
         for t in by_state[TrialState.PRUNED]
         if (planned := _int_attr(t, "max_steps")) is not None
     )
+    recipe = next((t for t in feasible if t.user_attrs.get(FIRST_TRIAL_ATTR) == RECIPE), None)
     retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", ())}
     failures = [
         (t.number, _failure_reason(t, retried_as.get(t.number)))
@@ -158,6 +163,8 @@ def summarize(
         steps_if_unpruned=steps_run + unrun,
         steps_saved_by_pruning=unrun,
         failures=failures,
+        recipe_number=None if recipe is None else recipe.number,
+        recipe_value=None if recipe is None else trial_value(recipe),
         **_within_noise(order, metric, best),
     )
 
@@ -266,6 +273,26 @@ def _baseline_line(summary: StudySummary, baseline: tuple[str, float]) -> Text:
     )
 
 
+def _recipe_line(summary: StudySummary) -> Text | None:
+    """How far tuning got past the untuned Trainer recipe, against the noise of validation."""
+    recipe, best = summary.recipe_value, summary.best_value
+    if recipe is None or best is None:
+        return None
+    head = f"the untuned Trainer recipe (#{summary.recipe_number}) scored {recipe:.4g}"
+    if summary.best_number == summary.recipe_number or not _better(best, recipe, summary.direction):
+        return Text(f"{head}, and no tuned trial did better", style="yellow")
+    gain = f"{head}; the best is {best - recipe:+.4g}"
+    if summary.noise is None:
+        return Text(gain)
+    if abs(best - recipe) <= summary.noise:
+        return Text(
+            f"{gain}, within one standard error ({summary.noise:.3f}): validation cannot tell "
+            "this tuning from none",
+            style="yellow",
+        )
+    return Text(f"{gain}, beyond one standard error ({summary.noise:.3f})", style="green")
+
+
 def _noise_line(summary: StudySummary) -> Text:
     """Which trials validation cannot tell from the best, and how to choose among them."""
     close = summary.within_noise
@@ -313,6 +340,8 @@ def render_report(
         parts.append(Text("no trial has completed yet", style="yellow"))
     if summary.within_noise:
         parts.append(_noise_line(summary))
+    if (line := _recipe_line(summary)) is not None:
+        parts.append(line)
     if baseline is not None:
         parts.append(_baseline_line(summary, baseline))
     if summary.failures:

@@ -10,7 +10,7 @@ under the same names and can be queried alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -108,6 +108,28 @@ class Dimension:
         if self.choices is not None:
             return max(self.choices)
         return self.high if self.is_range else self.value
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can take."""
+        if self.choices is not None:
+            return value in self.choices
+        if not self.is_range:
+            return bool(value == self.value)
+        assert self.low is not None and self.high is not None
+        if not self.low <= value <= self.high:
+            return False
+        if self.step is None:
+            return True
+        return math.isclose((value - self.low) / self.step, round((value - self.low) / self.step))
+
+    def describe(self) -> str:
+        """The values this dimension can take, in a few words for an error message."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.is_range:
+            step = f" in steps of {self.step:g}" if self.step is not None else ""
+            return f"from {self.low:g} to {self.high:g}{step}"
+        return f"fixed at {self.value!r}"
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
         """Ask the trial for this dimension's value under its stored name."""
@@ -216,6 +238,51 @@ class SearchSpace:
 
     def __getitem__(self, name: str) -> Dimension:
         return self.dimensions[name]
+
+
+# The Hugging Face Trainer's recipe when nothing is tuned (TrainingArguments' defaults: lr 5e-5,
+# no warmup, linear decay), with nothing frozen or augmented. A new study runs it first where
+# its space allows, so every search also measures what the user would get without tuning.
+FIRST_TRIAL_ATTR = "first_trial"  # on a study's first trials: "trainer recipe" or "study file"
+RECIPE = "trainer recipe"
+TRAINER_RECIPE: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "warmup_ratio": 0.0,
+    "lr_schedule": "linear",
+    "frozen_layers": 0,
+    "augmentation_strength": 0.0,
+}
+
+
+def first_trials(space: SearchSpace, given: Sequence[Mapping[str, Any]] | None) -> list[dict]:
+    """The parameters of a new study's first trials, which run before the sampler chooses any.
+
+    ``given``: the study file's ``sampler.first_trials``, each a table of dimension values;
+    dimensions it leaves out are sampled. None: the Trainer's recipe, unless the space rules it
+    out. Fixed dimensions are left to their one value. Raises SpecError for a value the space
+    cannot take."""
+    if given is None:
+        point = {k: v for k, v in TRAINER_RECIPE.items() if not space[k].is_fixed}
+        inside = all(space[k].contains(v) for k, v in point.items())
+        return [point] if point and inside else []
+    out = []
+    for i, raw in enumerate(given):
+        point = {}
+        for name, value in raw.items():
+            where = f"sampler.first_trials[{i}].{name}"
+            if name not in space.dimensions:
+                raise SpecError(f"unknown key `{where}`; the space has: {', '.join(RULES)}")
+            value = _typed(name, value, where)
+            dim = space[name]
+            if not dim.contains(value):
+                raise SpecError(
+                    f"`{where}` is {value!r}, outside the space: space.{name} is "
+                    f"{dim.describe()}; change the value or widen the space"
+                )
+            if not dim.is_fixed:
+                point[name] = value
+        out.append(point)
+    return out
 
 
 @dataclass(frozen=True)

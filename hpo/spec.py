@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from hpo.errors import SpecError
-from hpo.space import SearchSpace
+from hpo.space import SearchSpace, first_trials
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +67,9 @@ class SamplerSection:
     n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
     multivariate: bool = True  # tpe: model the dimensions jointly
     constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
+    # a new study's first trials, run before any is sampled: tables of dimension values (left-out
+    # dimensions are sampled). Default: the Hugging Face Trainer's untuned recipe; [] for none.
+    first_trials: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         _at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
@@ -206,6 +209,9 @@ class StudySpec:
     train: TrainSection = field(default_factory=TrainSection)
     space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
 
+    def __post_init__(self) -> None:
+        first_trials(self.space, self.sampler.first_trials)  # every value one the space can take
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:
         """Build from parsed TOML; unknown sections or keys are errors that name them."""
@@ -298,6 +304,13 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
             allowed = ", ".join(repr(a) for a in args)
             raise SpecError(f"`{where}` must be one of {allowed}, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise SpecError(
+                f"`{where}` must be a list of tables, e.g. [{{learning_rate = 5e-5}}], "
+                f"got {value!r}"
+            )
+        return [dict(v) for v in value]
     if origin is dict:
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise SpecError(f"`{where}` must be a table of strings, got {value!r}")

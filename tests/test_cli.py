@@ -49,6 +49,12 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
     assert "valid study file" in out.output
     assert "2 labels (neg, pos)" in out.output
     assert "space.learning_rate" in out.output
+    assert "first trial" not in out.output  # this space's learning rates leave out the recipe's
+    wide = ["--set", "space.learning_rate={low=1e-5, high=1e-2}"]
+    out = runner.invoke(cli, ["validate", str(study_file), *wide])
+    assert "first trial, before sampling: {'learning_rate': 5e-05, 'frozen_layers': 0}" in (
+        out.output
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,6 +65,7 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
         (["space.frozen_layers={low=0, high=9}"], "goes up to 9 but the model has 2 layers"),
         (["data.text_column=body"], "`data.text_column` 'body' is not a column"),
         (["train.epochs=1"], "both `max_steps` and `epochs`"),
+        (["sampler.first_trials=[{frozen_layers=5}]"], "first_trials[0].frozen_layers` is 5"),
         (["nonsense"], "--set needs section.key=value"),
     ],
 )

@@ -161,6 +161,43 @@ def test_trials_within_noise_of_the_best_are_named() -> None:
     assert "#4, #1" in text and "hpo best demo --top 3" in text
 
 
+RECIPE_ATTRS = {"first_trial": "trainer recipe", "eval_rows": 400}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "best", "line"),
+    [
+        # On 400 rows the standard error near 0.8 is 0.02.
+        (0.79, 0.80, "scored 0.79; the best is +0.01, within one standard error (0.020): "
+                     "validation cannot tell this tuning from none"),
+        (0.70, 0.80, "scored 0.7; the best is +0.1, beyond one standard error (0.020)"),
+        (0.81, 0.80, "scored 0.81, and no tuned trial did better"),
+    ],
+)  # fmt: skip
+def test_the_report_weighs_tuning_against_the_untuned_recipe(
+    recipe: float, best: float, line: str
+) -> None:
+    trials = _study(
+        [
+            _trial(TrialState.COMPLETE, recipe, **RECIPE_ATTRS),
+            _trial(TrialState.COMPLETE, best, eval_rows=400),
+            _trial(TrialState.COMPLETE, 0.5, first_trial="study file", eval_rows=400),
+        ]
+    )
+    s = summarize("demo", "accuracy", "maximize", trials)
+    assert (s.recipe_number, s.recipe_value) == (0, recipe)
+    assert f"the untuned Trainer recipe (#0) {line}" in " ".join(
+        _text(render_report(s, trials)).split()
+    )
+
+
+def test_no_recipe_line_without_a_finished_recipe_trial() -> None:
+    pruned = _trial(TrialState.PRUNED, None, steps=50, reports={50: 0.4}, **RECIPE_ATTRS)
+    trials = _study([pruned, _trial(TrialState.COMPLETE, 0.8, first_trial="study file")])
+    s = summarize("demo", "accuracy", "maximize", trials)
+    assert s.recipe_number is None and "recipe" not in _text(render_report(s, trials))
+
+
 @pytest.mark.parametrize(("metric", "attrs"), [("eval_loss", {"eval_rows": 400}), ("accuracy", {})])
 def test_no_noise_line_for_a_loss_or_without_row_counts(metric: str, attrs: dict[str, int]) -> None:
     trials = _study([_trial(TrialState.COMPLETE, v, **attrs) for v in (0.30, 0.301)])

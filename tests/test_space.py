@@ -11,7 +11,15 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.errors import SpecError
-from hpo.space import Dimension, Hyperparameters, SearchSpace, parse_dimension, sample
+from hpo.space import (
+    TRAINER_RECIPE,
+    Dimension,
+    Hyperparameters,
+    SearchSpace,
+    first_trials,
+    parse_dimension,
+    sample,
+)
 
 NAMES = {
     "learning_rate", "warmup_ratio", "lr_schedule", "frozen_layers",
@@ -271,3 +279,40 @@ def test_parse_dimension_errors(name, raw, needle) -> None:
     with pytest.raises(SpecError) as info:
         parse_dimension(name, raw)
     assert needle in str(info.value)
+
+
+def test_contains_follows_each_kind_of_dimension() -> None:
+    dims = SearchSpace.from_dict(MIXED).dimensions
+    assert dims["learning_rate"].contains(1e-4) and not dims["learning_rate"].contains(2e-4)
+    assert dims["lr_schedule"].contains("cosine") and not dims["lr_schedule"].contains("linear ")
+    assert dims["seed"].contains(7) and not dims["seed"].contains(8)
+    stepped = parse_dimension("warmup_ratio", {"low": 0.0, "high": 0.2, "step": 0.05})
+    assert stepped.contains(0.15) and not stepped.contains(0.12)
+    assert stepped.describe() == "from 0 to 0.2 in steps of 0.05"
+
+
+def test_a_new_study_starts_from_the_trainer_recipe_where_the_space_has_it() -> None:
+    default = SearchSpace.from_dict({})
+    # Every dimension the recipe names is searched here and holds its value; the rest is fixed.
+    assert first_trials(default, None) == [TRAINER_RECIPE]
+    # A fixed dimension keeps its own value: the recipe does not name it.
+    fixed = SearchSpace.from_dict({"frozen_layers": 2, "augmentation_strength": 0.1})
+    assert first_trials(fixed, None) == [
+        {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"}
+    ]
+    # A space that leaves the recipe out is not forced to run it, nor when all is fixed.
+    assert (
+        first_trials(SearchSpace.from_dict({"learning_rate": {"low": 1e-4, "high": 1e-3}}), None)
+        == []
+    )
+    assert first_trials(SearchSpace.from_dict({"lr_schedule": ["cosine", "constant"]}), None) == []
+    assert first_trials(SearchSpace.from_dict(TRAINER_RECIPE), None) == []  # all fixed
+    # A study's own first trials replace it; [] means none; fixed values may be repeated.
+    given = [{"learning_rate": 2e-5, "frozen_layers": 1}, {"augmentation_strength": 0.3}]
+    assert first_trials(default, given) == given
+    assert first_trials(default, []) == []
+    assert first_trials(default, [{"batch_size": 16, "learning_rate": 3e-5}]) == [
+        {"learning_rate": 3e-5}
+    ]
+    with pytest.raises(SpecError, match=r"first_trials\[0\]\.batch_size` is 32, outside"):
+        first_trials(default, [{"batch_size": 32}])

@@ -107,6 +107,10 @@ FILE_CASES = {
     "range without high": (space("learning_rate = {low = 1e-5}"), ["`space.learning_rate`", "needs `high`"]),
     "log from 0": (space("warmup_ratio = {low = 0.0, high = 0.2, log = true}"), ["`space.warmup_ratio`", "log range", "above 0", "0.0"]),
     "log not bool": (space('learning_rate = {low = 1e-5, high = 1e-4, log = "yes"}'), ["`space.learning_rate.log`", "true or false", "'yes'"]),
+    "first trials not tables": (doc("[sampler]\nfirst_trials = [5e-5]"), ["`sampler.first_trials`", "list of tables", "[5e-05]"]),
+    "first trial outside space": (doc("[sampler]\nfirst_trials = [{learning_rate = 5e-4}]"), ["`sampler.first_trials[0].learning_rate` is 0.0005, outside the space", "from 1e-05 to 0.0001", "widen the space"]),
+    "first trial unknown key": (doc("[sampler]\nfirst_trials = [{lr = 5e-5}]"), ["unknown key `sampler.first_trials[0].lr`", "learning_rate"]),
+    "first trial wrong type": (doc('[sampler]\nfirst_trials = [{frozen_layers = "2"}]'), ["`sampler.first_trials[0].frozen_layers` must be an integer", "'2'"]),
     "step with log": (space("learning_rate = {low = 1e-5, high = 1e-4, log = true, step = 1e-5}"), ["`space.learning_rate`", "log = true", "step"]),
     "float step for int": (space("frozen_layers = {low = 0, high = 4, step = 1.5}"), ["`space.frozen_layers.step`", "integer", "1.5"]),
     "negative step": (space("batch_size = {low = 8, high = 64, step = -8}"), ["`space.batch_size.step`", "positive", "-8"]),
@@ -323,7 +327,7 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 
 FULL = {
     "study": {"name": "full.1", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5},
-    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False},
+    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "first_trials": [{"learning_rate": 3e-5, "batch_size": 8}, {}]},
     "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 10, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
     "model": {"name": "org/model", "revision": "main"},
     "data": {

@@ -76,6 +76,7 @@ def test_a_hopeless_trial_is_pruned(tiny_model_dir, sentiment_csv, storage_url) 
         tiny_model_dir,
         sentiment_csv,
         study={"n_trials": 3},
+        sampler={"first_trials": []},
         pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
         train={"max_steps": 40, "eval_every": 10},
         space={"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}},
@@ -135,6 +136,27 @@ def test_resume_runs_only_the_missing_trials(tiny_model_dir, sentiment_csv, stor
     assert trials[2].params != trials[0].params  # the sampler went on, it did not restart
     _, stored = load_stored("tiny", open_storage(storage_url))
     assert stored.study.n_trials == 3
+
+
+def test_a_new_study_runs_the_trainer_recipe_first(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    wide = {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2}, space=wide)
+    study = run(spec, storage_url)
+    # warmup, schedule and augmentation are fixed in this space: the recipe leaves them be
+    first, second = study.get_trials()
+    assert (first.params["learning_rate"], first.params["frozen_layers"]) == (5e-5, 0)
+    assert first.state == TrialState.COMPLETE and second.params["learning_rate"] != 5e-5
+    # Resuming with a larger budget samples the new trial; the recipe is not queued again.
+    study = run(spec.replace("study", n_trials=3), storage_url)
+    assert [t.params["learning_rate"] == 5e-5 for t in study.get_trials()] == [True, False, False]
+    # A study's own first trials replace the recipe, at most its budget of them.
+    own = spec.replace("study", name="own", n_trials=1).replace(
+        "sampler", first_trials=[{"learning_rate": 2e-3}, {"learning_rate": 3e-3}]
+    )
+    study = run(own, storage_url)
+    assert [t.params["learning_rate"] for t in study.get_trials()] == [2e-3]
 
 
 def test_resume_with_another_search_space_is_refused(
