@@ -5,9 +5,8 @@ train.tsv shuffled with random.Random(0): rows 0-1,999 train, rows 2,000-2,499 a
 validation split; the official dev.tsv (872 rows) is the held-out test, never used by a search.
 Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps. Methods:
 
-  hpo          TPE seeded with the sampler seed (hpo's defaults: the Trainer's untuned recipe as
-               the first trial, which rows saved before hpo ran it lack, then 5 random startup
-               trials, multivariate, constant liar) and hpo's median pruner with its default warmup (3
+  hpo          TPE seeded with the sampler seed (hpo's defaults: 5 random startup trials,
+               multivariate, constant liar) and hpo's median pruner with its default warmup (3
                startup trials, no pruning before a third of the steps); learning rate (log,
                1e-5..2e-4), warmup ratio (0..0.2), schedule (linear, cosine,
                constant_with_warmup), frozen layers (0..3), augmentation strength (0..0.3).
@@ -17,6 +16,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   hpo-sha      the same search with hpo's successive-halving pruner (from the first evaluation,
                reduction factor 3; ties, and scores within noise of a constant answer, share
                a rung's room) instead of the median: the cheapest of hpo's pruners.
+  hpo-sha-recipe  hpo-sha started from the Trainer's untuned recipe (sampler.start_from_recipe):
+               the recipe runs first and sets the bar at every rung.
   hpo-3d       hpo's search (TPE, median pruner) over the three dimensions the Hugging Face
                search has, no frozen layers, no augmentation: hpo's machinery on equal terms.
   hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning
@@ -64,7 +65,8 @@ from typing import Any
 from common import SST2, hf_tokenized, sst2_small
 
 METHODS = (
-    "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-3d", "hf-search", "bert-grid", "default"
+    "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
+    "bert-grid", "default",
 )  # fmt: skip
 SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
@@ -91,16 +93,11 @@ class Setup:
 def make_spec(
     s: Setup, name: str, space: dict[str, Any], n_trials: int, seed: int | None = None, **train: Any
 ) -> Any:
-    """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given
-    (and hpo's default first trial, the Trainer's recipe), else no sampler choice to make, no
-    pruning and no first trial; ``train`` may swap max_steps for epochs."""
+    """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given,
+    else no sampler choice to make and no pruning; ``train`` may swap max_steps for epochs."""
     from hpo.spec import StudySpec
 
-    sampler: dict[str, Any] = (
-        {"name": "tpe", "seed": seed}
-        if seed is not None
-        else {"name": "random", "seed": 0, "first_trials": []}
-    )
+    sampler = {"name": "tpe", "seed": seed} if seed is not None else {"name": "random", "seed": 0}
     return StudySpec.from_dict(
         {
             "study": {"name": name, "n_trials": n_trials},
@@ -191,9 +188,11 @@ def method_hpo(
     trials: int = 0,
     method: str = "hpo",
     hpo_dims: bool = True,
+    recipe: bool = False,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
-    ``trials`` (default: the protocol's) sets a smaller budget."""
+    ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
+    from the Trainer's untuned recipe (``sampler.start_from_recipe``)."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -203,7 +202,7 @@ def method_hpo(
         "augmentation_strength": {"low": 0.0, "high": 0.3} if hpo_dims else 0.0,
     }
     spec = make_spec(s, f"{name}-{seed}", space, trials or s.trials, seed)
-    spec = spec.replace("pruner", name=pruner)
+    spec = spec.replace("pruner", name=pruner).replace("sampler", start_from_recipe=recipe)
     return run_study(s, method, seed, spec)
 
 
@@ -325,6 +324,9 @@ RUNNERS = {
     "hpo": method_hpo,
     "hpo-noprune": lambda s, seed: method_hpo(s, seed, "none", method="hpo-noprune"),
     "hpo-sha": lambda s, seed: method_hpo(s, seed, "successive_halving", method="hpo-sha"),
+    "hpo-sha-recipe": lambda s, seed: method_hpo(
+        s, seed, "successive_halving", method="hpo-sha-recipe", recipe=True
+    ),
     "hpo-half": lambda s, seed: method_hpo(
         s, seed, trials=max(1, s.trials // 2), method="hpo-half"
     ),

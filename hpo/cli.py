@@ -90,8 +90,9 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
         console.print(line, highlight=False)
     for name, dim in spec.space.dimensions.items():
         console.print(f"  space.{name} = {dim.to_toml()!r}", highlight=False)
-    for params in first_trials(spec.space, spec.sampler.first_trials):
-        console.print(f"  first trial, before sampling: {params}", highlight=False)
+    s = spec.sampler
+    for origin, params in first_trials(spec.space, s.first_trials, s.start_from_recipe):
+        console.print(f"  first trial ({origin}), before sampling: {params}", highlight=False)
 
 
 def budget_options(f: F) -> F:

@@ -240,11 +240,10 @@ class SearchSpace:
         return self.dimensions[name]
 
 
+FIRST_TRIAL_ATTR = "first_trial"  # on a study's first trials: RECIPE or GIVEN
+RECIPE, GIVEN = "trainer recipe", "study file"
 # The Hugging Face Trainer's recipe when nothing is tuned (TrainingArguments' defaults: lr 5e-5,
-# no warmup, linear decay), with nothing frozen or augmented. A new study runs it first where
-# its space allows, so every search also measures what the user would get without tuning.
-FIRST_TRIAL_ATTR = "first_trial"  # on a study's first trials: "trainer recipe" or "study file"
-RECIPE = "trainer recipe"
+# no warmup, linear decay), with nothing frozen or augmented: what a user gets without tuning.
 TRAINER_RECIPE: dict[str, Any] = {
     "learning_rate": 5e-5,
     "warmup_ratio": 0.0,
@@ -254,19 +253,26 @@ TRAINER_RECIPE: dict[str, Any] = {
 }
 
 
-def first_trials(space: SearchSpace, given: Sequence[Mapping[str, Any]] | None) -> list[dict]:
-    """The parameters of a new study's first trials, which run before the sampler chooses any.
+def first_trials(
+    space: SearchSpace, given: Sequence[Mapping[str, Any]] | None, recipe: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """(origin, parameters) of a new study's first trials, run in order before any is sampled.
 
-    ``given``: the study file's ``sampler.first_trials``, each a table of dimension values;
-    dimensions it leaves out are sampled. None: the Trainer's recipe, unless the space rules it
-    out. Fixed dimensions are left to their one value. Raises SpecError for a value the space
-    cannot take."""
-    if given is None:
-        point = {k: v for k, v in TRAINER_RECIPE.items() if not space[k].is_fixed}
-        inside = all(space[k].contains(v) for k, v in point.items())
-        return [point] if point and inside else []
-    out = []
-    for i, raw in enumerate(given):
+    With ``recipe`` (``sampler.start_from_recipe``), the Trainer's recipe comes first; dimensions
+    the space fixes keep their one value. Then ``given`` (``sampler.first_trials``), each a table
+    of dimension values; the dimensions a table leaves out are sampled. Raises SpecError for a
+    value the space cannot take."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    if recipe:
+        for name, value in TRAINER_RECIPE.items():
+            dim = space[name]
+            if not dim.is_fixed and not dim.contains(value):
+                raise SpecError(
+                    f"`sampler.start_from_recipe`: the recipe's {name} {value!r} is outside the "
+                    f"space: space.{name} is {dim.describe()}; widen the space or drop the option"
+                )
+        out.append((RECIPE, {k: v for k, v in TRAINER_RECIPE.items() if not space[k].is_fixed}))
+    for i, raw in enumerate(given or ()):
         point = {}
         for name, value in raw.items():
             where = f"sampler.first_trials[{i}].{name}"
@@ -281,7 +287,7 @@ def first_trials(space: SearchSpace, given: Sequence[Mapping[str, Any]] | None) 
                 )
             if not dim.is_fixed:
                 point[name] = value
-        out.append(point)
+        out.append((GIVEN, point))
     return out
 
 

@@ -67,8 +67,9 @@ class SamplerSection:
     n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
     multivariate: bool = True  # tpe: model the dimensions jointly
     constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
-    # a new study's first trials, run before any is sampled: tables of dimension values (left-out
-    # dimensions are sampled). Default: the Hugging Face Trainer's untuned recipe; [] for none.
+    # a new study's first trials, run before any is sampled: the Hugging Face Trainer's untuned
+    # recipe, then tables of dimension values (dimensions a table leaves out are sampled)
+    start_from_recipe: bool = False
     first_trials: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -210,7 +211,8 @@ class StudySpec:
     space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
 
     def __post_init__(self) -> None:
-        first_trials(self.space, self.sampler.first_trials)  # every value one the space can take
+        s = self.sampler  # every first trial's values must be ones the space can take
+        first_trials(self.space, s.first_trials, s.start_from_recipe)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:

@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import DependencyError, SpecError, StorageError
-from hpo.space import FIRST_TRIAL_ATTR, RECIPE, first_trials
+from hpo.space import FIRST_TRIAL_ATTR, first_trials
 from hpo.spec import StudySpec
 from hpo.workers import ensure_budget
 
@@ -174,8 +174,9 @@ def create_or_resume(
     study.set_user_attr(FILE_ATTR, study_file)
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
-    origin = RECIPE if spec.sampler.first_trials is None else "study file"
-    for params in first_trials(spec.space, spec.sampler.first_trials)[: spec.study.n_trials]:
+    s = spec.sampler
+    first = first_trials(spec.space, s.first_trials, s.start_from_recipe)
+    for origin, params in first[: spec.study.n_trials]:
         # claimed before the empty slots; the report compares the best with the recipe
         study.enqueue_trial(params, user_attrs={FIRST_TRIAL_ATTR: origin}, skip_if_exists=False)
     ensure_budget(study, spec.study.n_trials)

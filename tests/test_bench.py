@@ -74,8 +74,8 @@ def test_search_quality_benchmark_quick(
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
-        "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-3d", "hf-search", "bert-grid",
-        "default",
+        "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
+        "bert-grid", "default",
     ]  # fmt: skip
     for r in rows:
         assert r["samples"] > 0, r
@@ -84,6 +84,10 @@ def test_search_quality_benchmark_quick(
         if r["method"] != "hf-search":  # hpo's rows keep it for replays of their curves
             assert 0.0 < r["constant_score"] < 1.0, r
     assert "dev, K seeds" in text
+    recipe = next(r for r in rows if r["method"] == "hpo-sha-recipe")["curves"][0]["params"]
+    assert (recipe["learning_rate"], recipe["warmup_ratio"], recipe["lr_schedule"]) == (
+        5e-5, 0.0, "linear",
+    )  # fmt: skip
     noprune = next(r for r in rows if r["method"] == "hpo-noprune")
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
     assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
@@ -93,6 +97,7 @@ def test_search_quality_benchmark_quick(
     assert "mean over 1 seed" in again and "hpo-noprune" in again
     replayed = run("pruner_replay.py", str(tmp_path / "r.json"))  # the recorded curves
     assert "successive halving" in replayed and "of unpruned" in replayed
+    assert "optuna hyperband" in replayed and "hpo hyperband" in replayed
     assert "100%" in replayed  # the unpruned row replays to all of its own samples
 
 

@@ -49,12 +49,12 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
     assert "valid study file" in out.output
     assert "2 labels (neg, pos)" in out.output
     assert "space.learning_rate" in out.output
-    assert "first trial" not in out.output  # this space's learning rates leave out the recipe's
+    assert "first trial" not in out.output
     wide = ["--set", "space.learning_rate={low=1e-5, high=1e-2}"]
-    out = runner.invoke(cli, ["validate", str(study_file), *wide])
-    assert "first trial, before sampling: {'learning_rate': 5e-05, 'frozen_layers': 0}" in (
-        out.output
-    )
+    recipe = ["--set", "sampler.start_from_recipe=true"]
+    out = runner.invoke(cli, ["validate", str(study_file), *wide, *recipe])
+    line = "first trial (trainer recipe), before sampling: {'learning_rate': 5e-05, "
+    assert line + "'frozen_layers': 0}" in " ".join(out.output.split())
 
 
 @pytest.mark.parametrize(
@@ -66,6 +66,7 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
         (["data.text_column=body"], "`data.text_column` 'body' is not a column"),
         (["train.epochs=1"], "both `max_steps` and `epochs`"),
         (["sampler.first_trials=[{frozen_layers=5}]"], "first_trials[0].frozen_layers` is 5"),
+        (["sampler.start_from_recipe=true"], "recipe's learning_rate 5e-05 is outside the space"),
         (["nonsense"], "--set needs section.key=value"),
     ],
 )

@@ -291,28 +291,27 @@ def test_contains_follows_each_kind_of_dimension() -> None:
     assert stepped.describe() == "from 0 to 0.2 in steps of 0.05"
 
 
-def test_a_new_study_starts_from_the_trainer_recipe_where_the_space_has_it() -> None:
+def test_first_trials_the_recipe_then_the_study_files_own() -> None:
     default = SearchSpace.from_dict({})
-    # Every dimension the recipe names is searched here and holds its value; the rest is fixed.
-    assert first_trials(default, None) == [TRAINER_RECIPE]
+    assert first_trials(default, None) == []  # nothing unless asked for
+    # Every dimension the recipe names is searched in the default space and holds its value.
+    assert first_trials(default, None, recipe=True) == [("trainer recipe", TRAINER_RECIPE)]
     # A fixed dimension keeps its own value: the recipe does not name it.
     fixed = SearchSpace.from_dict({"frozen_layers": 2, "augmentation_strength": 0.1})
-    assert first_trials(fixed, None) == [
-        {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"}
+    assert first_trials(fixed, None, recipe=True) == [
+        ("trainer recipe", {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"})
     ]
-    # A space that leaves the recipe out is not forced to run it, nor when all is fixed.
-    assert (
-        first_trials(SearchSpace.from_dict({"learning_rate": {"low": 1e-4, "high": 1e-3}}), None)
-        == []
-    )
-    assert first_trials(SearchSpace.from_dict({"lr_schedule": ["cosine", "constant"]}), None) == []
-    assert first_trials(SearchSpace.from_dict(TRAINER_RECIPE), None) == []  # all fixed
-    # A study's own first trials replace it; [] means none; fixed values may be repeated.
-    given = [{"learning_rate": 2e-5, "frozen_layers": 1}, {"augmentation_strength": 0.3}]
-    assert first_trials(default, given) == given
-    assert first_trials(default, []) == []
-    assert first_trials(default, [{"batch_size": 16, "learning_rate": 3e-5}]) == [
-        {"learning_rate": 3e-5}
+    # A searched range that leaves the recipe out is an error that says how to fix it.
+    narrow = SearchSpace.from_dict({"learning_rate": {"low": 1e-4, "high": 1e-3}})
+    with pytest.raises(SpecError, match=r"recipe's learning_rate 5e-05 is outside .* from 0.0001"):
+        first_trials(narrow, None, recipe=True)
+    # The study file's own come after the recipe; left-out dimensions are sampled; fixed
+    # values may be repeated and are then left to the space.
+    given = [{"learning_rate": 2e-5, "frozen_layers": 1}, {"batch_size": 16, "seed": 0}]
+    assert first_trials(default, given, recipe=True) == [
+        ("trainer recipe", TRAINER_RECIPE),
+        ("study file", {"learning_rate": 2e-5, "frozen_layers": 1}),
+        ("study file", {}),
     ]
     with pytest.raises(SpecError, match=r"first_trials\[0\]\.batch_size` is 32, outside"):
         first_trials(default, [{"batch_size": 32}])

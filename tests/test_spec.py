@@ -110,6 +110,7 @@ FILE_CASES = {
     "first trials not tables": (doc("[sampler]\nfirst_trials = [5e-5]"), ["`sampler.first_trials`", "list of tables", "[5e-05]"]),
     "first trial outside space": (doc("[sampler]\nfirst_trials = [{learning_rate = 5e-4}]"), ["`sampler.first_trials[0].learning_rate` is 0.0005, outside the space", "from 1e-05 to 0.0001", "widen the space"]),
     "first trial unknown key": (doc("[sampler]\nfirst_trials = [{lr = 5e-5}]"), ["unknown key `sampler.first_trials[0].lr`", "learning_rate"]),
+    "recipe outside space": (doc('[sampler]\nstart_from_recipe = true\n[space]\nlr_schedule = ["cosine", "constant"]'), ["`sampler.start_from_recipe`", "lr_schedule 'linear' is outside", "one of 'cosine', 'constant'"]),
     "first trial wrong type": (doc('[sampler]\nfirst_trials = [{frozen_layers = "2"}]'), ["`sampler.first_trials[0].frozen_layers` must be an integer", "'2'"]),
     "step with log": (space("learning_rate = {low = 1e-5, high = 1e-4, log = true, step = 1e-5}"), ["`space.learning_rate`", "log = true", "step"]),
     "float step for int": (space("frozen_layers = {low = 0, high = 4, step = 1.5}"), ["`space.frozen_layers.step`", "integer", "1.5"]),
@@ -327,7 +328,7 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 
 FULL = {
     "study": {"name": "full.1", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5},
-    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "first_trials": [{"learning_rate": 3e-5, "batch_size": 8}, {}]},
+    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
     "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 10, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
     "model": {"name": "org/model", "revision": "main"},
     "data": {
@@ -338,11 +339,11 @@ FULL = {
     },
     "train": {"max_steps": 200, "eval_every": 20, "max_length": 64, "eval_batch_size": 32, "gradient_accumulation": 2, "max_grad_norm": 0.5, "device": "cuda:1", "precision": "bf16", "group_by_length": False},
     "space": {
-        "learning_rate": [1e-5, 3e-5],
+        "learning_rate": [1e-5, 5e-5],
         "warmup_ratio": {"low": 0.0, "high": 0.2, "step": 0.05},
         "lr_schedule": "cosine",
         "frozen_layers": {"low": 0, "high": 6, "step": 2},
-        "augmentation_strength": {"low": 0.1, "high": 0.5},
+        "augmentation_strength": {"low": 0.0, "high": 0.5},
         "batch_size": [8, 32],
         "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
         "seed": {"low": 0, "high": 9},

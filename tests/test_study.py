@@ -76,7 +76,6 @@ def test_a_hopeless_trial_is_pruned(tiny_model_dir, sentiment_csv, storage_url) 
         tiny_model_dir,
         sentiment_csv,
         study={"n_trials": 3},
-        sampler={"first_trials": []},
         pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
         train={"max_steps": 40, "eval_every": 10},
         space={"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}},
@@ -138,25 +137,34 @@ def test_resume_runs_only_the_missing_trials(tiny_model_dir, sentiment_csv, stor
     assert stored.study.n_trials == 3
 
 
-def test_a_new_study_runs_the_trainer_recipe_first(
+def test_a_new_study_can_start_from_the_trainer_recipe(
     tiny_model_dir, sentiment_csv, storage_url
 ) -> None:
     wide = {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}
-    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2}, space=wide)
+    spec = make_spec(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"n_trials": 2},
+        sampler={"start_from_recipe": True},
+        space=wide,
+    )
     study = run(spec, storage_url)
     # warmup, schedule and augmentation are fixed in this space: the recipe leaves them be
     first, second = study.get_trials()
     assert (first.params["learning_rate"], first.params["frozen_layers"]) == (5e-5, 0)
+    assert first.user_attrs["first_trial"] == "trainer recipe"
     assert first.state == TrialState.COMPLETE and second.params["learning_rate"] != 5e-5
+    assert "first_trial" not in second.user_attrs
     # Resuming with a larger budget samples the new trial; the recipe is not queued again.
     study = run(spec.replace("study", n_trials=3), storage_url)
     assert [t.params["learning_rate"] == 5e-5 for t in study.get_trials()] == [True, False, False]
-    # A study's own first trials replace the recipe, at most its budget of them.
-    own = spec.replace("study", name="own", n_trials=1).replace(
+    # The study file's own first trials follow it, at most the study's budget of them.
+    own = spec.replace("study", name="own", n_trials=2).replace(
         "sampler", first_trials=[{"learning_rate": 2e-3}, {"learning_rate": 3e-3}]
     )
     study = run(own, storage_url)
-    assert [t.params["learning_rate"] for t in study.get_trials()] == [2e-3]
+    assert [t.params["learning_rate"] for t in study.get_trials()] == [5e-5, 2e-3]
+    assert study.get_trials()[1].user_attrs["first_trial"] == "study file"
 
 
 def test_resume_with_another_search_space_is_refused(
