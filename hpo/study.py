@@ -126,6 +126,15 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path.rstrip('.')} (stored {old!r}, now {new!r})"]
 
 
+def _with_defaults(stored: Any) -> Any:
+    """A stored spec with every key this version has, so that a key added since it was stored,
+    at its default, is not taken for a change; as stored when this version cannot read it."""
+    try:
+        return json.loads(json.dumps(StudySpec.from_dict(stored).to_dict()))
+    except (SpecError, TypeError, ValueError):
+        return stored
+
+
 def create_or_resume(
     spec: StudySpec,
     storage: optuna.storages.BaseStorage,
@@ -148,7 +157,7 @@ def create_or_resume(
         stored = existing.user_attrs.get(SPEC_ATTR)
         if stored is None:
             raise SpecError(f"study {spec.study.name!r} exists but was not created by hpo")
-        diff = _differences(stored, new)
+        diff = _differences(_with_defaults(stored), new)
         if diff:
             raise SpecError(
                 f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "

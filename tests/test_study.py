@@ -179,6 +179,19 @@ def test_resume_with_another_search_space_is_refused(
     assert len(study.get_trials()) == 1  # nothing stored was lost
 
 
+def test_a_study_stored_before_a_key_existed_resumes(tiny_model_dir, sentiment_csv, storage_url):
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 1})
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    older = spec.to_dict()
+    del older["sampler"]["start_from_recipe"]  # as an hpo without the option stored it
+    study.set_user_attr("hpo_spec", older)
+    study, resumed = create_or_resume(spec.replace("study", n_trials=2), open_storage(storage_url))
+    assert resumed and len(study.get_trials()) == 2
+    # A real change is still refused.
+    with pytest.raises(SpecError, match=r"sampler\.n_startup_trials \(stored 5, now 2\)"):
+        create_or_resume(spec.replace("sampler", n_startup_trials=2), open_storage(storage_url))
+
+
 def test_frozen_range_beyond_the_model_is_refused_before_any_trial(
     tiny_model_dir, sentiment_csv
 ) -> None:
