@@ -71,7 +71,6 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     from rich.console import Console
 
     from hpo.objective import preflight
-    from hpo.space import first_trials
 
     spec, _ = _load(study_file, overrides)
     lines = []
@@ -90,8 +89,7 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
         console.print(line, highlight=False)
     for name, dim in spec.space.dimensions.items():
         console.print(f"  space.{name} = {dim.to_toml()!r}", highlight=False)
-    s = spec.sampler
-    for origin, params in first_trials(spec.space, s.first_trials, s.start_from_recipe):
+    for origin, params in spec.first_trials():
         console.print(f"  first trial ({origin}), before sampling: {params}", highlight=False)
 
 

@@ -132,11 +132,7 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         k)``; a trial's value at a rung is its first report at or after that step. With
         ``proportion`` (the metric is a share of validation rows), values within one standard
         error of the constant answer's score count as that score."""
-        if min_resource < 1 or reduction_factor < 2 or min_early_stopping_rate < 0:
-            raise ValueError(
-                "successive halving needs min_resource >= 1, reduction_factor >= 2 and "
-                "min_early_stopping_rate >= 0"
-            )
+        _check_rungs(min_resource, reduction_factor, min_early_stopping_rate)
         self.min_resource = min_resource
         self.reduction_factor = reduction_factor
         self.min_early_stopping_rate = min_early_stopping_rate
@@ -215,7 +211,7 @@ class HyperbandPruner(optuna.pruners.BasePruner):
         """Bracket b is successive halving with its first rung at step ``min_resource *
         reduction_factor ** b``, for every such step up to ``max_resource``; None: the
         ``max_steps`` trial attribute the objective sets."""
-        SuccessiveHalvingPruner(min_resource, reduction_factor)  # checks the rung schedule
+        _check_rungs(min_resource, reduction_factor)
         if max_resource is not None and max_resource < 1:
             raise ValueError("hyperband needs max_resource >= 1")
         self.min_resource = min_resource
@@ -255,6 +251,16 @@ class HyperbandPruner(optuna.pruners.BasePruner):
             self.min_resource, self.reduction_factor, b, self.proportion
         )
         return halving._stops(study, trial, lambda t: self.bracket(t.number, budgets) == b)
+
+
+def _check_rungs(
+    min_resource: int, reduction_factor: int, min_early_stopping_rate: int = 0
+) -> None:
+    if min_resource < 1 or reduction_factor < 2 or min_early_stopping_rate < 0:
+        raise ValueError(
+            "successive halving needs min_resource >= 1, reduction_factor >= 2 and "
+            "min_early_stopping_rate >= 0"
+        )
 
 
 def _report_at(trial: FrozenTrial, rung_step: int) -> int | None:

@@ -211,8 +211,12 @@ class StudySpec:
     space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
 
     def __post_init__(self) -> None:
-        s = self.sampler  # every first trial's values must be ones the space can take
-        first_trials(self.space, s.first_trials, s.start_from_recipe)
+        self.first_trials()  # every first trial's values must be ones the space can take
+
+    def first_trials(self) -> list[tuple[str, dict[str, Any]]]:
+        """(origin, parameters) of the trials a new study runs before sampling any: the
+        Trainer's recipe with ``sampler.start_from_recipe``, then ``sampler.first_trials``."""
+        return first_trials(self.space, self.sampler.first_trials, self.sampler.start_from_recipe)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:

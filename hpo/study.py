@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import DependencyError, SpecError, StorageError
-from hpo.space import FIRST_TRIAL_ATTR, first_trials
+from hpo.space import FIRST_TRIAL_ATTR
 from hpo.spec import StudySpec
 from hpo.workers import ensure_budget
 
@@ -130,9 +130,14 @@ def _with_defaults(stored: Any) -> Any:
     """A stored spec with every key this version has, so that a key added since it was stored,
     at its default, is not taken for a change; as stored when this version cannot read it."""
     try:
-        return json.loads(json.dumps(StudySpec.from_dict(stored).to_dict()))
+        return _as_stored(StudySpec.from_dict(stored))
     except (SpecError, TypeError, ValueError):
         return stored
+
+
+def _as_stored(spec: StudySpec) -> Any:
+    """The spec as the study stores it: plain JSON data."""
+    return json.loads(json.dumps(spec.to_dict()))
 
 
 def create_or_resume(
@@ -148,7 +153,7 @@ def create_or_resume(
     """
     import optuna
 
-    new = json.loads(json.dumps(spec.to_dict()))
+    new = _as_stored(spec)
     try:
         existing = optuna.load_study(study_name=spec.study.name, storage=storage)
     except KeyError:
@@ -183,9 +188,7 @@ def create_or_resume(
     study.set_user_attr(FILE_ATTR, study_file)
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
-    s = spec.sampler
-    first = first_trials(spec.space, s.first_trials, s.start_from_recipe)
-    for origin, params in first[: spec.study.n_trials]:
+    for origin, params in spec.first_trials()[: spec.study.n_trials]:
         # claimed before the empty slots; the report compares the best with the recipe
         study.enqueue_trial(params, user_attrs={FIRST_TRIAL_ATTR: origin}, skip_if_exists=False)
     ensure_budget(study, spec.study.n_trials)
