@@ -10,7 +10,8 @@ from hpo.errors import (
     TrialFailure,
 )
 from hpo.space import Hyperparameters, SearchSpace, sample
-from hpo.spec import StudySpec, load_spec
+from hpo.spec import StudySpec
+from hpo.studyfile import load_spec
 
 __version__ = "0.1.0"
 

@@ -47,7 +47,7 @@ def _load(
     timeout: float | None = None,
 ) -> tuple[Any, str]:
     """The study file with ``--set`` and the budget flags applied, validated."""
-    from hpo.spec import load_spec
+    from hpo.studyfile import load_spec
 
     spec, text = load_spec(study_file, overrides)
     if n_trials is not None:

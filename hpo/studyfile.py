@@ -1,0 +1,81 @@
+"""Reading a study file: TOML from disk, ``--set`` overrides, paths relative to the file.
+
+The result goes to ``StudySpec.from_dict`` (hpo/spec.py), which validates it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import SpecError
+from hpo.spec import StudySpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], value); the value is read as TOML if it can be."""
+    key, sep, raw_value = text.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise SpecError(f"--set needs section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value.strip()  # a bare word: take it as a string
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a parsed study file, before validation."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {text!r}: `{part}` is not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative data files and model folders absolute, relative to the study file."""
+    data = raw.get("data")
+    files = data.get("files") if isinstance(data, dict) else None
+    if isinstance(files, dict):
+        for split, name in files.items():
+            if isinstance(name, str):
+                files[split] = str((base / Path(name).expanduser()).resolve())
+    model = raw.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(model, dict) and isinstance(name, str) and not name.startswith("bundled:"):
+        local = base / Path(name).expanduser()
+        if name.startswith((".", "~", "/")) or local.is_dir():
+            model["name"] = str(local.resolve())
+    return raw
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
+    """Read, override and validate a study file; returns the spec and the file's text."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"study file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read study file {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    raw = apply_overrides(raw, overrides)
+    raw = resolve_paths(raw, path.parent.resolve())
+    return StudySpec.from_dict(raw), text
