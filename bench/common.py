@@ -4,6 +4,7 @@
   rows 0-1,999 train, rows 2,000-2,499 the tuning validation split, the official dev.tsv (872
   rows) the held-out test; and the same files tokenized for the Hugging Face Trainer.
 - A study spec for trials that do no training.
+- Model FLOPs of a BERT-family encoder per row, for training and for evaluation.
 - Headless Chromium with the flags this machine needs.
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import random
+import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,25 @@ def hf_tokenized(tokenizer: Any, files: dict[str, str], text: str) -> tuple[Any,
         remove_columns=data["train"].column_names,
     )
     return data, labels
+
+
+def flops_per_row(
+    config: Any, lengths: Sequence[int], frozen: int = 0, train: bool = True
+) -> float:
+    """Mean model FLOPs of one row, over rows of ``lengths`` real (not padding) tokens.
+
+    The usual count (Kaplan et al. 2020, "Scaling laws", table 1; Chowdhery et al. 2022, PaLM,
+    appendix B): the forward pass of one layer costs 2 P + 4 d n per token of a row of n tokens,
+    P the layer's matrix parameters and d the hidden size; the backward pass twice that again.
+    Training (``train``) runs the backward pass through the layers above the ``frozen`` ones
+    only: hpo freezes the embeddings with the lowest layers, so no gradient flows below them.
+    So a trained layer costs 6 P + 12 d n per token and a frozen one 2 P + 4 d n. Evaluation
+    is the forward pass alone. The embeddings' lookups and the small classifier are left out.
+    """
+    d, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_layer = 4 * d * d + 2 * d * inner  # attention and feed-forward matrices
+    passes = layers + 2 * (layers - frozen) if train else layers  # forward + backward layers
+    return statistics.fmean(passes * (2 * per_layer + 4 * d * n) * n for n in lengths)
 
 
 def fake_spec(name: str, n_trials: int, sampler: str, max_steps: int, eval_every: int) -> Any:

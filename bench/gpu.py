@@ -12,11 +12,11 @@ augmentation (0-0.3). Train: all 67,349 rows of SST-2's train.tsv; validation: t
 dev.tsv (872 rows). Each trial trains at most ``--steps`` steps, evaluated four times, under
 hpo's default TPE sampler and median pruner; the study stops at ``--timeout`` seconds.
 
-Model FLOPs follow the usual count (Kaplan et al. 2020, "Scaling laws", table 1; Chowdhery et al.
-2022, PaLM, appendix B): training one token of a sequence of n tokens costs 6 N + 12 L d n
-FLOPs, N the parameters outside the embeddings, L layers, d the hidden size. Only real (not
-padding) tokens count. MFU is that rate against the GPU's dense bf16 peak (--peak-tflops;
-989 TFLOP/s for an H100 or H200 SXM, NVIDIA's datasheet).
+Model FLOPs follow the usual count (``common.flops_per_row``; Kaplan et al. 2020, Chowdhery et
+al. 2022): training one token of a sequence of n tokens costs 6 N + 12 L d n FLOPs, N the
+parameters outside the embeddings, L layers, d the hidden size; a frozen layer a third of its
+share. Only real (not padding) tokens count. MFU is that rate against the GPU's dense bf16 peak
+(--peak-tflops; 989 TFLOP/s for an H100 or H200 SXM, NVIDIA's datasheet).
 
     python bench/gpu.py --prepare .gpu      # here: tokenizer and SST-2 files to carry
     python bench/gpu.py --train .gpu/sst2/train.tsv --validation .gpu/sst2/dev.tsv \\
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SST2
+from common import SST2, flops_per_row
 
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
              "intermediate_size": 3072}  # fmt: skip
@@ -73,19 +73,6 @@ def random_model(tokenizer_dir: Path, out: Path, sizes: dict[str, int]) -> Any:
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return config
-
-
-def flops_per_sample(config: Any, lengths: list[int], frozen: int = 0) -> float:
-    """Mean training FLOPs of one sample: per real token of a row of n tokens, 6 P + 12 d n for
-    each trained layer (P its matrix parameters) and a third of that, the forward pass alone,
-    for each frozen one (hpo freezes the embeddings with them, so no gradient flows below)."""
-    d, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    per_layer = 4 * d * d + 2 * d * inner  # attention and feed-forward matrices
-    trained = layers - frozen
-    return statistics.fmean(
-        (trained * (6 * per_layer + 12 * d * n) + frozen * (2 * per_layer + 4 * d * n)) * n
-        for n in lengths
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in trials:
         rate = float(t.user_attrs["samples_per_second"])
-        tflops = rate * flops_per_sample(config, lengths, int(t.params["frozen_layers"])) / 1e12
+        tflops = rate * flops_per_row(config, lengths, int(t.params["frozen_layers"])) / 1e12
         rows.append({
             "trial": t.number, "state": t.state.name, "steps": t.user_attrs.get("steps"),
             "frozen_layers": t.params.get("frozen_layers"), "samples_per_s": rate,
@@ -186,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"{len(rows)} trials in {wall:.0f} s (setup: data, tokenizer, model {setup_s:.1f} s); "
         f"mean real tokens per sample {statistics.fmean(lengths):.1f}; model FLOPs per sample "
-        f"with no layer frozen {flops_per_sample(config, lengths) / 1e9:.2f} GFLOP; MFU against "
+        f"with no layer frozen {flops_per_row(config, lengths) / 1e9:.2f} GFLOP; MFU against "
         f"{args.peak_tflops:.0f} TFLOP/s."
     )
     if args.json:

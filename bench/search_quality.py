@@ -39,8 +39,15 @@ in hpo's loop and scored on the held-out test, so the retraining is identical ac
 seeds, as much as the methods differ, so ``--retest-seeds K`` also retrains it with seeds
 1..K-1 (the default recipe: its seed + 1..K-1) and reports the mean: the quality of the
 configuration a search chose, with less of the luck of one run. bert-grid does not depend on
-the seed: it runs once and its row is reused for the other seeds. Samples are training rows seen by the search (steps x batch). Each
-row also keeps every trial's learning curve, so pruners can be compared on the same curves.
+the seed: it runs once and its row is reused for the other seeds.
+
+Compute is counted three ways. Samples are training rows seen by the search (steps x batch).
+TFLOP are model FLOPs (common.flops_per_row): each trial's training rows at the cost its frozen
+layers leave (a frozen layer runs no backward pass), plus every evaluation of the validation
+split (a forward pass), with a row's length the mean over the split's rows as tokenized;
+searches that freeze layers or stop trials before an evaluation spend fewer. Wall time is the
+search's own, on this machine. Each row also keeps every trial's learning curve, so pruners can
+be compared on the same curves.
 
     python bench/search_quality.py                    # one seed, all methods (20-45 min, 2 cores)
     python bench/search_quality.py --seeds 1 2 --methods hpo hf-search --json more.json
@@ -62,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import SST2, hf_tokenized, sst2_small
+from common import SST2, flops_per_row, hf_tokenized, sst2_small
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
@@ -88,6 +95,23 @@ class Setup:
     max_frozen: int
     folder: Path
     retest_seeds: int = 1  # retrainings of each best configuration on the held-out test
+    config: Any = None  # the model's config, for its FLOPs
+    train_lengths: list[int] | None = None  # tokens per row, as tokenized for training
+    validation_lengths: list[int] | None = None
+
+
+def search_flops(s: Setup, curves: list[dict[str, Any]]) -> float:
+    """Model FLOPs a search spent: each trial's training rows at the cost of its frozen layers,
+    and each of its evaluations of the whole validation split."""
+    assert s.config is not None and s.train_lengths and s.validation_lengths
+    evaluation = len(s.validation_lengths) * flops_per_row(
+        s.config, s.validation_lengths, train=False
+    )
+    total = 0.0
+    for c in curves:  # hf-search's trials freeze nothing and have no such parameter
+        per_row = flops_per_row(s.config, s.train_lengths, int(c["params"].get("frozen_layers", 0)))
+        total += c["samples"] * per_row + len(c["values"]) * evaluation
+    return total
 
 
 def make_spec(
@@ -338,22 +362,27 @@ RUNNERS = {
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Any:
-    """One line per method; ``dev`` and ``trials`` already formatted; samples and wall time
-    against the Hugging Face search's, the peer the goal is set against."""
+    """One line per method; ``dev`` and ``trials`` already formatted; samples, FLOPs and wall
+    time against the Hugging Face search's, the peer the goal is set against."""
     from rich.table import Table
 
     hf = next((r for r in rows if r["method"] == "hf-search"), None)
     several = any(r.get("dev_k") for r in rows)  # some rows were retrained with several seeds
+
+    def against_hf(r: dict[str, Any], key: str) -> str:
+        return f"{r[key] / hf[key]:.2f}" if hf and r.get(key) and hf.get(key) else "—"
+
     out = Table(title=title)
-    cols = ["method", "best val", "dev acc", "dev, K seeds", "samples", "× HF", "trials (pruned)",
-            "wall s", "× HF "]  # fmt: skip
+    cols = ["method", "best val", "dev acc", "dev, K seeds", "samples", "× HF", "TFLOP", "× HF ",
+            "trials (pruned)", "wall s", "× HF  "]  # fmt: skip
     for col in cols if several else [c for c in cols if c != "dev, K seeds"]:
         out.add_column(col, justify="right")
     for r in rows:
         cells = [
             r["method"], f"{r['best_validation']:.3f}", r["dev"], r.get("dev_k") or "—",
-            f"{r['samples']:,.0f}", f"{r['samples'] / hf['samples']:.2f}" if hf else "—",
-            r["trials"], f"{r['wall_s']:.0f}", f"{r['wall_s'] / hf['wall_s']:.2f}" if hf else "—",
+            f"{r['samples']:,.0f}", against_hf(r, "samples"),
+            f"{r['flops'] / 1e12:.3g}" if r.get("flops") else "—", against_hf(r, "flops"),
+            r["trials"], f"{r['wall_s']:.0f}", against_hf(r, "wall_s"),
         ]  # fmt: skip
         out.add_row(*(cells if several else cells[:3] + cells[4:]))
     return out
@@ -384,6 +413,8 @@ def summary_lines(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[s
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         mean = {k: statistics.fmean(r[k] for r in mine) for k in KEYS}
+        if all(r.get("flops") for r in mine):  # rows saved before FLOPs were counted have none
+            mean["flops"] = statistics.fmean(r["flops"] for r in mine)
         dev = [r["dev_accuracy"] for r in mine]
         sd = statistics.stdev(dev) if len(dev) > 1 else 0.0
         means = [r["dev_mean"] for r in mine if len(r.get("dev_seeds") or []) > 1]
@@ -409,8 +440,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     """The protocol's (or the given) data written into ``folder``; a message if there is none."""
-    from hpo.data import load_task
-    from hpo.model import load_config
+    from transformers import AutoTokenizer
+
+    from hpo.data import encode, load_task
+    from hpo.model import load_config, resolve
     from hpo.spec import DataSection, ModelSection
 
     if args.train is None:
@@ -423,11 +456,19 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
         files = {"train": str(args.train), "validation": str(args.validation),
                  "test": str(args.test)}  # fmt: skip
     task = load_task(DataSection(files=files, text_column=args.text_column))
-    layers = int(load_config(ModelSection(name=args.model)).num_hidden_layers)
+    model = ModelSection(name=args.model)
+    config = load_config(model)
+    layers = int(config.num_hidden_layers)
+    tokenizer = AutoTokenizer.from_pretrained(resolve(model))
+
+    def lengths(split: Any) -> list[int]:  # tokens per row, as hpo's trials see them
+        return [len(ids) for ids in encode(split, tokenizer, 64).input_ids]
+
     return Setup(
         model=args.model, files=files, text=args.text_column, trials=args.trials,
         steps=args.steps, eval_every=max(1, args.steps // 5), n_train=len(task.train),
-        max_frozen=min(3, layers), folder=folder, retest_seeds=args.retest_seeds,
+        max_frozen=min(3, layers), folder=folder, retest_seeds=args.retest_seeds, config=config,
+        train_lengths=lengths(task.train), validation_lengths=lengths(task.validation),
     )  # fmt: skip
 
 
@@ -447,11 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write all rows to this JSON file")
     parser.add_argument(
-        "--from-json", type=Path, nargs="+", help="print the tables of saved runs; train nothing"
-    )
+        "--from-json", type=Path, nargs="+",
+        help="print the tables of saved runs; train nothing (rows saved without FLOPs get them "
+        "counted on the data the other options name: the protocol's by default)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
         saved = [r for path in args.from_json for r in json.loads(path.read_text())]
+        if any("flops" not in r for r in saved):  # saved before FLOPs were counted
+            with tempfile.TemporaryDirectory() as tmp:
+                setup = make_setup(args, Path(tmp))  # the data those runs used, by the options
+                if isinstance(setup, Setup):
+                    for r in saved:
+                        r.setdefault("flops", search_flops(setup, r["curves"]))
         report(saved, sorted({r["seed"] for r in saved}), args.methods)
         return 0
     if args.quick:
@@ -460,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    console = Console(width=None if sys.stdout.isatty() else 100)  # logs: no wrapped cells
+    console = Console(width=None if sys.stdout.isatty() else 150)  # logs: no wrapped cells
     methods = [m for m in METHODS if m in args.methods]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -477,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     console.print(f"[dim]seed {seed}: {m} ...[/dim]")
                     row = RUNNERS[m](setup, seed)
+                    row["flops"] = search_flops(setup, row["curves"])
                     if m in SEED_FREE:
                         reused[m] = row
                 mine.append(row)
@@ -494,7 +544,7 @@ def report(
     """The per-seed tables (unless already printed) and the means over seeds."""
     from rich.console import Console
 
-    console = Console(width=None if sys.stdout.isatty() else 100)
+    console = Console(width=None if sys.stdout.isatty() else 150)
     methods = [m for m in METHODS if m in methods and any(r["method"] == m for r in rows)]
     for seed in seeds if per_seed else []:
         mine = [r for m in methods for r in rows if r["seed"] == seed and r["method"] == m]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -92,9 +94,19 @@ def test_search_quality_benchmark_quick(
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
     assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
     assert sum(c["samples"] for c in noprune["curves"]) == noprune["samples"]
-    assert "mean over 1 seed" in text
+    assert "mean over 1 seed" in text and "TFLOP" in text
+    assert all(r["flops"] > 0 for r in rows)
     again = run("search_quality.py", "--from-json", str(tmp_path / "r.json"))  # trains nothing
     assert "mean over 1 seed" in again and "hpo-noprune" in again
+    # rows saved before FLOPs were counted get them from the data the options name
+    (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "flops"}
+                                                   for r in rows]))  # fmt: skip
+    counted = run(
+        "search_quality.py", "--from-json", str(tmp_path / "old.json"), "--model",
+        str(tiny_model_dir), "--train", data, "--validation", data, "--test", data,
+        "--text-column", "text",
+    )  # fmt: skip
+    assert f"{noprune['flops'] / 1e12:.3g}" in counted
     replayed = run("pruner_replay.py", str(tmp_path / "r.json"))  # the recorded curves
     assert "successive halving" in replayed and "of unpruned" in replayed
     assert "optuna hyperband" in replayed and "hpo hyperband" in replayed
@@ -126,3 +138,20 @@ def test_gpu_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path
     for r in out["rows"]:
         assert r["samples_per_s"] > 0 and 0 < r["mfu"] < 1 and r["device"] == "cpu", r
     assert "MFU" in text
+
+
+def test_flops_per_row_by_hand() -> None:
+    """Two layers of d=4, inner 8 (P = 4*16 + 2*4*8 = 128 per layer), rows of 1 and 3 tokens:
+    a layer's forward pass is (2 P + 4 d n) n per row; training adds twice that for each layer
+    above the frozen ones."""
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
+    forward = [(2 * 128 + 4 * 4 * n) * n for n in (1, 3)]  # one layer: 272 and 912
+    assert common.flops_per_row(config, [1, 3]) == (6 * 272 + 6 * 912) / 2  # 3 passes x 2 layers
+    assert common.flops_per_row(config, [1, 3], frozen=1) == (4 * 272 + 4 * 912) / 2
+    evaluation = common.flops_per_row(config, [1, 3], train=False)
+    assert evaluation == sum(2 * f for f in forward) / 2
+    assert common.flops_per_row(config, [1, 3], frozen=2) == evaluation  # nothing trains
