@@ -79,6 +79,7 @@ SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result fo
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 LR_LOW, LR_HIGH = 1e-5, 2e-4
 BATCH = 16
+MAX_LENGTH = 64  # tokens per row, the protocol's cut
 
 
 @dataclass
@@ -129,7 +130,7 @@ def make_spec(
             "pruner": {"name": "median" if seed is not None else "none"},
             "model": {"name": s.model},
             "data": {"files": s.files, "text_column": s.text},
-            "train": {"eval_every": s.eval_every, "max_length": 64, "device": "cpu",
+            "train": {"eval_every": s.eval_every, "max_length": MAX_LENGTH, "device": "cpu",
                       **(train or {"max_steps": s.steps})},
             "space": {"frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": BATCH,
                       "weight_decay": 0.01, "seed": 0, **space},
@@ -462,7 +463,7 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     tokenizer = AutoTokenizer.from_pretrained(resolve(model))
 
     def lengths(split: Any) -> list[int]:  # tokens per row, as hpo's trials see them
-        return [len(ids) for ids in encode(split, tokenizer, 64).input_ids]
+        return [len(ids) for ids in encode(split, tokenizer, MAX_LENGTH).input_ids]
 
     return Setup(
         model=args.model, files=files, text=args.text_column, trials=args.trials,
