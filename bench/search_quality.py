@@ -49,8 +49,9 @@ searches that freeze layers or stop trials before an evaluation spend fewer. Wal
 search's own, on this machine. Each row also keeps every trial's learning curve, so pruners can
 be compared on the same curves.
 
-    python bench/search_quality.py                    # one seed, all methods (20-45 min, 2 cores)
-    python bench/search_quality.py --seeds 1 2 --methods hpo hf-search --json more.json
+    python bench/search_quality.py                    # one seed: hpo-sha, hf-search, default
+    python bench/search_quality.py --methods hpo-noprune bert-grid hpo-sha
+    python bench/search_quality.py --seeds 1 2 --methods all --json more.json   # about an hour
     python bench/search_quality.py --from-json rows.json more.json   # tables of saved runs
     python bench/search_quality.py --quick --model DIR --train a.csv --validation b.csv \\
         --test c.csv --text-column text                  # 2 trials of 10 steps, a smoke test
@@ -75,6 +76,9 @@ METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
     "bert-grid", "default",
 )  # fmt: skip
+# The run with no --methods: hpo's best search against the most common peer, and the untuned
+# recipe as the noise floor; 10-17 minutes a seed on the 2-core machines (BENCHMARKS.md).
+HEADLINE = ("hpo-sha", "hf-search", "default")
 SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 LR_LOW, LR_HIGH = 1e-5, 2e-4
@@ -382,11 +386,17 @@ def table(title: str, rows: list[dict[str, Any]]) -> Any:
         cells = [
             r["method"], f"{r['best_validation']:.3f}", r["dev"], r.get("dev_k") or "—",
             f"{r['samples']:,.0f}", against_hf(r, "samples"),
-            f"{r['flops'] / 1e12:.3g}" if r.get("flops") else "—", against_hf(r, "flops"),
+            _tflop(r["flops"]) if r.get("flops") else "—", against_hf(r, "flops"),
             r["trials"], f"{r['wall_s']:.0f}", against_hf(r, "wall_s"),
         ]  # fmt: skip
         out.add_row(*(cells if several else cells[:3] + cells[4:]))
     return out
+
+
+def _tflop(flops: float) -> str:
+    """FLOPs in TFLOP: one decimal, or three significant digits below 1 (tiny models)."""
+    tera = flops / 1e12
+    return f"{tera:.1f}" if tera >= 1 else f"{tera:.3g}"
 
 
 def seed_lines(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -478,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampler seeds")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", choices=(*METHODS, "all"),
+        help=f"default: {' '.join(HEADLINE)} (with --from-json: all)",
+    )  # fmt: skip
     parser.add_argument("--trials", type=int, default=12, help="trials per search")
     parser.add_argument("--steps", type=int, default=125, help="steps per trial at batch 16")
     parser.add_argument("--quick", action="store_true", help="2 trials of 10 steps")
@@ -494,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         "counted on the data the other options name: the protocol's by default)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    default = METHODS if args.from_json else HEADLINE
+    args.methods = METHODS if "all" in (args.methods or ()) else args.methods or default
     if args.from_json:
         saved = [r for path in args.from_json for r in json.loads(path.read_text())]
         if any("flops" not in r for r in saved):  # saved before FLOPs were counted

@@ -72,7 +72,7 @@ def test_search_quality_benchmark_quick(
     text = run(
         "search_quality.py", "--quick", "--model", str(tiny_model_dir), "--train", data,
         "--validation", data, "--test", data, "--text-column", "text",
-        "--json", str(tmp_path / "r.json"), "--retest-seeds", "2", timeout=600,
+        "--json", str(tmp_path / "r.json"), "--retest-seeds", "2", "--methods", "all", timeout=600,
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
