@@ -149,9 +149,9 @@ def test_flops_per_row_by_hand() -> None:
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)
     config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
-    forward = [(2 * 128 + 4 * 4 * n) * n for n in (1, 3)]  # one layer: 272 and 912
-    assert common.flops_per_row(config, [1, 3]) == (6 * 272 + 6 * 912) / 2  # 3 passes x 2 layers
-    assert common.flops_per_row(config, [1, 3], frozen=1) == (4 * 272 + 4 * 912) / 2
+    one, three = ((2 * 128 + 4 * 4 * n) * n for n in (1, 3))  # one layer's forward: 272, 912
+    assert common.flops_per_row(config, [1, 3]) == (6 * one + 6 * three) / 2  # 2 layers x 3 passes
+    assert common.flops_per_row(config, [1, 3], frozen=1) == (4 * one + 4 * three) / 2
     evaluation = common.flops_per_row(config, [1, 3], train=False)
-    assert evaluation == sum(2 * f for f in forward) / 2
+    assert evaluation == (2 * one + 2 * three) / 2  # 2 layers, forward only
     assert common.flops_per_row(config, [1, 3], frozen=2) == evaluation  # nothing trains
