@@ -77,7 +77,7 @@ METHODS = (
     "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
-# recipe as the noise floor; 10-17 minutes a seed on the 2-core machines (BENCHMARKS.md).
+# recipe as the noise floor; 11-13 minutes a seed on a 2-core machine (BENCHMARKS.md).
 HEADLINE = ("hpo-sha", "hf-search", "default")
 SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]

@@ -1,10 +1,11 @@
 """Workers: claim a queued trial, run it with heartbeats, record it; sweep trials of dead workers.
 
 The study-wide budget is a queue: creating a study enqueues its first trials (with parameters)
-and empty WAITING trials (slots) up to ``n_trials``, and a worker only ever runs a trial it claimed from that queue. Claiming is Optuna's
-atomic WAITING -> RUNNING change, so K workers run exactly ``n_trials`` trials between them,
-never K x n. A trial whose worker dies stops sending heartbeats; a live worker fails it after
-the grace period and Optuna re-queues its parameters once (the retry takes its slot).
+and empty WAITING trials (slots) up to ``n_trials``, and a worker only ever runs a trial it
+claimed from that queue. Claiming is Optuna's atomic WAITING -> RUNNING change, so K workers
+run exactly ``n_trials`` trials between them, never K x n. A trial whose worker dies stops
+sending heartbeats; a live worker fails it after the grace period and Optuna re-queues its
+parameters once (the retry takes its slot).
 """
 
 from __future__ import annotations
