@@ -15,6 +15,14 @@ from hpo.studyfile import load_spec
 
 __version__ = "0.1.0"
 
+
+def load_model(folder: str) -> object:
+    """Load a model saved by ``hpo best``, custom head included (see ``hpo.best.load_model``)."""
+    from hpo.best import load_model as load
+
+    return load(folder)
+
+
 __all__ = [
     "DataError",
     "DependencyError",
@@ -27,6 +35,7 @@ __all__ = [
     "StudySpec",
     "TrialFailure",
     "__version__",
+    "load_model",
     "load_spec",
     "sample",
 ]

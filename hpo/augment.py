@@ -1,6 +1,7 @@
 """Cheap, seeded text augmentation for training batches, scaled by one `strength` in [0, 1].
 
-Each call applies, in this order, with ``s`` the strength:
+Each call applies, in this order, with ``s`` the strength and each operation's rate multiplied
+by its weight in ``[augment] ops`` (default 1, and 0 for insertion):
 
 1. sentence perturbation, with probability ``s``: a text of two or more sentences (split after
    ``.``, ``!`` or ``?`` followed by whitespace) has its sentences put in a new order; otherwise a
@@ -12,7 +13,9 @@ Each call applies, in this order, with ``s`` the strength:
    punctuation kept) is replaced with probability ``s / 3`` by a word drawn uniformly from the
    vocabulary, keeping an upper-case first letter or an all-capitals form; skipped if the
    vocabulary is empty;
-4. word swap: ``round(s * n / 3)`` swaps of two random positions among the ``n`` tokens left.
+4. word insertion (off by default): after each token, with probability ``s / 3``, a word drawn
+   uniformly from the vocabulary;
+5. word swap: ``round(s * n / 3)`` swaps of two random positions among the ``n`` tokens left.
 
 There is no offline synonym dictionary, so substitution draws from the training corpus's own
 frequent words (see `build_vocabulary`). Tokens are re-joined with single spaces. Strength 0
@@ -24,7 +27,10 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+
+# Weights of the operations when ``[augment] ops`` says nothing: the rates the strength gives.
+DEFAULT_OPS = {"substitute": 1.0, "delete": 1.0, "swap": 1.0, "insert": 0.0, "reorder": 1.0}
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")
@@ -62,11 +68,27 @@ def _match_case(template: str, word: str) -> str:
 class Augmenter:
     """Perturbs training texts at a fixed strength with its own seeded random generator."""
 
-    def __init__(self, strength: float, vocabulary: Sequence[str], seed: int) -> None:
-        """Check the strength; seed a private generator so runs repeat without global state."""
+    def __init__(
+        self,
+        strength: float,
+        vocabulary: Sequence[str],
+        seed: int,
+        ops: Mapping[str, float] | None = None,
+    ) -> None:
+        """Check the strength; seed a private generator so runs repeat without global state.
+
+        ``ops`` weighs each operation (substitute, delete, swap, insert, reorder); left out,
+        insertion is off and the others have weight 1."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"`strength` must be in [0, 1], got {strength!r}")
+        weights = {**DEFAULT_OPS, **(ops or {})}
+        unknown = set(weights) - set(DEFAULT_OPS)
+        if unknown:
+            raise ValueError(f"unknown augmentation operation {sorted(unknown)[0]!r}")
         self.strength = float(strength)
+        self._rates = {
+            op: self.strength * w / (1 if op == "reorder" else 3) for op, w in weights.items()
+        }
         self._vocabulary = tuple(vocabulary)
         self._rng = random.Random(seed)
 
@@ -80,18 +102,27 @@ class Augmenter:
         if self.is_identity or not text.strip():
             return text
         rng = self._rng
-        share = self.strength / 3.0
-        if rng.random() < self.strength:
+        rate = self._rates
+        if rate["reorder"] > 0 and rng.random() < rate["reorder"]:
             text = self._perturb_sentences(text.strip())
         tokens = text.split()
-        if len(tokens) > 1:
-            kept = [token for token in tokens if rng.random() >= share]
+        if len(tokens) > 1 and rate["delete"] > 0:
+            kept = [token for token in tokens if rng.random() >= rate["delete"]]
             tokens = kept or [rng.choice(tokens)]
-        if self._vocabulary:
-            tokens = [self._substitute(t) if rng.random() < share else t for t in tokens]
+        if self._vocabulary and rate["substitute"] > 0:
+            tokens = [
+                self._substitute(t) if rng.random() < rate["substitute"] else t for t in tokens
+            ]
+        if self._vocabulary and rate["insert"] > 0:
+            grown: list[str] = []
+            for token in tokens:
+                grown.append(token)
+                if rng.random() < rate["insert"]:
+                    grown.append(rng.choice(self._vocabulary))
+            tokens = grown
         n = len(tokens)
-        if n > 1:
-            for _ in range(round(self.strength * n / 3.0)):
+        if n > 1 and rate["swap"] > 0:
+            for _ in range(round(rate["swap"] * n)):
                 i, j = rng.randrange(n), rng.randrange(n)
                 tokens[i], tokens[j] = tokens[j], tokens[i]
         return " ".join(tokens)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo import keys
 from hpo.errors import HpoError
 from hpo.export import ensure_folder
 from hpo.space import Hyperparameters
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from hpo.objective import Objective, Prepared
     from hpo.spec import StudySpec
 
-BEST_ATTR = "hpo_best"  # the retraining summary, stored in the study for `hpo report`
+BEST_ATTR = keys.BEST  # the retraining summary, stored in the study for `hpo report`
 
 
 @dataclass
@@ -78,12 +79,16 @@ def top_trials(study: optuna.Study, k: int, maximize: bool) -> list[optuna.trial
 
 
 def hyperparameters(params: dict[str, Any], seed: int) -> Hyperparameters:
-    """A trial's parameters as the loop's settings, with another seed."""
-    names = {f.name for f in dataclasses.fields(Hyperparameters)}
-    missing = names - set(params) - {"seed"}
+    """A trial's parameters as the loop's settings, with another seed; dimensions the trial did
+    not sample (conditional ones, or ones added since) take their off values."""
+    from hpo.space import defaults
+    from hpo.strategies import dimensions
+
+    missing = set(defaults()) - set(params) - {"seed"}
     if missing:
         raise HpoError(f"the trial lacks parameters {sorted(missing)}; was it made by hpo?")
-    return Hyperparameters(**{**{k: params[k] for k in names - {"seed"}}, "seed": seed})
+    known = dimensions()
+    return Hyperparameters({**{k: v for k, v in params.items() if k in known}, "seed": seed})
 
 
 def retrain(
@@ -99,13 +104,10 @@ def retrain(
     validation; its first seed's run when validation is part of the training data), and that
     configuration's index in the results.
     """
-    from hpo.data import encode
     from hpo.train import evaluate, train
 
-    prep = objective.prepare()
     spec = objective.spec
-    test = encode(prep.task.test, prep.tokenizer, spec.train.max_length) if prep.task.test else None
-    train_data, source = _training_data(prep, train_on, spec)
+    task = objective.task
     results: list[ConfigResult] = []
     kept: tuple[int, Any] = (0, None)  # the configuration chosen so far and its model
     maximize, by_validation = spec.direction == "maximize", train_on == "train"
@@ -115,11 +117,16 @@ def retrain(
         best: tuple[float, Any] | None = None  # this configuration's best run
         for seed in seeds:
             hp = hyperparameters(trial.params, seed)
+            prep = objective.prepare(model=hp["model"] or None)
+            test = (
+                task.encode(prep.task.test, prep.tokenizer, spec.train.max_length)
+                if prep.task.test
+                else None
+            )
+            encoded, source = _training_data(prep, train_on, spec)
+            train_data, make_batch = objective.training_rows(prep, hp, encoded, source)
             plan = objective.plan(hp, len(train_data))
-            model = prep.pretrained.fresh(seed)
-            from hpo.model import freeze_lower_layers
-
-            freeze_lower_layers(model, hp.frozen_layers)
+            model, _ = objective.build_model(prep, hp)
             started = time.perf_counter()
             out = train(
                 model,
@@ -127,13 +134,15 @@ def retrain(
                 prep.validation,
                 dataclasses.replace(plan, eval_every=plan.max_steps),
                 prep.device,
-                pad_id=prep.tokenizer.pad_token_id or 0,
-                make_batch=objective.batch_maker(prep, hp, source),
+                pad_id=prep.pad_id,
+                make_batch=make_batch,
+                task=task,
             )
-            pad = prep.tokenizer.pad_token_id or 0
             scores = None
             if test is not None:
-                scores = evaluate(model, test, prep.device, spec.train.eval_batch_size, pad)
+                scores = evaluate(
+                    model, test, prep.device, spec.train.eval_batch_size, prep.pad_id, task
+                )
             run = SeedRun(seed, out.metrics, scores, time.perf_counter() - started)
             result.runs.append(run)
             if on_run is not None:
@@ -199,6 +208,7 @@ def save(
     """Write the model and tokenizer in Hugging Face format plus a model card (README.md);
     ``chosen`` indexes the configuration in ``results`` that the model was trained with."""
     ensure_folder(out)
+    model = plain_model(model)
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -211,6 +221,57 @@ def save(
         json.dumps([dataclasses.asdict(r) for r in results], indent=1), encoding="utf-8"
     )
     return out
+
+
+def plain_model(model: Any) -> Any:
+    """The ``transformers`` model to save: LoRA adapters folded into the weights (so it loads
+    without ``peft``), anything else as it is."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def load_model(folder: str | Path) -> Any:
+    """Load a model saved by ``hpo best``, with the head it was tuned with.
+
+    A model with the model's own head loads with ``AutoModelForSequenceClassification`` too;
+    one with a hidden-layer head (``head_hidden_units``) needs this function, which rebuilds the
+    head its config records (``hpo_head``) before reading the weights."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from hpo.model import quiet_transformers
+    from hpo.strategies.head import HEAD_CONFIG, build_hidden_head
+
+    quiet_transformers()
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
+    config = AutoConfig.from_pretrained(folder)
+    head = getattr(config, HEAD_CONFIG, None)
+    if not head:
+        return AutoModelForSequenceClassification.from_pretrained(folder)
+    import torch
+    from safetensors.torch import load_file
+
+    model = AutoModelForSequenceClassification.from_config(config)
+    name, _, attr = str(head["module"]).rpartition(".")
+    parent = model.get_submodule(name) if name else model
+    old = getattr(parent, attr)
+    setattr(
+        parent,
+        attr,
+        build_hidden_head(
+            old.in_features, int(head["hidden_units"]), old.out_features, float(head["dropout"])
+        ),
+    )
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    model.load_state_dict(state, strict=False)
+    missing = [k for k in model.state_dict() if k not in state and not k.endswith("position_ids")]
+    if missing:
+        raise HpoError(f"{folder}: the saved weights lack {missing[0]}; was it saved by hpo best?")
+    return model
 
 
 def summary(
@@ -303,8 +364,18 @@ def model_card(
         "## Use",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER")',
+        *(
+            [
+                "import hpo  # the head has a hidden layer (head_hidden_units): hpo rebuilds it",
+                "from transformers import AutoTokenizer",
+                'model = hpo.load_model("THIS_FOLDER")',
+            ]
+            if results[chosen].params.get("head_hidden_units")
+            else [
+                "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+                'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER")',
+            ]
+        ),
         'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
         "```",
         "",
@@ -317,14 +388,9 @@ def model_card(
 def predict(folder: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
     """Label and probability for each text, from a saved model folder."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from hpo.model import quiet_transformers
-
-    quiet_transformers()
-    if not (folder / "config.json").is_file():
-        raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model = load_model(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model.eval()
     batch = tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from hpo import __version__
+from hpo import __version__, keys
 from hpo.cli_options import F, set_option, storage_option
 from hpo.dashboard import write_study_note
 from hpo.errors import HpoError
@@ -356,7 +356,7 @@ def _print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
         baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
     console.print(render_report(summary, trials, top=top, baseline=baseline))
     console.print(render_insights(spec, trials))
-    retrained = study.user_attrs.get("hpo_best")
+    retrained = study.user_attrs.get(keys.BEST)
     if retrained and retrained.get("test_mean") is not None:
         gap = retrained.get("gap")
         console.print(
@@ -389,7 +389,10 @@ from hpo.cli_dashboard import dashboard  # noqa: E402
 
 cli.add_command(dashboard)
 
+from hpo.cli_augment import augment  # noqa: E402
 from hpo.cli_results import export, plot  # noqa: E402
+
+cli.add_command(augment)
 
 cli.add_command(export)
 cli.add_command(plot)

@@ -79,7 +79,8 @@ def best(
     results, model, chosen = retrain(objective, trials, list(range(seeds)), train_on, show)
     value = trials[chosen].value
     facts = summary(results, metric, value, chosen)
-    save(model, prep, out, spec, study_name, results, train_on, value, chosen)
+    kept = objective.prepare(model=results[chosen].params.get("model"))  # its own tokenizer
+    save(model, kept, out, spec, study_name, results, train_on, value, chosen)
     study.set_user_attr(BEST_ATTR, {**facts, "train_on": train_on, "out": str(out)})
     if len(results) > 1 and train_on == "train":
         console.print(f"chose trial #{facts['trial']}: the best mean validation {metric} of the "

@@ -66,6 +66,15 @@ def load_config(spec: ModelSection) -> Any:
         raise _load_error(spec, exc) from None
 
 
+def num_layers(config: Any) -> int:
+    """The number of transformer blocks a model's configuration declares (0 if it says none)."""
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
 def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
@@ -79,12 +88,15 @@ def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
 class PretrainedModel:
     """One pristine pretrained classifier in memory; ``fresh(seed)`` gives a trial its own copy."""
 
-    def __init__(self, spec: ModelSection, num_labels: int) -> None:
-        from transformers import AutoModelForSequenceClassification
+    def __init__(self, spec: ModelSection, num_labels: int, model_class: Any = None) -> None:
+        """Load ``spec``'s weights under the task's head (``model_class``, an auto class;
+        default: sequence classification)."""
+        if model_class is None:
+            from transformers import AutoModelForSequenceClassification as model_class
 
         quiet_transformers()
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = model_class.from_pretrained(
                 resolve(spec),
                 revision=spec.revision,
                 num_labels=num_labels,
@@ -135,9 +147,44 @@ def encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     ]
     if not candidates:
         raise ModelError(
-            f"cannot find the encoder layers of {type(model).__name__}; freezing needs them"
+            f"cannot find the transformer layers of {type(model).__name__}; "
+            "the layer strategies need them"
         )
     return max(candidates, key=len)
+
+
+def blocks_name(model: PreTrainedModel) -> str:
+    """The qualified name of the transformer block list, e.g. ``bert.encoder.layer``."""
+    layers = encoder_layers(model)
+    return next(name for name, m in model.named_modules() if m is layers)
+
+
+def block_index(param_name: str, prefix: str) -> int | None:
+    """The block a parameter belongs to, from its name and the block list's ``prefix``."""
+    if not param_name.startswith(prefix + "."):
+        return None
+    return int(param_name[len(prefix) + 1 :].split(".", 1)[0])
+
+
+def embedding_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
+    """The modules below the first block: token (and position, type) embeddings."""
+    embeddings = getattr(model.base_model, "embeddings", None)
+    return [embeddings] if embeddings is not None else [model.get_input_embeddings()]
+
+
+def keep_lower_layers(model: PreTrainedModel, k: int) -> None:
+    """Drop every transformer block above the lowest ``k``; the config says the new depth, so a
+    saved model loads with ``k`` layers."""
+    import torch
+
+    name = blocks_name(model)
+    layers = encoder_layers(model)
+    if not 1 <= k <= len(layers):
+        raise ModelError(f"`num_layers` is {k} but the model has {len(layers)} layers")
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, torch.nn.ModuleList(list(layers)[:k]))
+    model.config.num_hidden_layers = k
 
 
 def freeze_lower_layers(model: PreTrainedModel, k: int) -> int:
@@ -149,9 +196,7 @@ def freeze_lower_layers(model: PreTrainedModel, k: int) -> int:
     if k > len(layers):
         raise ModelError(f"`frozen_layers` is {k} but the model has only {len(layers)} layers")
     if k > 0:
-        embeddings = getattr(model.base_model, "embeddings", None)
-        frozen = [embeddings] if embeddings is not None else [model.get_input_embeddings()]
-        for module in [*frozen, *layers[:k]]:
+        for module in [*embedding_modules(model), *layers[:k]]:
             for p in module.parameters():
                 p.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

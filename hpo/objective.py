@@ -12,22 +12,17 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hpo.errors import HpoError, OutOfMemory, SpecError, TrialFailure, first_line
-from hpo.space import Hyperparameters, sample
+from hpo import keys
+from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
+from hpo.space import Hyperparameters, check_depths, sample
 from hpo.spec import StudySpec
-from hpo.train import (
-    Device,
-    TrainPlan,
-    TrainResult,
-    constant_score,
-    pick_device,
-    steps_for,
-    train,
-)
+from hpo.strategies import REGISTRY, ModelContext, Settings
+from hpo.tasks import get_task
+from hpo.train import Device, TrainPlan, TrainResult, pick_device, steps_for, train
 
 if TYPE_CHECKING:
     import optuna
@@ -35,6 +30,7 @@ if TYPE_CHECKING:
 
     from hpo.data import Encoded, Split, TaskData
     from hpo.model import PretrainedModel
+    from hpo.tasks.base import Task
 
 
 class Listener(Protocol):
@@ -47,7 +43,8 @@ class Listener(Protocol):
 
 @dataclass
 class Prepared:
-    """What every trial of a process shares: data, tokenized splits, tokenizer, pretrained weights."""
+    """What every trial of a process shares for one model: data, its tokenized splits, the
+    tokenizer and the pretrained weights."""
 
     task: TaskData
     tokenizer: Any
@@ -57,6 +54,12 @@ class Prepared:
     vocabulary: tuple[str, ...]
     device: Device
     setup_seconds: float
+    kind: Task | None = None  # the task's code (None: sequence classification)
+    model_name: str = ""
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
 
 
 class Objective:
@@ -64,61 +67,98 @@ class Objective:
 
     def __init__(self, spec: StudySpec, listener: Listener | None = None) -> None:
         self.spec = spec
+        self.task = get_task(spec.study.task)
         self.listener = listener
-        self._prepared: Prepared | None = None
+        self._prepared: dict[str, Prepared] = {}
+        self._depths: dict[str, int] = {}
         self.trials_run = 0  # in this process: the first one carries the setup cost
         self._constant_score: float | None = None
 
-    def prepare(self, pretrained: PretrainedModel | None = None) -> Prepared:
-        """Load data, tokenizer and model once, and check the study against them."""
-        if self._prepared is not None:
-            return self._prepared
+    def model_names(self) -> list[str]:
+        """Every model a trial may use: ``space.model``'s choices, else ``model.name``."""
+        dim = self.spec.space.dimensions.get("model")
+        listed = dim.values() if dim is not None else None
+        return [str(m) for m in listed] if listed else [self.spec.model.name]
+
+    def prepare(
+        self, pretrained: PretrainedModel | None = None, model: str | None = None
+    ) -> Prepared:
+        """Load data, tokenizer and model once (per model), and check the study against them."""
+        name = model or self.model_names()[0]
+        if name in self._prepared:
+            return self._prepared[name]
         from hpo.augment import build_vocabulary
-        from hpo.data import encode, load_task
         from hpo.model import PretrainedModel, load_tokenizer
 
         start = time.perf_counter()
         spec = self.spec
-        task = load_task(spec.data)
-        tokenizer = load_tokenizer(spec.model)
+        first = next(iter(self._prepared.values()), None)
+        task = first.task if first is not None else self.task.load(spec.data)
+        section = dataclasses.replace(spec.model, name=name)
+        tokenizer = load_tokenizer(section)
         if pretrained is None:
-            pretrained = PretrainedModel(spec.model, task.num_labels)
-        check_fits(spec, task, pretrained.num_layers)
-        self._prepared = Prepared(
+            pretrained = PretrainedModel(section, task.num_labels, self.task.model_class())
+        self._depths[name] = pretrained.num_layers
+        check_fits(spec, task, pretrained.num_layers, name)
+        max_length = spec.train.max_length
+        prep = Prepared(
             task=task,
             tokenizer=tokenizer,
-            train=encode(task.train, tokenizer, spec.train.max_length),
-            validation=encode(task.validation, tokenizer, spec.train.max_length),
+            train=self.task.encode(task.train, tokenizer, max_length),
+            validation=self.task.encode(task.validation, tokenizer, max_length),
             pretrained=pretrained,
-            vocabulary=build_vocabulary(task.train.text),
-            device=pick_device(spec.train.device, spec.train.precision),
+            vocabulary=first.vocabulary if first else build_vocabulary(task.train.text),
+            device=first.device if first else pick_device(spec.train.device, spec.train.precision),
             setup_seconds=0.0,
+            kind=self.task,
+            model_name=name,
         )
-        self._prepared.setup_seconds = time.perf_counter() - start
-        return self._prepared
+        prep.setup_seconds = time.perf_counter() - start
+        self._prepared[name] = prep
+        return prep
+
+    def depths(self) -> dict[str, int]:
+        """Layers of each model a trial may use (read from the configs, weights not loaded)."""
+        from hpo.model import load_config, num_layers
+
+        for name in self.model_names():
+            if name not in self._depths:
+                section = dataclasses.replace(self.spec.model, name=name)
+                self._depths[name] = num_layers(load_config(section))
+        return self._depths
+
+    def settings(self, hp: Hyperparameters) -> Settings:
+        """What the strategies decide for the loop, from one sampled configuration."""
+        settings = Settings()
+        for strategy in REGISTRY:
+            strategy.configure(settings, hp)
+        return settings
 
     def plan(self, hp: Hyperparameters, n_train: int) -> TrainPlan:
         """The loop's settings for one sampled configuration."""
         t = self.spec.train
+        s = self.settings(hp)
         max_steps = t.max_steps or steps_for(
-            n_train, hp.batch_size, t.gradient_accumulation, t.epochs or 1.0
+            n_train, s.batch_size, t.gradient_accumulation, t.epochs or 1.0
         )
         return TrainPlan(
             max_steps=max_steps,
             eval_every=t.eval_every,
-            batch_size=hp.batch_size,
-            learning_rate=hp.learning_rate,
-            warmup_ratio=hp.warmup_ratio,
-            lr_schedule=hp.lr_schedule,
-            weight_decay=hp.weight_decay,
-            seed=hp.seed,
+            batch_size=s.batch_size,
+            learning_rate=s.learning_rate,
+            warmup_ratio=s.warmup_ratio,
+            lr_schedule=s.lr_schedule,
+            weight_decay=s.weight_decay,
+            seed=s.seed,
             metric=self.spec.study.metric,
             maximize=self.spec.direction == "maximize",
             keep=self.spec.study.objective,
             gradient_accumulation=t.gradient_accumulation,
-            max_grad_norm=t.max_grad_norm,
+            max_grad_norm=t.max_grad_norm if s.max_grad_norm is None else s.max_grad_norm,
             eval_batch_size=t.eval_batch_size,
             group_by_length=t.group_by_length,
+            loss_options=dict(s.loss_options),
+            group_hooks=tuple(s.group_hooks),
         )
 
     @property
@@ -130,26 +170,26 @@ class Objective:
         if self._constant_score is None:
             prep = self.prepare()
             labels, metric = prep.validation.label, self.spec.study.metric
-            self._constant_score = constant_score(labels, prep.task.num_labels, metric)
+            self._constant_score = self.task.constant_score(labels, prep.task.num_labels, metric)
         return self._constant_score
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from hpo.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
-
         started = time.perf_counter()
-        prep = self.prepare()
-        hp = sample(self.spec.space, trial)
-        plan = self.plan(hp, len(prep.train))
-        trial.set_user_attr("device", prep.device.description)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("max_steps", plan.max_steps)
-        trial.set_user_attr(EVAL_ROWS_ATTR, len(prep.validation))  # the pruner's noise margin
+        hp = sample(self.spec.space, trial, self.depths())
+        prep = self.prepare(model=hp["model"] or self.model_names()[0])
+        train_data, make_batch = self.training_rows(prep, hp)
+        plan = self.plan(hp, len(train_data))
+        trial.set_user_attr(keys.DEVICE, prep.device.description)
+        trial.set_user_attr(keys.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(keys.MAX_STEPS, plan.max_steps)
+        # the pruners' noise margin: units one evaluation scores
+        trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
         if self.constant_score is not None:  # the pruners' "learned nothing yet" level
-            trial.set_user_attr(CONSTANT_SCORE_ATTR, self.constant_score)
+            trial.set_user_attr(keys.CONSTANT_SCORE, self.constant_score)
         if self.trials_run == 0:
-            trial.set_user_attr("setup_seconds", round(prep.setup_seconds, 3))
+            trial.set_user_attr(keys.SETUP_SECONDS, round(prep.setup_seconds, 3))
         self.trials_run += 1
         if self.listener is not None:
             self.listener.trial_started(trial.number, trial.params, plan.max_steps)
@@ -163,7 +203,7 @@ class Objective:
 
         try:
             try:
-                result = self._train(trial, prep, hp, plan, on_eval)
+                result = self._train(trial, prep, hp, plan, train_data, make_batch, on_eval)
             except OutOfMemory as first:
                 # Same effective batch in half-size pieces; if that fails too, the trial is
                 # kept as infeasible so the sampler learns to avoid the region.
@@ -173,7 +213,7 @@ class Objective:
                     gradient_accumulation=plan.gradient_accumulation * 2,
                 )
                 trial.set_user_attr(
-                    "oom_retry",
+                    keys.OOM_RETRY,
                     {
                         "first_error": str(first),
                         "batch_size": plan.batch_size,
@@ -181,17 +221,15 @@ class Objective:
                     },
                 )
                 try:
-                    result = self._train(trial, prep, hp, plan, on_eval)
+                    result = self._train(trial, prep, hp, plan, train_data, make_batch, on_eval)
                 except OutOfMemory as second:
-                    trial.set_user_attr("fail_reason", f"{second} (also with half the batch)")
-                    trial.set_constraint("fits_in_memory", 1.0)
-                    return 0.0 if plan.maximize else 1e9
+                    return _infeasible(trial, f"{second} (also with half the batch)", plan)
         except (TrialFailure, HpoError) as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            trial.set_user_attr(keys.FAIL_REASON, str(exc))
             raise TrialFailure(str(exc)) from exc
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
             reason = f"{type(exc).__name__}: {first_line(exc)}"
-            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr(keys.FAIL_REASON, reason)
             raise TrialFailure(reason) from exc
         _record(trial, result, time.perf_counter() - started)
         if result.stopped_early:
@@ -200,81 +238,143 @@ class Objective:
             raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
         return result.metrics[plan.metric]
 
+    def build_model(self, prep: Prepared, hp: Hyperparameters) -> tuple[Any, dict[str, Any]]:
+        """A fresh copy of the pretrained model with every strategy applied, in registry order;
+        returns it and the facts strategies noted (trainable parameters among them)."""
+        model = prep.pretrained.fresh(int(hp["seed"]))
+        ctx = ModelContext(
+            seed=int(hp["seed"]),
+            new_modules=list(prep.pretrained.new_modules),
+            num_labels=prep.task.num_labels,
+        )
+        for strategy in REGISTRY:
+            if strategy.tasks is None or self.task.name in strategy.tasks:
+                model = strategy.apply(model, hp, ctx)
+        ctx.notes[keys.TRAINABLE_PARAMETERS] = sum(
+            p.numel() for p in model.parameters() if p.requires_grad
+        )
+        return model, ctx.notes
+
     def _train(
         self,
         trial: optuna.Trial,
         prep: Prepared,
         hp: Hyperparameters,
         plan: TrainPlan,
+        train_data: Encoded,
+        make_batch: Any,
         on_eval: Callable[[int, dict[str, float]], bool],
     ) -> TrainResult:
         """One training run of the trial on a fresh copy of the pretrained model."""
-        from hpo.model import freeze_lower_layers
-
-        model = prep.pretrained.fresh(hp.seed)
+        model, notes = self.build_model(prep, hp)
         try:
-            trial.set_user_attr(
-                "trainable_parameters", freeze_lower_layers(model, hp.frozen_layers)
-            )
+            for key, value in notes.items():
+                trial.set_user_attr(key, value)
             return train(
                 model,
-                prep.train,
+                train_data,
                 prep.validation,
                 plan,
                 prep.device,
-                pad_id=prep.tokenizer.pad_token_id or 0,
-                make_batch=self.batch_maker(prep, hp),
+                pad_id=prep.pad_id,
+                make_batch=make_batch,
                 on_eval=on_eval,
                 on_step=self.listener.step if self.listener is not None else None,
+                task=self.task,
             )
         finally:
             del model
             _release_memory(prep.device)
+
+    def training_rows(
+        self,
+        prep: Prepared,
+        hp: Hyperparameters,
+        encoded: Encoded | None = None,
+        split: Split | None = None,
+    ) -> tuple[Encoded, Any]:
+        """The rows a trial trains on and how to batch them.
+
+        At augmentation strength 0: the cached tokens, batched by the loop. Above it: a function
+        that perturbs and re-tokenizes the rows' text; with ``[augment] copies = c`` each row
+        appears once as it is and ``c`` times augmented per epoch, so an epoch is (1 + c) times
+        longer. ``encoded`` and ``split`` default to the train split (``hpo best`` passes
+        train plus validation).
+        """
+        encoded = encoded or prep.train
+        split = split or prep.task.train
+        make_batch = self.batch_maker(prep, hp, split)
+        copies = self.spec.augment.copies
+        if make_batch is None or copies == 0:
+            return encoded, make_batch
+        from hpo.data import Encoded
+
+        n = len(encoded)
+        types = encoded.token_type_ids
+        grown = Encoded(
+            encoded.input_ids * (1 + copies),
+            types * (1 + copies) if types is not None else None,
+            encoded.label * (1 + copies),
+        )
+        task, pad = self.task, prep.pad_id
+
+        def mixed(indices: list[int]) -> dict[str, torch.Tensor]:
+            plain = [i for i in indices if i < n]
+            varied = [i % n for i in indices if i >= n]
+            if not varied:
+                return task.collate(encoded, plain, pad)
+            # one batch, re-tokenized together: originals unchanged, copies perturbed
+            return make_batch(varied, keep=plain)
+
+        return grown, mixed
 
     def batch_maker(self, prep: Prepared, hp: Hyperparameters, split: Split | None = None) -> Any:
         """None (use cached tokens) at strength 0; else a function that perturbs and re-tokenizes.
 
         ``split`` holds the raw text of the rows being trained on (default: the train split).
         """
-        if hp.augmentation_strength == 0:
+        strength = float(hp["augmentation_strength"])
+        if strength == 0:
             return None
-        import torch
-
         from hpo.augment import Augmenter
 
-        augment = Augmenter(hp.augmentation_strength, prep.vocabulary, hp.seed)
-        split = split or prep.task.train
+        augment = Augmenter(strength, prep.vocabulary, int(hp["seed"]), self.spec.augment.ops)
+        rows = split or prep.task.train
         max_length = self.spec.train.max_length
+        task, tokenizer = self.task, prep.tokenizer
 
-        def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:
-            texts = augment.batch([split.text[i] for i in indices])
-            pairs = (
-                augment.batch([split.text_pair[i] for i in indices]) if split.text_pair else None
-            )
-            batch = prep.tokenizer(
-                texts,
-                pairs,
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            out = {k: v for k, v in batch.items()}
-            out["labels"] = torch.tensor([split.label[i] for i in indices], dtype=torch.long)
-            return out
+        def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+            texts = [rows.text[i] for i in keep] + augment.batch([rows.text[i] for i in indices])
+            pairs = None
+            if rows.text_pair is not None:
+                pairs = [rows.text_pair[i] for i in keep] + augment.batch(
+                    [rows.text_pair[i] for i in indices]
+                )
+            every = [*keep, *indices]
+            return task.encode_texts(tokenizer, rows, every, texts, pairs, max_length)
 
         return make_batch
 
 
+def _infeasible(trial: optuna.Trial, reason: str, plan: TrainPlan) -> float:
+    """Keep a configuration that cannot run as COMPLETE and infeasible: Optuna's samplers rank
+    infeasible trials below every feasible one (so TPE learns to avoid the region) and
+    ``best_trial`` skips them; the report, plots and export leave the placeholder value out."""
+    trial.set_user_attr(keys.FAIL_REASON, reason)
+    trial.set_user_attr(keys.INFEASIBLE, reason)
+    trial.set_constraint(keys.FITS_IN_MEMORY, 1.0)
+    return 0.0 if plan.maximize else 1e9
+
+
 def _record(trial: optuna.Trial, result: TrainResult, wall: float) -> None:
-    trial.set_user_attr("steps", result.steps)
-    trial.set_user_attr("train_samples", result.train_samples)
-    trial.set_user_attr("samples_per_second", round(result.samples_per_second, 2))
-    trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
-    trial.set_user_attr("eval_seconds", round(result.eval_seconds, 3))
-    trial.set_user_attr("wall_seconds", round(wall, 3))
-    trial.set_user_attr("peak_memory_mb", round(result.peak_memory_mb, 1))
-    trial.set_user_attr("metrics", {k: round(v, 6) for k, v in result.metrics.items()})
+    trial.set_user_attr(keys.STEPS, result.steps)
+    trial.set_user_attr(keys.TRAIN_SAMPLES, result.train_samples)
+    trial.set_user_attr(keys.SAMPLES_PER_SECOND, round(result.samples_per_second, 2))
+    trial.set_user_attr(keys.TRAIN_SECONDS, round(result.train_seconds, 3))
+    trial.set_user_attr(keys.EVAL_SECONDS, round(result.eval_seconds, 3))
+    trial.set_user_attr(keys.WALL_SECONDS, round(wall, 3))
+    trial.set_user_attr(keys.PEAK_MEMORY_MB, round(result.peak_memory_mb, 1))
+    trial.set_user_attr(keys.METRICS, {k: round(v, 6) for k, v in result.metrics.items()})
 
 
 def _release_memory(device: Device) -> None:
@@ -286,26 +386,22 @@ def _release_memory(device: Device) -> None:
         torch.cuda.empty_cache()
 
 
-def check_fits(spec: StudySpec, task: TaskData, num_layers: int) -> None:
+def check_fits(spec: StudySpec, task: TaskData, num_layers: int, model: str = "") -> None:
     """Refuse, before any trial starts, a study that cannot fit its data or model."""
-    if spec.study.metric == "f1" and task.num_labels != 2:
-        raise SpecError(
-            f"`study.metric` 'f1' needs two classes but the data has {task.num_labels}; "
-            "use 'macro_f1'"
-        )
-    top = spec.space["frozen_layers"].upper_bound()
-    if top > num_layers:
-        raise SpecError(
-            f"`space.frozen_layers` goes up to {top} but the model has {num_layers} layers; lower it"
-        )
+    get_task(spec.study.task).check(spec.study.metric, task)
+    shown = f" {model!r}" if model and "model" in spec.space else ""
+    check_depths(spec.space, num_layers, shown)
+    for strategy in REGISTRY:
+        strategy.check_model(spec.space, num_layers, model)
 
 
 def preflight(spec: StudySpec) -> TaskData:
-    """Load the data and the model's configuration (not its weights) and check the study."""
-    from hpo.data import load_task
-    from hpo.model import load_config
+    """Load the data and each model's configuration (not its weights) and check the study."""
+    from hpo.model import load_config, num_layers
 
-    task = load_task(spec.data)
-    config = load_config(spec.model)
-    check_fits(spec, task, int(getattr(config, "num_hidden_layers", 0) or 0))
+    objective = Objective(spec)
+    task = objective.task.load(spec.data)
+    for name in objective.model_names():
+        config = load_config(dataclasses.replace(spec.model, name=name))
+        check_fits(spec, task, num_layers(config), name)
     return task

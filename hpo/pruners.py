@@ -49,13 +49,15 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from hpo import keys
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from optuna.trial import FrozenTrial
 
-EVAL_ROWS_ATTR = "eval_rows"
-CONSTANT_SCORE_ATTR = "constant_score"
+EVAL_ROWS_ATTR = keys.EVAL_ROWS
+CONSTANT_SCORE_ATTR = keys.CONSTANT_SCORE
 
 
 class TolerantMedianPruner(optuna.pruners.BasePruner):
@@ -242,7 +244,7 @@ class HyperbandPruner(optuna.pruners.BasePruner):
         raise AssertionError("unreachable: position < sum(budgets)")
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        max_resource = self.max_resource or trial.user_attrs.get("max_steps")
+        max_resource = self.max_resource or trial.user_attrs.get(keys.MAX_STEPS)
         if not max_resource:
             return False
         budgets = self.budgets(int(max_resource))

@@ -14,8 +14,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from hpo import keys
 from hpo.pruners import EVAL_ROWS_ATTR, standard_error
-from hpo.space import FIRST_TRIAL_ATTR, RECIPE
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")
@@ -73,7 +73,7 @@ def _int_attr(trial: FrozenTrial, key: str) -> int | None:
 
 def trial_steps(trial: FrozenTrial) -> int:
     """Optimizer steps a trial ran: its `steps` attr, else its last reported step, else 0."""
-    s = _int_attr(trial, "steps")
+    s = _int_attr(trial, keys.STEPS)
     return max(trial.intermediate_values, default=0) if s is None else s
 
 
@@ -118,7 +118,7 @@ def infeasible(trial: FrozenTrial) -> bool:
 
 
 def _failure_reason(trial: FrozenTrial, retry: int | None) -> str:
-    reason = trial.user_attrs.get("fail_reason")
+    reason = trial.user_attrs.get(keys.FAIL_REASON)
     if reason:
         return str(reason) + (" (kept as infeasible)" if trial.state == TrialState.COMPLETE else "")
     if retry is not None:
@@ -140,9 +140,9 @@ def summarize(
     unrun = sum(
         max(0, planned - trial_steps(t))
         for t in by_state[TrialState.PRUNED]
-        if (planned := _int_attr(t, "max_steps")) is not None
+        if (planned := _int_attr(t, keys.MAX_STEPS)) is not None
     )
-    recipe = next((t for t in feasible if t.user_attrs.get(FIRST_TRIAL_ATTR) == RECIPE), None)
+    recipe = next((t for t in feasible if t.user_attrs.get(keys.FIRST_TRIAL) == keys.RECIPE), None)
     retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", ())}
     failures = [
         (t.number, _failure_reason(t, retried_as.get(t.number)))
@@ -192,16 +192,12 @@ def ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[Froz
     return (complete + sorted((t for t in trials if t.state == TrialState.PRUNED), key=key))[:top]
 
 
-# Column headers for the standard dimensions, short enough for an 80-column terminal.
-_SHORT = {
-    "learning_rate": "lr",
-    "warmup_ratio": "warmup",
-    "lr_schedule": "schedule",
-    "frozen_layers": "frozen",
-    "augmentation_strength": "augment",
-    "batch_size": "batch",
-    "weight_decay": "decay",
-}
+def _short(name: str) -> str:
+    """A dimension's column header, short enough for an 80-column terminal."""
+    from hpo.strategies import dimensions
+
+    dim = dimensions().get(name)
+    return dim.short if dim is not None and dim.short else name
 
 
 def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> Table:
@@ -239,7 +235,7 @@ def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int)
     table.add_column("state", no_wrap=True, min_width=6)
     table.add_column(Text(summary.metric), justify="right", no_wrap=True, min_width=6)
     for name in names:
-        table.add_column(Text(_SHORT.get(name, name)), overflow="fold")
+        table.add_column(Text(_short(name)), overflow="fold")
     table.add_column("steps", justify="right", no_wrap=True, min_width=5)
     for t in rows:
         steps = trial_steps(t)

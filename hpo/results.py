@@ -21,6 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from hpo import keys
 from hpo.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
 
 if TYPE_CHECKING:
@@ -32,24 +33,24 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 60  # longer series are thinned to this many points
 TOP_CURVES = 3
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-BASELINE_ATTR = "hpo_baseline"  # as in hpo.study, repeated to keep this module light
-BEST_ATTR = "hpo_best"  # written by `hpo best`
+BASELINE_ATTR = keys.BASELINE
+BEST_ATTR = keys.BEST  # written by `hpo best`
 FORMATS = ("csv", "json", "parquet")
 # Trial attributes in the order export columns show them; others follow, sorted.
 ATTR_ORDER = (
-    "device",
-    "worker",
-    "steps",
-    "max_steps",
-    "train_samples",
-    "samples_per_second",
-    "train_seconds",
-    "eval_seconds",
-    "wall_seconds",
-    "setup_seconds",
-    "peak_memory_mb",
-    "trainable_parameters",
-    "fail_reason",
+    keys.DEVICE,
+    keys.WORKER,
+    keys.STEPS,
+    keys.MAX_STEPS,
+    keys.TRAIN_SAMPLES,
+    keys.SAMPLES_PER_SECOND,
+    keys.TRAIN_SECONDS,
+    keys.EVAL_SECONDS,
+    keys.WALL_SECONDS,
+    keys.SETUP_SECONDS,
+    keys.PEAK_MEMORY_MB,
+    keys.TRAINABLE_PARAMETERS,
+    keys.FAIL_REASON,
 )
 
 
@@ -102,7 +103,7 @@ def _thin(values: Sequence[float], width: int = SPARK_WIDTH) -> list[float]:
 
 def _wall_seconds(t: FrozenTrial) -> float:
     """A trial's recorded wall time, else the time between its start and end."""
-    v = t.user_attrs.get("wall_seconds")
+    v = t.user_attrs.get(keys.WALL_SECONDS)
     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
         return float(v)
     return t.duration.total_seconds() if t.duration is not None else 0.0
@@ -192,12 +193,12 @@ def insights(trials: Sequence[FrozenTrial], direction: str) -> Insights:
         steps, wall = sum(trial_steps(t) for t in ts), sum(_wall_seconds(t) for t in ts)
         by_state[state.name] = StateTotals(len(ts), steps, round(wall, 3))
     saved = [
-        (planned - steps) * float(t.user_attrs["train_seconds"]) / steps
+        (planned - steps) * float(t.user_attrs[keys.TRAIN_SECONDS]) / steps
         for t in trials
         if t.state == TrialState.PRUNED
-        and isinstance(planned := t.user_attrs.get("max_steps"), int)
+        and isinstance(planned := t.user_attrs.get(keys.MAX_STEPS), int)
         and (steps := trial_steps(t)) > 0
-        and isinstance(t.user_attrs.get("train_seconds"), int | float)
+        and isinstance(t.user_attrs.get(keys.TRAIN_SECONDS), int | float)
     ]
     values, note = importances(trials, direction)
     return Insights(
@@ -252,7 +253,7 @@ def report_data(
             "value": trial_value(t),
             "params": dict(t.params),
             "steps": trial_steps(t),
-            "samples_per_second": t.user_attrs.get("samples_per_second"),
+            "samples_per_second": t.user_attrs.get(keys.SAMPLES_PER_SECOND),
         }
         for t in ranked(trials, direction, top)
     ]

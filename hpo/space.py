@@ -1,78 +1,60 @@
 """The search space: what each dimension may be, and sampling hyperparameters from a trial.
 
-Each dimension is written in the study file as a fixed value (``batch_size = 16``), a list of
-choices (``lr_schedule = ["linear", "cosine"]``) or a range table
-(``learning_rate = {low = 1e-5, high = 1e-4, log = true}``). Every dimension is suggested to
-the trial, fixed ones as a one-choice categorical, so all stored trials carry all parameters
-under the same names and can be queried alike.
+Dimensions belong to strategies (hpo/strategies/); this module turns ``[space]`` entries into
+validated ``Dimension``s and samples them. Each is written in the study file as a fixed value
+(``batch_size = 16``), a list of choices (``lr_schedule = ["linear", "cosine"]``) or a range
+table (``learning_rate = {low = 1e-5, high = 1e-4, log = true}``); a range table, or a choice
+table ``{choices = [...]}``, may carry ``when = {lora_rank = [8, 16]}``: the dimension is then
+sampled only when that dimension took one of those values. The dimensions a strategy gives a
+default are always in the space, and every trial stores them, fixed ones as a one-choice
+categorical, so all trials can be queried alike; the others enter the space only when a study
+file names them, and trials that do not sample one store no value for it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from hpo import keys
 from hpo.errors import SpecError
+from hpo.strategies import REGISTRY, Condition, Dim, dimensions
 
 if TYPE_CHECKING:
     import optuna
 
-# Schedules of ``transformers.get_scheduler`` that need nothing beyond warmup and total steps.
-SCHEDULES = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
+# Kept for earlier imports: the names now live in hpo.keys.
+FIRST_TRIAL_ATTR, RECIPE, GIVEN = keys.FIRST_TRIAL, keys.RECIPE, keys.GIVEN
+
+
+# The order the first versions sampled in: kept, so that a seeded study draws the same values.
+_SAMPLING_ORDER = (
+    "learning_rate",
+    "warmup_ratio",
+    "lr_schedule",
+    "frozen_layers",
+    "augmentation_strength",
+    "batch_size",
+    "weight_decay",
+    "seed",
 )
 
-Kind = Literal["float", "int", "str"]
 
-
-@dataclass(frozen=True)
-class _Rule:
-    kind: Kind
-    check: Callable[[Any], bool]
-    rule: str
-
-
-def _between(lo: float, hi: float, hi_open: bool = False) -> Callable[[Any], bool]:
-    def check(v: float) -> bool:
-        return lo <= v < hi if hi_open else lo <= v <= hi
-
-    return check
-
-
-RULES: dict[str, _Rule] = {
-    "learning_rate": _Rule("float", lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "warmup_ratio": _Rule("float", _between(0.0, 1.0, hi_open=True), "must be in [0, 1)"),
-    "lr_schedule": _Rule("str", lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
-    "frozen_layers": _Rule("int", lambda v: v >= 0, "must be 0 or more"),
-    "augmentation_strength": _Rule("float", _between(0.0, 1.0), "must be in [0, 1]"),
-    "batch_size": _Rule("int", lambda v: 1 <= v <= 65536, "must be from 1 to 65536"),
-    "weight_decay": _Rule("float", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "seed": _Rule("int", lambda v: 0 <= v < 2**32, "must be from 0 to 2**32 - 1"),
-}
-
-DEFAULTS: dict[str, Any] = {
-    "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
-    "warmup_ratio": {"low": 0.0, "high": 0.2},
-    "lr_schedule": ["linear", "cosine", "constant_with_warmup"],
-    "frozen_layers": {"low": 0, "high": 3},
-    "augmentation_strength": {"low": 0.0, "high": 0.3},
-    "batch_size": 16,
-    "weight_decay": 0.01,
-    "seed": 0,
-}
+def defaults() -> dict[str, Any]:
+    """The ``[space]`` a study file gets for what it leaves out, in sampling order."""
+    dims = dimensions()
+    names = [n for n in _SAMPLING_ORDER if n in dims] + [
+        n for n in dims if n not in _SAMPLING_ORDER
+    ]
+    return {name: dims[name].default for name in names if dims[name].default is not None}
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searchable hyperparameter: a fixed value, a list of choices, or a range."""
+    """One searchable hyperparameter: a fixed value, a list of choices, or a range; ``when``
+    names the values of other dimensions it is sampled under."""
 
     name: str
     value: Any = None
@@ -81,6 +63,11 @@ class Dimension:
     high: float | None = None
     log: bool = False
     step: float | None = None
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    @property
+    def rule(self) -> Dim:
+        return dimensions()[self.name]
 
     @property
     def is_range(self) -> bool:
@@ -92,22 +79,44 @@ class Dimension:
 
     def to_toml(self) -> Any:
         """The value as it would be written in a study file."""
+        out: dict[str, Any]
         if self.choices is not None:
-            return list(self.choices)
-        if self.is_range:
-            out: dict[str, Any] = {"low": self.low, "high": self.high}
+            if not self.when:
+                return list(self.choices)
+            out = {"choices": list(self.choices)}
+        elif self.is_range:
+            out = {"low": self.low, "high": self.high}
             if self.log:
                 out["log"] = True
             if self.step is not None:
                 out["step"] = self.step
-            return out
-        return self.value
+        else:
+            if not self.when:
+                return self.value
+            out = {"choices": [self.value]}
+        if self.when:
+            out["when"] = {name: list(values) for name, values in self.when}
+        return out
+
+    def lowest(self) -> Any:
+        """The smallest value this dimension can take."""
+        if self.choices is not None:
+            return min(self.choices)
+        return self.low if self.is_range else self.value
 
     def upper_bound(self) -> Any:
         """The largest value this dimension can take (for checks against the model)."""
         if self.choices is not None:
             return max(self.choices)
         return self.high if self.is_range else self.value
+
+    def values(self) -> tuple[Any, ...] | None:
+        """Every value it can take, when they can be listed (not a continuous range)."""
+        if self.choices is not None:
+            return self.choices
+        if not self.is_range:
+            return (self.value,)
+        return None
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is one this dimension can take."""
@@ -131,16 +140,18 @@ class Dimension:
             return f"from {self.low:g} to {self.high:g}{step}"
         return f"fixed at {self.value!r}"
 
-    def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
-        """Ask the trial for this dimension's value under its stored name."""
-        kind = RULES[self.name].kind
+    def suggest(self, trial: optuna.trial.BaseTrial, at_most: int | None = None) -> Any:
+        """Ask the trial for this dimension's value under its stored name; ``at_most`` clips an
+        integer range from above (layer counts, to the model's depth)."""
+        kind = self.rule.kind
         if self.is_range:
             assert self.low is not None and self.high is not None
             if kind == "int":
                 step = int(self.step) if self.step is not None else 1
-                return trial.suggest_int(
-                    self.name, int(self.low), int(self.high), step=step, log=self.log
-                )
+                high = int(self.high) if at_most is None else min(int(self.high), at_most)
+                high = max(high, int(self.low))
+                high -= (high - int(self.low)) % step
+                return trial.suggest_int(self.name, int(self.low), high, step=step, log=self.log)
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         choices = self.choices if self.choices is not None else (self.value,)
         return trial.suggest_categorical(self.name, list(choices))
@@ -148,7 +159,7 @@ class Dimension:
 
 def _typed(name: str, value: Any, where: str) -> Any:
     """Check one scalar against the dimension's type and rule; ints are accepted for floats."""
-    rule = RULES[name]
+    rule = dimensions()[name]
     ok_type = {
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -165,35 +176,69 @@ def _typed(name: str, value: Any, where: str) -> Any:
     return value
 
 
-def _kind_word(kind: Kind) -> str:
+def _kind_word(kind: str) -> str:
     return {"float": "a number", "int": "an integer", "str": "a string"}[kind]
 
 
 def parse_dimension(name: str, raw: Any) -> Dimension:
     """Turn one ``[space]`` entry into a validated Dimension; errors name field, value and rule."""
     where = f"space.{name}"
-    if name not in RULES:
-        raise SpecError(f"unknown key `{where}`; the space has: {', '.join(RULES)}")
-    kind = RULES[name].kind
+    known = dimensions()
+    if name not in known:
+        raise SpecError(f"unknown key `{where}`; the space has: {', '.join(known)}")
     if isinstance(raw, list):
-        if not raw:
-            raise SpecError(f"`{where}` is an empty list of choices; give at least one value")
-        choices = tuple(_typed(name, v, f"{where}[{i}]") for i, v in enumerate(raw))
-        if len(set(choices)) != len(choices):
-            raise SpecError(f"`{where}` lists a choice twice: {raw!r}")
-        return Dimension(name, choices=choices)
+        return Dimension(name, choices=_choices(name, raw, where))
     if isinstance(raw, Mapping):
-        return _parse_range(name, dict(raw), where, kind)
+        raw = dict(raw)
+        when = _parse_when(raw.pop("when", None), where)
+        if "choices" in raw:
+            if set(raw) != {"choices"}:
+                extra = sorted(set(raw) - {"choices"})[0]
+                raise SpecError(
+                    f"unknown key `{where}.{extra}`; a choice table has choices and when"
+                )
+            if not isinstance(raw["choices"], list):
+                raise SpecError(f"`{where}.choices` must be a list, got {raw['choices']!r}")
+            return Dimension(name, choices=_choices(name, raw["choices"], where), when=when)
+        dim = _parse_range(name, raw, where, known[name].kind)
+        return Dimension(name, low=dim.low, high=dim.high, log=dim.log, step=dim.step, when=when)
     return Dimension(name, value=_typed(name, raw, where))
 
 
-def _parse_range(name: str, raw: dict[str, Any], where: str, kind: Kind) -> Dimension:
+def _choices(name: str, raw: list[Any], where: str) -> tuple[Any, ...]:
+    if not raw:
+        raise SpecError(f"`{where}` is an empty list of choices; give at least one value")
+    choices = tuple(_typed(name, v, f"{where}[{i}]") for i, v in enumerate(raw))
+    if len(set(choices)) != len(choices):
+        raise SpecError(f"`{where}` lists a choice twice: {raw!r}")
+    return choices
+
+
+def _parse_when(raw: Any, where: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``when = {DIMENSION = [values]}`` as sorted pairs; checked against the space later."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not raw:
+        raise SpecError(
+            f"`{where}.when` must be a table of dimension = [values], e.g. "
+            f"{{lora_rank = [8, 16]}}, got {raw!r}"
+        )
+    out = []
+    for other, values in raw.items():
+        listed = values if isinstance(values, list) else [values]
+        if not listed:
+            raise SpecError(f"`{where}.when.{other}` is an empty list; give the values it needs")
+        out.append((str(other), tuple(listed)))
+    return tuple(sorted(out))
+
+
+def _parse_range(name: str, raw: dict[str, Any], where: str, kind: str) -> Dimension:
     if kind == "str":
         raise SpecError(f"`{where}` cannot be a range; give a value or a list of choices")
     unknown = set(raw) - {"low", "high", "log", "step"}
     if unknown:
         raise SpecError(
-            f"unknown key `{where}.{sorted(unknown)[0]}`; a range has low, high, log, step"
+            f"unknown key `{where}.{sorted(unknown)[0]}`; a range has low, high, log, step, when"
         )
     for key in ("low", "high"):
         if key not in raw:
@@ -224,14 +269,19 @@ def _parse_range(name: str, raw: dict[str, Any], where: str, kind: Kind) -> Dime
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """All dimensions of a study, each parsed and validated."""
+    """All dimensions of a study, each parsed and validated, and the conditions between them."""
 
     dimensions: dict[str, Dimension] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SearchSpace:
-        merged = {**DEFAULTS, **raw}
-        return cls({name: parse_dimension(name, value) for name, value in merged.items()})
+        merged = {**defaults(), **raw}
+        space = cls({name: parse_dimension(name, value) for name, value in merged.items()})
+        space.order()  # refuses unknown and circular conditions
+        for strategy in REGISTRY:
+            strategy.check(space)
+        check_depths(space)
+        return space
 
     def to_dict(self) -> dict[str, Any]:
         return {name: dim.to_toml() for name, dim in self.dimensions.items()}
@@ -239,9 +289,118 @@ class SearchSpace:
     def __getitem__(self, name: str) -> Dimension:
         return self.dimensions[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.dimensions
 
-FIRST_TRIAL_ATTR = "first_trial"  # on a study's first trials: RECIPE or GIVEN
-RECIPE, GIVEN = "trainer recipe", "study file"
+    def conditions(self) -> dict[str, list[Condition]]:
+        """Per dimension, every condition it is sampled under: written ones and implied ones."""
+        out: dict[str, list[Condition]] = {name: [] for name in self.dimensions}
+        for name, dim in self.dimensions.items():
+            for other, values in dim.when:
+                text = f"{other} in {list(values)}"
+                out[name].append(Condition(name, other, _member(values), text))
+        for strategy in REGISTRY:
+            for cond in strategy.conditions(self):
+                if cond.dim in out and cond.on in self.dimensions:
+                    out[cond.dim].append(cond)
+        return out
+
+    @property
+    def conditional(self) -> bool:
+        """Whether any dimension is sampled only under a condition (TPE then groups them)."""
+        return any(self.conditions().values())
+
+    def order(self) -> list[str]:
+        """Dimension names, each after the ones its conditions read; raises SpecError for a
+        condition on a dimension outside the space, on a value it cannot take, or in a cycle."""
+        conditions = self.conditions()
+        for name, dim in self.dimensions.items():
+            for other, values in dim.when:
+                where = f"space.{name}.when.{other}"
+                if other not in self.dimensions:
+                    raise SpecError(
+                        f"`{where}`: {other!r} is not a dimension of the space; "
+                        f"name one of: {', '.join(self.dimensions)}"
+                    )
+                bad = [v for v in values if not self.dimensions[other].contains(v)]
+                if bad:
+                    raise SpecError(
+                        f"`{where}` lists {bad[0]!r}, which space.{other} "
+                        f"({self.dimensions[other].describe()}) never takes"
+                    )
+        rules = dimensions()
+        done: list[str] = []
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            if name in visiting:
+                cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+                raise SpecError(f"`space.{name}.when` forms a cycle: {cycle}; break it")
+            visiting.append(name)
+            before = [cond.on for cond in conditions[name]]
+            if rules[name].depth:  # layer counts are clipped to the model's and the kept depth
+                before += [n for n in ("model", "num_layers") if n in self.dimensions]
+            for other in before:
+                if other != name:
+                    visit(other)
+            visiting.pop()
+            done.append(name)
+
+        for name in self.dimensions:
+            visit(name)
+        return done
+
+    def active(self, name: str, values: Mapping[str, Any]) -> bool:
+        """Whether ``name`` is sampled, given the values of the dimensions before it."""
+        return all(
+            cond.on in values and cond.holds(values[cond.on]) for cond in self.conditions()[name]
+        )
+
+
+def _member(values: tuple[Any, ...]) -> Any:
+    return lambda v: v in values
+
+
+def check_depths(space: SearchSpace, model_depth: int | None = None, model: str = "") -> None:
+    """The layer dimensions fit in the depth: kept layers (``num_layers``, else the model's
+    depth) hold at least the fewest frozen plus re-initialised ones, and, for a study of one
+    model, no range goes past its depth (with ``space.model`` ranges are clipped per model)."""
+    dims = dimensions()
+    users = [n for n, d in dims.items() if d.depth and n != "num_layers" and n in space]
+    kept = space.dimensions.get("num_layers")
+    for name in users:
+        dim = space[name]
+        # a range is clipped to the layers left per trial; a choice cannot be, so all must fit
+        low = dim.lowest() if dim.is_range else dim.upper_bound()
+        if kept is not None and low > kept.lowest():
+            raise SpecError(
+                f"`space.{name}` can be {low} but `space.num_layers` can be as low as "
+                f"{kept.lowest()}; lower {name} or raise num_layers"
+            )
+        if model_depth is not None and "model" not in space:
+            low = dim.upper_bound()  # one model: a range past its depth is a mistake
+        if model_depth is not None and low > model_depth:
+            raise SpecError(
+                f"`space.{name}` goes up to {low} but the model{model} has {model_depth} "
+                f"layers; lower it"
+            )
+    if len(users) > 1:
+        total = sum(space[n].lowest() for n in users)
+        floor = kept.lowest() if kept is not None else model_depth
+        if floor is not None and total > floor:
+            names = " plus ".join(f"`space.{n}`" for n in users)
+            raise SpecError(
+                f"{names} is at least {total}, above the {floor} layers kept; lower one of them"
+            )
+    if kept is not None and model_depth is not None and kept.lowest() > model_depth:
+        raise SpecError(
+            f"`space.num_layers` goes down to {kept.lowest()} but the model{model} has only "
+            f"{model_depth} layers; lower it"
+        )
+
+
 # The Hugging Face Trainer's recipe when nothing is tuned (TrainingArguments' defaults: lr 5e-5,
 # no warmup, linear decay), with nothing frozen or augmented: what a user gets without tuning.
 TRAINER_RECIPE: dict[str, Any] = {
@@ -251,6 +410,17 @@ TRAINER_RECIPE: dict[str, Any] = {
     "frozen_layers": 0,
     "augmentation_strength": 0.0,
 }
+
+
+def recipe_point(space: SearchSpace) -> dict[str, Any]:
+    """The Trainer's recipe, plus each other searched dimension at its off value where it has
+    one the space can take: the untuned run."""
+    point = dict(TRAINER_RECIPE)
+    for name, dim in dimensions().items():
+        searched = name in space and not space[name].is_fixed
+        if searched and name not in point and dim.off is not None and space[name].contains(dim.off):
+            point[name] = dim.off
+    return {k: v for k, v in point.items() if k in space}
 
 
 def first_trials(
@@ -265,19 +435,24 @@ def first_trials(
     out: list[tuple[str, dict[str, Any]]] = []
     if recipe:
         for name, value in TRAINER_RECIPE.items():
+            if name not in space:
+                continue
             dim = space[name]
             if not dim.is_fixed and not dim.contains(value):
                 raise SpecError(
                     f"`sampler.start_from_recipe`: the recipe's {name} {value!r} is outside the "
                     f"space: space.{name} is {dim.describe()}; widen the space or drop the option"
                 )
-        out.append((RECIPE, {k: v for k, v in TRAINER_RECIPE.items() if not space[k].is_fixed}))
+        point = {k: v for k, v in recipe_point(space).items() if not space[k].is_fixed}
+        out.append((RECIPE, point))
     for i, raw in enumerate(given or ()):
         point = {}
         for name, value in raw.items():
             where = f"sampler.first_trials[{i}].{name}"
             if name not in space.dimensions:
-                raise SpecError(f"unknown key `{where}`; the space has: {', '.join(RULES)}")
+                raise SpecError(
+                    f"unknown key `{where}`; the space has: {', '.join(space.dimensions)}"
+                )
             value = _typed(name, value, where)
             dim = space[name]
             if not dim.contains(value):
@@ -291,30 +466,81 @@ def first_trials(
     return out
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    """The values one trial trains with."""
+class Hyperparameters(Mapping[str, Any]):
+    """The values one trial trains with: each sampled dimension, and every other dimension of
+    every strategy at its off value (None where that is the model's own)."""
 
-    learning_rate: float
-    warmup_ratio: float
-    lr_schedule: str
-    frozen_layers: int
-    augmentation_strength: float
-    batch_size: int
-    weight_decay: float
-    seed: int
+    def __init__(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        given = {**(values or {}), **kwargs}
+        known = dimensions()
+        unknown = set(given) - set(known)
+        if unknown:
+            raise KeyError(f"unknown hyperparameter {sorted(unknown)[0]!r}")
+        self._values = {name: given.get(name, d.off) for name, d in known.items()}
+        self.sampled = tuple(n for n in known if n in given)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Hyperparameters):
+            return self._values == other._values
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={self._values[k]!r}" for k in self.sampled)
+        return f"Hyperparameters({shown})"
+
+    def replace(self, **changes: Any) -> Hyperparameters:
+        return Hyperparameters({**{k: self._values[k] for k in self.sampled}, **changes})
 
 
-def sample(space: SearchSpace, trial: optuna.trial.BaseTrial) -> Hyperparameters:
-    """Sample every dimension from the trial (works with ``optuna.trial.FixedTrial`` in tests)."""
-    values = {name: dim.suggest(trial) for name, dim in space.dimensions.items()}
-    return Hyperparameters(
-        learning_rate=float(values["learning_rate"]),
-        warmup_ratio=float(values["warmup_ratio"]),
-        lr_schedule=str(values["lr_schedule"]),
-        frozen_layers=int(values["frozen_layers"]),
-        augmentation_strength=float(values["augmentation_strength"]),
-        batch_size=int(values["batch_size"]),
-        weight_decay=float(values["weight_decay"]),
-        seed=int(values["seed"]),
-    )
+def sample(
+    space: SearchSpace, trial: optuna.trial.BaseTrial, depth: int | Mapping[str, int] | None = None
+) -> Hyperparameters:
+    """Sample every active dimension from the trial (``optuna.trial.FixedTrial`` works too).
+
+    ``depth``, the model's number of layers (or one per model for ``space.model``), clips the
+    layer dimensions: ``num_layers`` to the depth, the others to the layers kept less the ones
+    already used (frozen plus re-initialised never exceed the kept layers)."""
+    rules = dimensions()
+    values: dict[str, Any] = {}
+    for name in space.order():
+        if not space.active(name, values):
+            continue
+        at_most = None
+        if rules[name].depth and depth is not None:
+            model_depth = (
+                depth
+                if isinstance(depth, int)
+                else depth.get(str(values.get("model", "")), min(depth.values()))
+            )
+            kept = int(values.get("num_layers") or model_depth)
+            if name == "num_layers":
+                at_most = model_depth
+            else:
+                used = sum(
+                    int(values.get(n) or 0)
+                    for n, d in rules.items()
+                    if d.depth and n not in ("num_layers", name)
+                )
+                at_most = kept - used
+        value = space[name].suggest(trial, at_most)
+        kind = rules[name].kind
+        values[name] = float(value) if kind == "float" else int(value) if kind == "int" else value
+    return Hyperparameters(values)

@@ -17,15 +17,18 @@ from typing import Any, Literal, Union
 
 from hpo.errors import SpecError
 from hpo.space import SearchSpace, first_trials
+from hpo.tasks import DEFAULT_TASK, get_task
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
-METRICS = ("accuracy", "macro_f1", "f1", "eval_loss")
+METRICS = ("accuracy", "macro_f1", "f1", "eval_loss")  # sequence classification's
+AUGMENT_OPS = ("substitute", "delete", "swap", "insert", "reorder")
 
 
 @dataclass(frozen=True)
 class StudySection:
     name: str  # the study's name in the database; reruns with the same name resume it
-    metric: Literal["accuracy", "macro_f1", "f1", "eval_loss"] = "accuracy"  # f1: binary only
+    task: str = DEFAULT_TASK  # what is learned: hpo.tasks.TASKS
+    metric: str = ""  # one of the task's metrics ("": the task's first); f1: binary only
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
     objective: Literal["last", "best"] = "last"  # trial value: the last evaluation, or the best
     n_trials: int = 20  # study-wide: all workers together run this many trials
@@ -36,7 +39,15 @@ class StudySection:
             raise SpecError(
                 f"`study.name` must be letters, digits, '_', '.', '-' (1-128), got {self.name!r}"
             )
-        natural = "minimize" if self.metric == "eval_loss" else "maximize"
+        task = get_task(self.task)
+        if not self.metric:
+            object.__setattr__(self, "metric", task.metrics[0])
+        if self.metric not in task.metrics:
+            raise SpecError(
+                f"`study.metric` must be one of {', '.join(task.metrics)} for task "
+                f"{self.task!r}, got {self.metric!r}"
+            )
+        natural = "minimize" if self.metric in task.minimized else "maximize"
         if self.direction is not None and self.direction != natural:
             raise SpecError(
                 f"`study.direction` {self.direction!r} contradicts metric {self.metric!r}, "
@@ -50,7 +61,7 @@ class StudySection:
     def proportion(self) -> bool:
         """Whether the metric is a share of validation rows (a score, not the loss), with a
         standard error the pruners can read as noise."""
-        return self.metric != "eval_loss"
+        return self.metric in get_task(self.task).proportions
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,32 @@ class TrainSection:
 
 
 @dataclass(frozen=True)
+class AugmentSection:
+    """Which operations ``augmentation_strength`` drives, and how many augmented copies."""
+
+    # weight of each operation: 1 is the rate the strength gives, 0 turns it off (hpo/augment.py)
+    ops: dict[str, float] = field(
+        default_factory=lambda: {"substitute": 1, "delete": 1, "swap": 1, "insert": 0, "reorder": 1}
+    )
+    copies: int = 0  # augmented copies of each training row per epoch; 0: augment rows in place
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.ops if k not in AUGMENT_OPS]
+        if unknown:
+            raise SpecError(
+                f"unknown key `augment.ops.{unknown[0]}`; operations: {', '.join(AUGMENT_OPS)}"
+            )
+        for op, weight in self.ops.items():
+            ok = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            if not ok or not math.isfinite(weight) or not 0 <= weight <= 3:
+                raise SpecError(f"`augment.ops.{op}` must be a number from 0 to 3, got {weight!r}")
+        object.__setattr__(self, "ops", {op: float(self.ops.get(op, 0.0)) for op in AUGMENT_OPS})
+        _at_least("augment.copies", self.copies, 0)
+        if self.copies > 100:
+            raise SpecError(f"`augment.copies` must be at most 100, got {self.copies!r}")
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A whole study: everything needed to run it, from the database alone."""
 
@@ -201,6 +238,7 @@ class StudySpec:
     pruner: PrunerSection = field(default_factory=PrunerSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
     space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
 
     def __post_init__(self) -> None:
@@ -247,8 +285,9 @@ class StudySpec:
     @property
     def direction(self) -> str:
         """The study's direction: as written, else the metric's own (loss down, scores up)."""
+        task = get_task(self.study.task)
         return self.study.direction or (
-            "minimize" if self.study.metric == "eval_loss" else "maximize"
+            "minimize" if self.study.metric in task.minimized else "maximize"
         )
 
     def replace(self, section: str, **changes: Any) -> StudySpec:
@@ -265,6 +304,7 @@ _SECTION_TYPES: dict[str, type] = {
     "model": ModelSection,
     "data": DataSection,
     "train": TrainSection,
+    "augment": AugmentSection,
 }
 
 
@@ -289,6 +329,10 @@ def _build_section(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
         raise SpecError(f"[{section}] needs `{missing[0]}`" if missing else str(exc)) from None
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_type(where: str, value: Any, hint: Any) -> Any:
     """Check a TOML value against a field's annotation; ints are accepted where floats are."""
     origin = typing.get_origin(hint)
@@ -311,8 +355,11 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
             )
         return [dict(v) for v in value]
     if origin is dict:
-        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
-            raise SpecError(f"`{where}` must be a table of strings, got {value!r}")
+        kind = args[1] if len(args) == 2 else str
+        ok = (lambda v: isinstance(v, str)) if kind is str else _is_number
+        if not isinstance(value, Mapping) or not all(ok(v) for v in value.values()):
+            word = "strings" if kind is str else "numbers"
+            raise SpecError(f"`{where}` must be a table of {word}, got {value!r}")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):

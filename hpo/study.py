@@ -12,17 +12,17 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from hpo import keys
 from hpo.errors import DependencyError, SpecError, StorageError
-from hpo.space import FIRST_TRIAL_ATTR
 from hpo.spec import StudySpec
 from hpo.workers import ensure_budget
 
 if TYPE_CHECKING:
     import optuna
 
-SPEC_ATTR = "hpo_spec"
-FILE_ATTR = "hpo_study_file"
-BASELINE_ATTR = "hpo_baseline"
+SPEC_ATTR = keys.SPEC
+FILE_ATTR = keys.STUDY_FILE
+BASELINE_ATTR = keys.BASELINE
 # Keys that may change between runs of one study without making it a different study.
 _BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout")}
 
@@ -43,6 +43,9 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
             seed=s.seed,
             n_startup_trials=s.n_startup_trials,
             multivariate=s.multivariate,
+            # conditional dimensions (`when`, LoRA's) are modelled per group of trials that
+            # sampled the same dimensions; Optuna's group decomposition needs multivariate
+            group=s.multivariate and spec.space.conditional,
             constant_liar=s.constant_liar,
         )
     if s.name == "random":
@@ -190,7 +193,7 @@ def create_or_resume(
         study.set_user_attr(key, value)
     for origin, params in spec.first_trials()[: spec.study.n_trials]:
         # claimed before the empty slots; the report compares the best with the recipe
-        study.enqueue_trial(params, user_attrs={FIRST_TRIAL_ATTR: origin}, skip_if_exists=False)
+        study.enqueue_trial(params, user_attrs={keys.FIRST_TRIAL: origin}, skip_if_exists=False)
     ensure_budget(study, spec.study.n_trials)
     return study, False
 

@@ -55,12 +55,23 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             if isinstance(name, str):
                 files[split] = str((base / Path(name).expanduser()).resolve())
     model = raw.get("model")
-    name = model.get("name") if isinstance(model, dict) else None
-    if isinstance(model, dict) and isinstance(name, str) and not name.startswith("bundled:"):
-        local = base / Path(name).expanduser()
-        if name.startswith((".", "~", "/")) or local.is_dir():
-            model["name"] = str(local.resolve())
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        model["name"] = _model_path(model["name"], base)
+    space = raw.get("space")
+    choice = space.get("model") if isinstance(space, dict) else None
+    if isinstance(space, dict) and isinstance(choice, list):
+        space["model"] = [_model_path(m, base) if isinstance(m, str) else m for m in choice]
     return raw
+
+
+def _model_path(name: str, base: Path) -> str:
+    """A model folder relative to the study file, made absolute; hub ids stay as they are."""
+    if name.startswith("bundled:"):
+        return name
+    local = base / Path(name).expanduser()
+    if name.startswith((".", "~", "/")) or local.is_dir():
+        return str(local.resolve())
+    return name
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:

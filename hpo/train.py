@@ -11,17 +11,22 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.data import Encoded, collate, eval_batches, train_batches
+from hpo.data import Encoded, eval_batches, train_batches
 from hpo.errors import OutOfMemory, TrialFailure
 from hpo.model import parameter_groups
+from hpo.tasks.classification import classification_metrics, constant_score
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
+
+    from hpo.tasks.base import Task
+
+__all__ = ["classification_metrics", "constant_score"]  # moved to hpo.tasks.classification
 
 Batch = dict[str, "torch.Tensor"]
 OnEval = Callable[[int, dict[str, float]], bool]
@@ -84,6 +89,9 @@ class TrainPlan:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 128
     group_by_length: bool = True
+    loss_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. label_smoothing
+    # strategies' hooks (model, AdamW groups) -> groups, e.g. layer-wise learning rates
+    group_hooks: tuple[Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]], ...] = ()
 
     @property
     def warmup_steps(self) -> int:
@@ -113,67 +121,55 @@ class TrainResult:
         return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def classification_metrics(
-    preds: Sequence[int], labels: Sequence[int], num_labels: int
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and (two classes only) F1 of class 1, from predicted and true labels."""
-    n = len(labels)
-    tp = [0] * num_labels
-    fp = [0] * num_labels
-    fn = [0] * num_labels
-    for p, y in zip(preds, labels, strict=True):
-        if p == y:
-            tp[y] += 1
-        else:
-            fp[p] += 1
-            fn[y] += 1
+def _default_task(task: Task | None) -> Task:
+    if task is not None:
+        return task
+    from hpo.tasks import TASKS
 
-    def f1(c: int) -> float:
-        denom = 2 * tp[c] + fp[c] + fn[c]
-        return 2 * tp[c] / denom if denom else 0.0
-
-    out = {"accuracy": sum(tp) / n if n else 0.0}
-    out["macro_f1"] = sum(f1(c) for c in range(num_labels)) / num_labels
-    if num_labels == 2:
-        out["f1"] = f1(1)
-    return out
-
-
-def constant_score(labels: Sequence[int], num_labels: int, metric: str) -> float:
-    """The best ``metric`` a model that gives every row the same answer scores on ``labels``:
-    what a classifier that has learned nothing yet can already reach."""
-    return max(
-        classification_metrics([c] * len(labels), labels, num_labels)[metric]
-        for c in range(num_labels)
-    )
+    return TASKS["sequence_classification"]
 
 
 def evaluate(
-    model: PreTrainedModel, data: Encoded, device: Device, batch_size: int, pad_id: int
+    model: PreTrainedModel,
+    data: Encoded,
+    device: Device,
+    batch_size: int,
+    pad_id: int,
+    task: Task | None = None,
 ) -> dict[str, float]:
-    """Metrics and mean cross-entropy on a split: no-grad, large batches sorted by length."""
+    """The task's metrics and mean loss on a split: no-grad, large batches sorted by length."""
     import torch
 
+    task = _default_task(task)
     was_training = model.training
     model.eval()
-    preds: list[int] = []
-    labels: list[int] = []
+    preds: list[Any] = []
+    labels: list[Any] = []
     loss_sum = 0.0
+    units = 0
     lengths = [len(x) for x in data.input_ids]
     with torch.inference_mode(), _autocast(device):
         for indices in eval_batches(lengths, batch_size):
-            batch = _to(collate(data, indices, pad_id), device)
-            out = model(**batch)
-            logits = out.logits.float()
-            loss_sum += torch.nn.functional.cross_entropy(
-                logits, batch["labels"], reduction="sum"
-            ).item()
-            preds += logits.argmax(-1).tolist()
-            labels += batch["labels"].tolist()
+            batch = _to(task.collate(data, indices, pad_id), device)
+            logits = model(**_inputs(batch)).logits.float()
+            loss_sum += task.loss(logits, batch["labels"], reduction="sum").item()
+            p, y = task.predictions(logits, batch["labels"])
+            preds += p
+            labels += y
+            units += _units(batch["labels"])
     model.train(was_training)
-    metrics = classification_metrics(preds, labels, int(model.config.num_labels or 0))
-    metrics["eval_loss"] = loss_sum / max(1, len(labels))
+    metrics = task.score(preds, labels, int(model.config.num_labels or 0))
+    metrics["eval_loss"] = loss_sum / max(1, units)
     return metrics
+
+
+def _inputs(batch: Batch) -> Batch:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def _units(labels: torch.Tensor) -> int:
+    """Scored units of a batch: rows, or labelled tokens where labels have a token axis."""
+    return int((labels != -100).sum().item()) if labels.ndim > 1 else int(labels.shape[0])
 
 
 def make_optimizer(model: PreTrainedModel, plan: TrainPlan) -> tuple[Any, Any]:
@@ -182,6 +178,10 @@ def make_optimizer(model: PreTrainedModel, plan: TrainPlan) -> tuple[Any, Any]:
     from transformers import get_scheduler
 
     groups = parameter_groups(model, plan.weight_decay)
+    for hook in plan.group_hooks:
+        groups = hook(model, groups)
+    for group in groups:
+        group["lr"] = plan.learning_rate * group.pop("lr_scale", 1.0)
     try:
         # One fused kernel over all tensors. torch's default on the CPU is a Python loop over
         # them, which took a quarter of a MiniLM training step there (BENCHMARKS.md).
@@ -208,6 +208,7 @@ def train(
     make_batch: Callable[[list[int]], Batch] | None = None,
     on_eval: OnEval | None = None,
     on_step: Callable[[int], None] | None = None,
+    task: Task | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` for ``plan.max_steps`` optimizer steps, evaluating every k steps.
 
@@ -216,6 +217,7 @@ def train(
     """
     import torch
 
+    task = _default_task(task)
     torch.manual_seed(plan.seed)
     model.to(device.torch)  # type: ignore[arg-type]
     model.train()
@@ -224,7 +226,7 @@ def train(
     optimizer, scheduler = make_optimizer(model, plan)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]  # for clipping
     scaler = torch.amp.GradScaler("cuda") if device.autocast == "fp16" else None
-    make_batch = make_batch or (lambda idx: collate(train_data, idx, pad_id))
+    make_batch = make_batch or (lambda idx: task.collate(train_data, idx, pad_id))
     lengths = [len(x) for x in train_data.input_ids]
     batches = train_batches(lengths, plan.batch_size, plan.seed, plan.group_by_length)
 
@@ -234,7 +236,9 @@ def train(
     start = time.perf_counter()
     for step in range(1, plan.max_steps + 1):
         try:
-            loss = _step(model, optimizer, trainable, scaler, batches, make_batch, plan, device)
+            loss, rows = _step(
+                model, optimizer, trainable, scaler, batches, make_batch, plan, device, task
+            )
         except (torch.OutOfMemoryError, MemoryError):
             raise OutOfMemory(
                 f"out of memory at step {step} with batch size {plan.batch_size}; "
@@ -247,12 +251,12 @@ def train(
             )
         scheduler.step()
         result.steps = step
-        result.train_samples += plan.batch_size * plan.gradient_accumulation
+        result.train_samples += rows  # the real rows: an epoch's last batch may be short
         if on_step is not None:
             on_step(step)
         if step % plan.eval_every == 0 or step == plan.max_steps:
             t0 = time.perf_counter()
-            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id)
+            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id, task)
             result.eval_seconds += time.perf_counter() - t0
             result.history.append((step, last))
             if best is None or _better(last[plan.metric], best[plan.metric], plan):
@@ -275,19 +279,23 @@ def _step(
     make_batch: Callable[[list[int]], Batch],
     plan: TrainPlan,
     device: Device,
-) -> float:
-    """One optimizer step over ``gradient_accumulation`` micro-batches; returns the mean loss."""
+    task: Task,
+) -> tuple[float, int]:
+    """One optimizer step over ``gradient_accumulation`` micro-batches; returns the mean loss
+    and the rows it trained on."""
     import torch
 
     total = 0.0
+    rows = 0
     for _ in range(plan.gradient_accumulation):
         batch = _to(make_batch(next(batches)), device)
         with _autocast(device):
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+            logits = model(**_inputs(batch)).logits
+        loss = task.loss(logits, batch["labels"], **plan.loss_options)
         loss = loss / plan.gradient_accumulation
         (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.item()
+        rows += int(batch["labels"].shape[0])
     if scaler is not None:
         scaler.unscale_(optimizer)
     if plan.max_grad_norm > 0:
@@ -298,7 +306,7 @@ def _step(
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return total, rows
 
 
 def _better(value: float, incumbent: float, plan: TrainPlan) -> bool:

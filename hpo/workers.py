@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from hpo import keys
 from hpo.errors import TrialFailure
 
 if TYPE_CHECKING:
     import optuna
 
-DEADLINE_ATTR = "hpo_deadline"  # epoch seconds after which no worker starts a trial
-INTERRUPTED_ATTR = "interrupted"  # on a trial stopped by Ctrl-C or SIGTERM
+DEADLINE_ATTR = keys.DEADLINE
+INTERRUPTED_ATTR = keys.INTERRUPTED
 
 OnFinished = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -187,8 +188,8 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], flo
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     from optuna.trial import TrialState
 
-    if "fail_reason" not in trial.user_attrs:
-        trial.set_user_attr("fail_reason", reason)
+    if keys.FAIL_REASON not in trial.user_attrs:
+        trial.set_user_attr(keys.FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL)
 
 

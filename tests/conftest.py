@@ -54,13 +54,11 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide BERT encoder with its tokenizer, saved without a classification head."""
+def save_tiny_bert(folder: Path, layers: int = 2) -> Path:
+    """A ``layers``-deep, 32-wide BERT encoder with its tokenizer, saved without a head."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     (folder / "vocab.txt").write_text("\n".join(SPECIALS + POSITIVE + NEGATIVE + FILLER) + "\n")
     tokenizer = BertTokenizerFast.from_pretrained(folder)  # reads vocab.txt (any version)
     tokenizer.save_pretrained(folder)
@@ -68,13 +66,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = BertConfig(
         vocab_size=len(SPECIALS + POSITIVE + NEGATIVE + FILLER),
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT encoder with its tokenizer, saved without a classification head."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), 2)
+
+
+@pytest.fixture(scope="session")
+def deep_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny BERT with 4 layers, for the strategies that act on layers."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-4"), 4)
 
 
 @pytest.fixture(scope="session")

@@ -195,3 +195,42 @@ def test_invalid_strength_raises(strength: float) -> None:
     with pytest.raises(ValueError, match="`strength`") as info:
         Augmenter(strength, _VOCAB, seed=0)
     assert repr(strength) in str(info.value)
+
+
+def test_ops_weights_turn_operations_off_and_on() -> None:
+    vocab = ("zebra", "quokka", "narwhal")
+    text = "one two three four five six seven eight nine ten"
+    # insertion alone: every original word stays, in order, and vocabulary words are added
+    grow = Augmenter(
+        0.9, vocab, 0, {"substitute": 0, "delete": 0, "swap": 0, "insert": 1, "reorder": 0}
+    )
+    for _ in range(20):
+        out = grow(text).split()
+        assert [w for w in out if w not in vocab] == text.split()
+    assert any(len(grow(text).split()) > 10 for _ in range(20))
+    # deletion alone never adds or reorders a word
+    cut = Augmenter(
+        0.9, vocab, 0, {"substitute": 0, "delete": 1, "swap": 0, "insert": 0, "reorder": 0}
+    )
+    outs = [cut(text).split() for _ in range(20)]
+    assert all(o == [w for w in text.split() if w in o] for o in outs)
+    assert any(len(o) < 10 for o in outs)
+    # every weight at 0: nothing changes, whatever the strength
+    still = Augmenter(
+        1.0, vocab, 0, dict.fromkeys(("substitute", "delete", "swap", "insert", "reorder"), 0)
+    )
+    assert still(text) == text
+
+
+def test_default_ops_draw_exactly_as_before_ops_existed() -> None:
+    """Studies stored before `[augment]` augment the same way: weights 1 and insertion off."""
+    vocab = build_vocabulary(["alpha beta gamma delta", "epsilon zeta eta theta"])
+    texts = ["The film was good. I liked it a lot!", "bad, boring; too long: skip it"] * 5
+    assert Augmenter(0.4, vocab, 7).batch(texts) == Augmenter(
+        0.4, vocab, 7, {"substitute": 1, "delete": 1, "swap": 1, "insert": 0, "reorder": 1}
+    ).batch(texts)
+
+
+def test_unknown_op_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation operation 'shout'"):
+        Augmenter(0.2, (), 0, {"shout": 1})

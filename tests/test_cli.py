@@ -164,3 +164,19 @@ def test_an_unreachable_database_is_one_line(runner, study_file) -> None:
     assert (
         out.exit_code == 1 and "cannot open storage" in out.output and "Traceback" not in out.output
     )
+
+
+def test_augment_shows_texts_unchanged_at_zero_and_perturbed_above(runner, study_file) -> None:
+    same = runner.invoke(cli, ["augment", str(study_file), "--strength", "0", "-n", "4"])
+    assert same.exit_code == 0, same.output
+    rows = [line for line in same.output.splitlines() if line.startswith("│")]
+    cells = [[c.strip() for c in row.strip("│").split("│")] for row in rows]
+    assert len(cells) >= 4 and all(c[1] == c[2] for c in cells)
+    moved = runner.invoke(cli, ["augment", str(study_file), "--strength", "1", "-n", "4"])
+    assert moved.exit_code == 0, moved.output
+    rows = [line for line in moved.output.splitlines() if line.startswith("│")]
+    cells = [[c.strip() for c in row.strip("│").split("│")] for row in rows]
+    assert any(c[1] != c[2] for c in cells)
+    bad = runner.invoke(cli, ["augment", str(study_file), "--set", "augment.ops={shout=1}"])
+    assert bad.exit_code == 1 and "unknown key `augment.ops.shout`" in bad.output
+    assert "Traceback" not in bad.output

@@ -325,7 +325,7 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 
 
 FULL = {
-    "study": {"name": "full.1", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5},
+    "study": {"name": "full.1", "task": "sequence_classification", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5},
     "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
     "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 10, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
     "model": {"name": "org/model", "revision": "main"},
@@ -345,7 +345,19 @@ FULL = {
         "batch_size": [8, 32],
         "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
         "seed": {"low": 0, "high": 9},
+        "num_layers": {"low": 4, "high": 6},
+        "head_hidden_units": [0, 256],
+        "classifier_dropout": 0.2,
+        "layer_lr_decay": {"low": 0.8, "high": 1.0},
+        "reinit_layers": [0, 1],
+        "lora_rank": [0, 8],
+        "lora_alpha": {"low": 4.0, "high": 64.0, "log": True, "when": {"lora_rank": [8]}},
+        "lora_dropout": {"choices": [0.0, 0.1], "when": {"lora_rank": [8]}},
+        "label_smoothing": 0.1,
+        "max_grad_norm": [0.5, 1.0],
+        "model": ["org/model", "org/other"],
     },
+    "augment": {"ops": {"substitute": 2.0, "delete": 0.0, "swap": 1.0, "insert": 0.5, "reorder": 1.0}, "copies": 2},
 }  # fmt: skip
 
 

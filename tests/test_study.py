@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,8 @@ def test_trials_store_params_attributes_and_the_spec(
         attrs = t.user_attrs
         assert attrs["device"] == "cpu"
         assert attrs["steps"] == attrs["max_steps"] == 30
-        assert attrs["train_samples"] == 30 * 16
+        # real rows: a short last batch of an epoch counts its rows, not a full batch
+        assert 29 * 16 < attrs["train_samples"] <= 30 * 16
         assert attrs["samples_per_second"] > 0
         assert attrs["wall_seconds"] >= attrs["train_seconds"] > 0
         assert attrs["peak_memory_mb"] > 0
@@ -192,6 +192,35 @@ def test_a_study_stored_before_a_key_existed_resumes(tiny_model_dir, sentiment_c
         create_or_resume(spec.replace("sampler", n_startup_trials=2), open_storage(storage_url))
 
 
+def test_a_study_stored_before_strategies_and_tasks_resumes_and_reports(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    """A database written by the eight-dimension, one-task version: its spec lacks `task` and
+    `[augment]`, its trials hold exactly the eight parameters; it resumes, samples the same
+    names, and its report and `hpo best` read the old trials."""
+    from hpo.best import hyperparameters
+    from hpo.report import summarize
+
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 1})
+    study = run(spec, storage_url)
+    older = spec.to_dict()
+    del older["study"]["task"], older["augment"]  # as the earlier version stored it
+    study.set_user_attr("hpo_spec", older)
+    study, resumed = create_or_resume(spec.replace("study", n_trials=2), open_storage(storage_url))
+    work(study, Objective(spec), 2)
+    first, second = study.get_trials()
+    assert resumed and first.params.keys() == second.params.keys()
+    assert set(first.params) == {
+        "learning_rate", "warmup_ratio", "lr_schedule", "frozen_layers",
+        "augmentation_strength", "batch_size", "weight_decay", "seed",
+    }  # fmt: skip
+    summary = summarize("tiny", "accuracy", "maximize", study.get_trials())
+    assert summary.best_number in (0, 1)
+    hp = hyperparameters(first.params, seed=3)
+    assert hp["learning_rate"] == first.params["learning_rate"] and hp["seed"] == 3
+    assert hp["num_layers"] is None and hp["lora_rank"] == 0  # new strategies stay off
+
+
 def test_frozen_range_beyond_the_model_is_refused_before_any_trial(
     tiny_model_dir, sentiment_csv
 ) -> None:
@@ -215,9 +244,9 @@ def test_augmentation_perturbs_training_batches_only(tiny_model_dir, sentiment_c
     spec = make_spec(tiny_model_dir, sentiment_csv)
     objective = Objective(spec)
     prep = objective.prepare()
-    hp = Hyperparameters(1e-3, 0.1, "linear", 0, 0.0, 16, 0.0, 0)
+    hp = Hyperparameters(learning_rate=1e-3, augmentation_strength=0.0, batch_size=16, seed=0)
     assert objective.batch_maker(prep, hp) is None  # strength 0: the cached tokens are used
-    make_batch = objective.batch_maker(prep, dataclasses.replace(hp, augmentation_strength=0.5))
+    make_batch = objective.batch_maker(prep, hp.replace(augmentation_strength=0.5))
     indices = list(range(32))
     augmented = make_batch(indices)
     plain = collate(prep.train, indices, prep.tokenizer.pad_token_id)
@@ -226,6 +255,34 @@ def test_augmentation_perturbs_training_batches_only(tiny_model_dir, sentiment_c
     assert sum(a != p for a, p in zip(rows(augmented), rows(plain), strict=True)) > 8
     # validation is tokenized once from the untouched text, whatever the trial samples
     assert prep.validation.input_ids == Objective(spec).prepare().validation.input_ids
+
+
+def test_augment_copies_add_perturbed_copies_beside_the_originals(
+    tiny_model_dir, sentiment_csv
+) -> None:
+    raw = spec_dict(tiny_model_dir, sentiment_csv, augment={"copies": 2})
+    del raw["train"]["max_steps"]
+    raw["train"]["epochs"] = 1.0
+    objective = Objective(StudySpec.from_dict(raw))
+    prep = objective.prepare()
+    n = len(prep.train)
+    plain, none = objective.training_rows(prep, Hyperparameters(augmentation_strength=0.0))
+    assert len(plain) == n and none is None  # nothing to copy at strength 0
+    hp = Hyperparameters(augmentation_strength=0.8, seed=1)
+    rows, make_batch = objective.training_rows(prep, hp)
+    assert len(rows) == 3 * n and rows.label[2 * n + 5] == prep.train.label[5]
+    # epochs count the copies: one epoch is three passes' worth of steps
+    assert objective.plan(hp, n).max_steps == -(-n // 16)
+    assert objective.plan(hp, len(rows)).max_steps == -(-3 * n // 16)
+    originals = make_batch(list(range(8)))
+    assert (
+        originals["input_ids"].tolist()
+        == collate(prep.train, list(range(8)), 0)["input_ids"].tolist()
+    )
+    copies = make_batch([2 * n + i for i in range(8)])
+    assert copies["labels"].tolist() == originals["labels"].tolist()
+    ids = lambda b: [[t for t in row if t != 0] for row in b["input_ids"].tolist()]  # noqa: E731
+    assert sum(a != b for a, b in zip(ids(copies), ids(originals), strict=True)) >= 4
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "gp", "cmaes", "qmc"])

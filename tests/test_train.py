@@ -123,7 +123,8 @@ def test_training_learns_the_task_and_reports_every_k_steps(setup) -> None:
     )
     assert seen == [10, 20, 30, 40, 50, 60]
     assert result.steps == 60 and not result.stopped_early
-    assert result.train_samples == 60 * 16
+    full_epochs = 60 * 16 // len(tr)  # each epoch's short last batch counts its real rows
+    assert 60 * 16 - (full_epochs + 1) * 16 < result.train_samples <= 60 * 16
     assert result.metrics["accuracy"] > max(0.9, before + 0.3)
     assert result.samples_per_second > 0 and result.train_seconds > 0 and result.eval_seconds > 0
     assert [s for s, _ in result.history] == seen
@@ -171,10 +172,19 @@ def test_nan_loss_fails_the_trial_with_a_reason(setup) -> None:
 
 def test_gradient_accumulation_counts_samples(setup) -> None:
     pretrained, tr, va, pad = setup
+    rows = Encoded(tr.input_ids[:32], None, tr.label[:32])  # whole batches of 16 only
     result = train(
-        pretrained.fresh(0), tr, va, plan(max_steps=5, gradient_accumulation=2), CPU, pad_id=pad
+        pretrained.fresh(0), rows, va, plan(max_steps=5, gradient_accumulation=2), CPU, pad_id=pad
     )
     assert result.train_samples == 5 * 16 * 2
+
+
+def test_samples_count_the_real_rows_of_a_short_last_batch(setup) -> None:
+    pretrained, tr, va, pad = setup
+    rows = Encoded(tr.input_ids[:20], None, tr.label[:20])
+    # batches of 8 over 20 rows: 8, 8 and a short 4 make one epoch; two epochs are 6 steps
+    result = train(pretrained.fresh(0), rows, va, plan(max_steps=6, batch_size=8), CPU, pad_id=pad)
+    assert result.train_samples == 2 * 20
 
 
 def test_classification_metrics_by_hand() -> None:

@@ -1,0 +1,42 @@
+"""Every name hpo stores on a study or a trial, defined once.
+
+These names are part of the database format: studies stored by earlier versions use them, so a
+name here never changes. Keep this module free of imports so every layer can read it.
+"""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------- study attributes
+SPEC = "hpo_spec"  # the validated spec, as plain data
+STUDY_FILE = "hpo_study_file"  # the study file's text, as written
+BASELINE = "hpo_baseline"  # the constant-answer baseline of the validation split
+BEST = "hpo_best"  # the retraining summary written by `hpo best`
+DEADLINE = "hpo_deadline"  # epoch seconds after which no worker starts a trial
+
+# ----------------------------------------------------------------- trial attributes
+DEVICE = "device"
+WORKER = "worker"
+STEPS = "steps"
+MAX_STEPS = "max_steps"
+TRAIN_SAMPLES = "train_samples"
+SAMPLES_PER_SECOND = "samples_per_second"
+TRAIN_SECONDS = "train_seconds"
+EVAL_SECONDS = "eval_seconds"
+WALL_SECONDS = "wall_seconds"
+SETUP_SECONDS = "setup_seconds"
+PEAK_MEMORY_MB = "peak_memory_mb"
+TRAINABLE_PARAMETERS = "trainable_parameters"
+METRICS = "metrics"  # the final evaluation's metrics
+FAIL_REASON = "fail_reason"
+OOM_RETRY = "oom_retry"  # the first out-of-memory error and the halved batch that followed
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM: gives its budget slot back
+FIRST_TRIAL = "first_trial"  # on a study's first trials: RECIPE or GIVEN
+EVAL_ROWS = "eval_rows"  # units one evaluation scores: the pruners' noise margin
+CONSTANT_SCORE = "constant_score"  # the metric of the best constant answer
+INFEASIBLE = "infeasible"  # why a trial's configuration cannot run (out of memory twice)
+
+# Constraint names (``Trial.set_constraint``); a value above 0 marks the trial infeasible.
+FITS_IN_MEMORY = "fits_in_memory"
+
+# Values of FIRST_TRIAL.
+RECIPE, GIVEN = "trainer recipe", "study file"

@@ -1,0 +1,30 @@
+"""Layer freezing: the embeddings and the lowest k transformer blocks get no gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hpo.strategies.base import Dim, ModelContext, Strategy
+
+
+class Freezing(Strategy):
+    name = "freezing"
+    dims = (
+        Dim(
+            "frozen_layers",
+            "int",
+            lambda v: v >= 0,
+            "must be 0 or more",
+            off=0,
+            default={"low": 0, "high": 3},
+            depth=True,
+            short="frozen",
+        ),
+    )
+
+    def apply(self, model: Any, values: Mapping[str, Any], ctx: ModelContext) -> Any:
+        from hpo.model import freeze_lower_layers
+
+        freeze_lower_layers(model, int(values["frozen_layers"]))
+        return model

@@ -1,0 +1,126 @@
+"""Sequence classification: one label per text or text pair (sentiment, topic, entailment).
+
+Rows are read and split by hpo/data.py; the labels are integers indexing ``label_names``. The
+head is ``AutoModelForSequenceClassification``'s, the loss cross-entropy on [batch, classes]
+logits, and the metrics accuracy, macro-F1 and (two classes) F1 of class 1, each a share of the
+validation rows, so one evaluation's noise is a proportion's standard error over those rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import SpecError
+from hpo.tasks.base import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpo.data import Encoded, Split, TaskData
+    from hpo.spec import DataSection
+
+
+class SequenceClassification(Task):
+    name = "sequence_classification"
+    metrics = ("accuracy", "macro_f1", "f1", "eval_loss")
+    proportions = frozenset({"accuracy", "macro_f1", "f1"})
+
+    def load(self, data: DataSection) -> TaskData:
+        from hpo.data import load_task
+
+        return load_task(data)
+
+    def encode(self, split: Split, tokenizer: Any, max_length: int) -> Encoded:
+        from hpo.data import encode
+
+        return encode(split, tokenizer, max_length)
+
+    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
+        from hpo.data import collate
+
+        return collate(encoded, indices, pad_id)
+
+    def encode_texts(
+        self,
+        tokenizer: Any,
+        split: Split,
+        indices: Sequence[int],
+        texts: list[str],
+        pairs: list[str] | None,
+        max_length: int,
+    ) -> dict[str, Any]:
+        import torch
+
+        batch = tokenizer(
+            texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        out = dict(batch.items())
+        out["labels"] = torch.tensor([split.label[i] for i in indices], dtype=torch.long)
+        return out
+
+    def model_class(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
+        import torch
+
+        reduction = options.pop("reduction", "mean")
+        return torch.nn.functional.cross_entropy(
+            logits.float(), labels, reduction=reduction, **options
+        )
+
+    def predictions(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[list[Any], list[Any]]:
+        return logits.argmax(-1).tolist(), labels.tolist()
+
+    def score(self, preds: list[Any], labels: list[Any], num_labels: int) -> dict[str, float]:
+        return classification_metrics(preds, labels, num_labels)
+
+    def constant_score(self, labels: Sequence[Any], num_labels: int, metric: str) -> float:
+        return constant_score(labels, num_labels, metric)
+
+    def check(self, metric: str, data: TaskData) -> None:
+        if metric == "f1" and data.num_labels != 2:
+            raise SpecError(
+                f"`study.metric` 'f1' needs two classes but the data has {data.num_labels}; "
+                "use 'macro_f1'"
+            )
+
+
+def classification_metrics(
+    preds: Sequence[int], labels: Sequence[int], num_labels: int
+) -> dict[str, float]:
+    """Accuracy, macro-F1 and (two classes only) F1 of class 1, from predicted and true labels."""
+    n = len(labels)
+    tp = [0] * num_labels
+    fp = [0] * num_labels
+    fn = [0] * num_labels
+    for p, y in zip(preds, labels, strict=True):
+        if p == y:
+            tp[y] += 1
+        else:
+            fp[p] += 1
+            fn[y] += 1
+
+    def f1(c: int) -> float:
+        denom = 2 * tp[c] + fp[c] + fn[c]
+        return 2 * tp[c] / denom if denom else 0.0
+
+    out = {"accuracy": sum(tp) / n if n else 0.0}
+    out["macro_f1"] = sum(f1(c) for c in range(num_labels)) / num_labels
+    if num_labels == 2:
+        out["f1"] = f1(1)
+    return out
+
+
+def constant_score(labels: Sequence[int], num_labels: int, metric: str) -> float:
+    """The best ``metric`` a model that gives every row the same answer scores on ``labels``:
+    what a classifier that has learned nothing yet can already reach."""
+    return max(
+        classification_metrics([c] * len(labels), labels, num_labels)[metric]
+        for c in range(num_labels)
+    )
