@@ -13,6 +13,12 @@ spread.
     python bench/structure.py                       # every configuration, seeds 0 1 2
     python bench/structure.py --configs recipe lora_rank=8 --seeds 0
     python bench/structure.py --from-json structure.jsonl   # print the table of saved rows
+    python bench/structure.py --search --seeds 0 1 2  # all dimensions against the first five
+
+``--search`` runs, per sampler seed, two TPE studies of the same number of unpruned trials (so
+the same training samples) on the same protocol: one searching the five original strategy
+dimensions, one searching every dimension; each study's best configuration is retrained with
+3 training seeds and scored on the held-out rows.
 
 Rows are appended to ``--out`` (default structure.jsonl) as each run ends, so a long run can be
 stopped and resumed: runs already in the file are skipped.
@@ -51,18 +57,63 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lora_rank=8,lr=5e-4": {"lora_rank": 8, "learning_rate": 5e-4},
 }
 RECIPE = {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear", "weight_decay": 0.0}
+# The search comparison: the five dimensions hpo searched first, and all of them.
+FIVE: dict[str, Any] = {
+    "learning_rate": {"low": 1e-5, "high": 2e-4, "log": True},
+    "warmup_ratio": {"low": 0.0, "high": 0.2},
+    "lr_schedule": ["linear", "cosine", "constant_with_warmup"],
+    "frozen_layers": {"low": 0, "high": 3},
+    "augmentation_strength": {"low": 0.0, "high": 0.3},
+}
+ALL: dict[str, Any] = {
+    **FIVE,
+    "num_layers": {"low": 4, "high": 6},
+    "head_hidden_units": [0, 256],
+    "classifier_dropout": {"low": 0.0, "high": 0.3},
+    "layer_lr_decay": {"low": 0.7, "high": 1.0},
+    "reinit_layers": {"low": 0, "high": 2},
+    "lora_rank": [0, 8, 16],
+    "lora_alpha": {"low": 8, "high": 64, "log": True},
+    "label_smoothing": {"low": 0.0, "high": 0.2},
+}
 
 
-def make_spec(files: dict[str, str], train_rows: int, epochs: float) -> Any:
+def make_spec(
+    files: dict[str, str],
+    train_rows: int,
+    epochs: float,
+    search: dict[str, Any] | None = None,
+    name: str = "structure",
+    trials: int = 1,
+    seed: int = 0,
+) -> Any:
     from hpo.spec import StudySpec
 
     space = {"frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": 16, "seed": 0}
+    if search is not None:
+        return StudySpec.from_dict(
+            {
+                "study": {"name": name, "n_trials": trials},
+                "sampler": {"name": "tpe", "seed": seed},
+                "pruner": {"name": "none"},  # every trial runs to the end: equal samples
+                "model": {"name": "bundled:all-MiniLM-L6-v2"},
+                "data": {"files": files, "text_column": "sentence", "max_train_samples": train_rows},
+                "train": {"epochs": epochs, "eval_every": 50, "max_length": MAX_LENGTH,
+                          "device": "cpu"},
+                "space": {**space, "weight_decay": 0.01, **search},
+            }
+        )  # fmt: skip
     return StudySpec.from_dict(
         {
             "study": {"name": "structure", "n_trials": 1},
             "model": {"name": "bundled:all-MiniLM-L6-v2"},
             "data": {"files": files, "text_column": "sentence", "max_train_samples": train_rows},
-            "train": {"epochs": epochs, "eval_every": 50, "max_length": MAX_LENGTH, "device": "cpu"},
+            "train": {
+                "epochs": epochs,
+                "eval_every": 50,
+                "max_length": MAX_LENGTH,
+                "device": "cpu",
+            },
             "space": {**space, **{k: v for k, v in RECIPE.items() if k != "weight_decay"}},
         }
     )
@@ -93,6 +144,65 @@ def run_one(objective: Any, test: Any, name: str, seed: int) -> dict[str, Any]:
         "trainable_parameters": notes["trainable_parameters"],
         "curve": [(step, m["accuracy"]) for step, m in result.history],
     }  # fmt: skip
+
+
+def run_search(
+    files: dict[str, str], args: argparse.Namespace, label: str, seed: int, folder: Path
+) -> dict[str, Any]:
+    """One TPE study over ``label``'s space, then its best trial retrained with 3 seeds."""
+    from hpo.best import retrain, top_trials
+    from hpo.objective import Objective
+    from hpo.storage import open_storage
+    from hpo.study import create_or_resume
+    from hpo.workers import work
+
+    space = FIVE if label == "five" else ALL
+    name = f"search-{label}-{seed}"
+    spec = make_spec(files, args.train_rows, args.epochs, space, name, args.trials, seed)
+    objective = Objective(spec)
+    start = time.perf_counter()
+    study, _ = create_or_resume(spec, open_storage(f"sqlite:///{folder / (name + '.db')}"))
+    work(study, objective, args.trials)
+    search_s = time.perf_counter() - start
+    trials = study.get_trials()
+    best = top_trials(study, 1, maximize=True)[0]
+    results, _, _ = retrain(objective, [best], [0, 1, 2])
+    runs = results[0].runs
+    return {
+        "search": label, "seed": seed, "best_validation": best.value,
+        "best_params": dict(best.params),
+        "train_samples": sum(int(t.user_attrs.get("train_samples", 0)) for t in trials),
+        "search_seconds": search_s,
+        "dev_seeds": [(r.test or {}).get("accuracy") for r in runs],
+        "validation_seeds": [r.validation.get("accuracy") for r in runs],
+        "trials": [
+            {"params": dict(t.params), "value": t.value, "state": t.state.name} for t in trials
+        ],
+    }  # fmt: skip
+
+
+def search_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| search | sampler seed | best validation | held-out dev, 3 retrainings (mean ± sd) "
+        "| training samples | search s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["search"], r["seed"])):
+        dev = r["dev_seeds"]
+        sd = statistics.stdev(dev) if len(dev) > 1 else 0.0
+        lines.append(
+            f"| {r['search']} | {r['seed']} | {r['best_validation']:.4f} | "
+            f"{statistics.fmean(dev):.4f} ± {sd:.4f} | {r['train_samples']:,} | "
+            f"{r['search_seconds']:.0f} |"
+        )
+    for label in ("five", "all"):
+        mine = [statistics.fmean(r["dev_seeds"]) for r in rows if r["search"] == label]
+        if len(mine) > 1:
+            lines.append(
+                f"| {label}: mean over sampler seeds | {len(mine)} | | "
+                f"{statistics.fmean(mine):.4f} ± {statistics.stdev(mine):.4f} | | |"
+            )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -134,11 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=Path("structure.jsonl"))
     parser.add_argument("--from-json", type=Path, help="print the table of saved rows and stop")
+    parser.add_argument("--search", action="store_true", help="the search comparison instead")
+    parser.add_argument("--trials", type=int, default=10, help="--search: trials per study")
     args = parser.parse_args(argv)
     if args.from_json:
         rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line]
-        print(table(rows))
+        print(search_table(rows) if rows and "search" in rows[0] else table(rows))
         return 0
+    if args.search:
+        return main_search(args)
     from hpo.objective import Objective
     from hpo.space import Hyperparameters
 
@@ -174,6 +288,30 @@ def main(argv: list[str] | None = None) -> int:
                 )
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line]
     print(table(rows))
+    return 0
+
+
+def main_search(args: argparse.Namespace) -> int:
+    out = args.out if args.out != Path("structure.jsonl") else Path("structure_search.jsonl")
+    done = set()
+    if out.exists():
+        done = {(r["search"], r["seed"]) for r in map(json.loads, filter(None, out.read_text().splitlines()))}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        files = sst2_small(Path(tmp))
+        for seed in args.seeds:
+            for label in ("five", "all"):
+                if (label, seed) in done:
+                    continue
+                row = run_search(files, args, label, seed, Path(tmp))
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(
+                    f"{label} seed {seed}: best validation {row['best_validation']:.4f}, "
+                    f"held-out {statistics.fmean(row['dev_seeds']):.4f}",
+                    file=sys.stderr,
+                )
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+    print(search_table(rows))
     return 0
 
 

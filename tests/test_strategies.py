@@ -199,6 +199,17 @@ def test_lora_conditions_sample_alpha_only_with_a_rank_and_freezing_only_without
     assert set(seen) == {0, 8}
 
 
+def test_best_reads_a_lora_trial_that_sampled_no_freezing() -> None:
+    from hpo.best import hyperparameters
+    from hpo.errors import HpoError
+
+    params = {"learning_rate": 3e-4, "lora_rank": 8, "lora_alpha": 16.0, "seed": 5}
+    hp = hyperparameters(params, seed=2)
+    assert (hp["lora_rank"], hp["lora_alpha"], hp["frozen_layers"], hp["seed"]) == (8, 16.0, 0, 2)
+    with pytest.raises(HpoError, match="lacks parameter 'learning_rate'"):
+        hyperparameters({"x": 1}, seed=0)
+
+
 def test_a_written_when_condition_and_its_errors() -> None:
     space = SearchSpace.from_dict(
         {
