@@ -94,7 +94,7 @@ def flops_per_row(
 
 def fake_spec(name: str, n_trials: int, sampler: str, max_steps: int, eval_every: int) -> Any:
     """A spec for trials that sample the real space but train nothing (no data is read)."""
-    from hpo.spec import StudySpec
+    from hpo.config.spec import StudySpec
 
     return StudySpec.from_dict(
         {

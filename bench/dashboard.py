@@ -54,8 +54,8 @@ class FakeObjective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
+        from hpo.config.space import sample
         from hpo.errors import TrialFailure
-        from hpo.space import sample
 
         hp = sample(self.spec.space, trial)
         trial.set_user_attr("device", "cuda:0 (NVIDIA H100 80GB HBM3)")
@@ -83,8 +83,8 @@ def build_study(url: str, name: str, n_trials: int) -> None:
     import optuna
 
     from hpo.errors import TrialFailure
-    from hpo.storage import open_storage
-    from hpo.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR, build_pruner, build_sampler
+    from hpo.execution.storage import open_storage
+    from hpo.search.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR, build_pruner, build_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = fake_spec(name, n_trials, sampler="random", max_steps=100, eval_every=10)

@@ -49,8 +49,8 @@ def prepare(folder: Path) -> None:
     """Write what the GPU machine lacks and is small enough to travel: tokenizer, SST-2 files."""
     from transformers import AutoTokenizer
 
-    from hpo.model import resolve
-    from hpo.spec import ModelSection
+    from hpo.config.spec import ModelSection
+    from hpo.models.pretrained import resolve
 
     AutoTokenizer.from_pretrained(resolve(ModelSection())).save_pretrained(folder / "tokenizer")
     (folder / "sst2").mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def random_model(tokenizer_dir: Path, out: Path, sizes: dict[str, int]) -> Any:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from hpo.model import quiet_transformers
+    from hpo.models.pretrained import quiet_transformers
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = BertConfig(vocab_size=len(tokenizer), num_labels=2, **sizes)
@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from hpo.model import resolve
-    from hpo.objective import Objective
-    from hpo.spec import ModelSection, StudySpec
-    from hpo.storage import open_storage
-    from hpo.study import create_or_resume
-    from hpo.workers import work
+    from hpo.config.spec import ModelSection, StudySpec
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.models.pretrained import resolve
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU here: this benchmark needs one (--quick --device cpu to smoke-test)",

@@ -66,7 +66,7 @@ def replay(
     objective sets them."""
     import optuna
 
-    from hpo.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
+    from hpo.search.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
 
     # a fixed name: Optuna's Hyperband assigns trials to brackets by a hash of it
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
@@ -94,8 +94,8 @@ def make(section: dict[str, Any], steps: list[int], eval_rows: int) -> Any:
     """A fresh pruner for one candidate; ``steps`` are the curves' evaluation steps."""
     import optuna
 
-    from hpo.spec import StudySpec
-    from hpo.study import build_pruner, default_warmup_steps
+    from hpo.config.spec import StudySpec
+    from hpo.search.study import build_pruner, default_warmup_steps
 
     section = dict(section)
     section.pop("ties_only", None)  # replay's business: no constant score on the trials

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(setup, str):
             print(setup, file=sys.stderr)
             return 1
-        from hpo.objective import Objective
+        from hpo.search.objective import Objective
 
         objective = Objective(make_spec(setup, "retest", {}, 1))  # data and weights loaded once
         for name, params in configs:

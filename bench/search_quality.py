@@ -124,7 +124,7 @@ def make_spec(
 ) -> Any:
     """An hpo study over the shared data: TPE with the median pruner when ``seed`` is given,
     else no sampler choice to make and no pruning; ``train`` may swap max_steps for epochs."""
-    from hpo.spec import StudySpec
+    from hpo.config.spec import StudySpec
 
     sampler = {"name": "tpe", "seed": seed} if seed is not None else {"name": "random", "seed": 0}
     return StudySpec.from_dict(
@@ -145,7 +145,7 @@ def make_spec(
 def retest(objective: Any, trial: Any, seed: int = 0, count: int = 1) -> dict[str, Any]:
     """Retrain one configuration with ``seed`` (the protocol's figure), then with ``count`` - 1
     more seeds; score each on the held-out test."""
-    from hpo.best import retrain
+    from hpo.final.best import retrain
 
     start = time.perf_counter()
     results, _, _ = retrain(objective, [trial], [seed + i for i in range(count)])
@@ -179,11 +179,11 @@ def run_study(
     """Run an hpo study in one worker, then retrain and test its best trial."""
     from optuna.trial import TrialState
 
-    from hpo.best import top_trials
-    from hpo.objective import Objective
-    from hpo.storage import open_storage
-    from hpo.study import create_or_resume
-    from hpo.workers import work
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.final.best import top_trials
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume
 
     start = time.perf_counter()
     objective = Objective(spec)
@@ -261,9 +261,9 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     import optuna
     import transformers as hf
 
-    from hpo.model import resolve
-    from hpo.objective import Objective
-    from hpo.spec import ModelSection
+    from hpo.config.spec import ModelSection
+    from hpo.models.pretrained import resolve
+    from hpo.search.objective import Objective
 
     hf.logging.set_verbosity_error()
     datasets.disable_progress_bars()
@@ -453,9 +453,9 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     """The protocol's (or the given) data written into ``folder``; a message if there is none."""
     from transformers import AutoTokenizer
 
-    from hpo.data import encode, load_task
-    from hpo.model import load_config, resolve
-    from hpo.spec import DataSection, ModelSection
+    from hpo.config.spec import DataSection, ModelSection
+    from hpo.data.dataset import encode, load_task
+    from hpo.models.pretrained import load_config, resolve
 
     if args.train is None:
         if not (SST2 / "train.tsv").is_file():

@@ -86,8 +86,10 @@ def make_spec(
     name: str = "structure",
     trials: int = 1,
     seed: int = 0,
+    model: str = "bundled:all-MiniLM-L6-v2",
+    text: str = "sentence",
 ) -> Any:
-    from hpo.spec import StudySpec
+    from hpo.config.spec import StudySpec
 
     space = {"frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": 16, "seed": 0}
     if search is not None:
@@ -96,8 +98,8 @@ def make_spec(
                 "study": {"name": name, "n_trials": trials},
                 "sampler": {"name": "tpe", "seed": seed},
                 "pruner": {"name": "none"},  # every trial runs to the end: equal samples
-                "model": {"name": "bundled:all-MiniLM-L6-v2"},
-                "data": {"files": files, "text_column": "sentence", "max_train_samples": train_rows},
+                "model": {"name": model},
+                "data": {"files": files, "text_column": text, "max_train_samples": train_rows},
                 "train": {"epochs": epochs, "eval_every": 50, "max_length": MAX_LENGTH,
                           "device": "cpu"},
                 "space": {**space, "weight_decay": 0.01, **search},
@@ -106,8 +108,8 @@ def make_spec(
     return StudySpec.from_dict(
         {
             "study": {"name": "structure", "n_trials": 1},
-            "model": {"name": "bundled:all-MiniLM-L6-v2"},
-            "data": {"files": files, "text_column": "sentence", "max_train_samples": train_rows},
+            "model": {"name": model},
+            "data": {"files": files, "text_column": text, "max_train_samples": train_rows},
             "train": {
                 "epochs": epochs,
                 "eval_every": 50,
@@ -121,8 +123,8 @@ def make_spec(
 
 def run_one(objective: Any, test: Any, name: str, seed: int) -> dict[str, Any]:
     """Train one configuration with one seed; score the last model on the held-out rows."""
-    from hpo.space import Hyperparameters
-    from hpo.train import evaluate, train
+    from hpo.config.space import Hyperparameters
+    from hpo.training.loop import evaluate, train
 
     prep = objective.prepare()
     hp = Hyperparameters({**RECIPE, "batch_size": 16, "seed": seed, **CONFIGS[name]})
@@ -150,15 +152,17 @@ def run_search(
     files: dict[str, str], args: argparse.Namespace, label: str, seed: int, folder: Path
 ) -> dict[str, Any]:
     """One TPE study over ``label``'s space, then its best trial retrained with 3 seeds."""
-    from hpo.best import retrain, top_trials
-    from hpo.objective import Objective
-    from hpo.storage import open_storage
-    from hpo.study import create_or_resume
-    from hpo.workers import work
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.final.best import retrain, top_trials
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume
 
     space = FIVE if label == "five" else ALL
     name = f"search-{label}-{seed}"
-    spec = make_spec(files, args.train_rows, args.epochs, space, name, args.trials, seed)
+    spec = make_spec(
+        files, args.train_rows, args.epochs, space, name, args.trials, seed, args.model, args.text
+    )
     objective = Objective(spec)
     start = time.perf_counter()
     study, _ = create_or_resume(spec, open_storage(f"sqlite:///{folder / (name + '.db')}"))
@@ -217,13 +221,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = stats("recipe", "dev_accuracy") if "recipe" in by else None
     lines = [
         "| configuration | seeds | held-out dev acc (mean ± sd) | Δ vs recipe | Δ / recipe sd "
-        "| last validation acc | samples/s | trainable params |",
+        "| last validation acc | samples/s (median) | trainable params |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in [n for n in CONFIGS if n in by]:
         mean, sd = stats(name, "dev_accuracy")
         val, _ = stats(name, "validation_accuracy")
-        speed, _ = stats(name, "samples_per_second")
+        # the median over seeds: a run slowed by other work on the machine does not move it
+        speed = statistics.median(r["samples_per_second"] for r in by[name])
         delta = f"{mean - base[0]:+.4f}" if base else "n/a"
         ratio = f"{(mean - base[0]) / base[1]:+.1f}" if base and base[1] > 0 else "n/a"
         params = by[name][0]["trainable_parameters"]
@@ -246,15 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, help="print the table of saved rows and stop")
     parser.add_argument("--search", action="store_true", help="the search comparison instead")
     parser.add_argument("--trials", type=int, default=10, help="--search: trials per study")
+    parser.add_argument("--model", default="bundled:all-MiniLM-L6-v2")
+    parser.add_argument("--data", type=Path, help="one csv as train, validation and test (tests)")
+    parser.add_argument("--text", default="sentence", help="the text column")
+    parser.add_argument(
+        "--quick", action="store_true", help="4 configurations (or 2 trials), 2 seeds, 0.2 epochs"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.trials = args.seeds[:2], 0.2, 2
+        if args.configs == list(CONFIGS):
+            args.configs = ["recipe", "head_hidden_units=256", "layer_lr_decay=0.8", "lora_rank=8"]
     if args.from_json:
         rows = [json.loads(line) for line in args.from_json.read_text().splitlines() if line]
         print(search_table(rows) if rows and "search" in rows[0] else table(rows))
         return 0
     if args.search:
         return main_search(args)
-    from hpo.objective import Objective
-    from hpo.space import Hyperparameters
+    from hpo.config.space import Hyperparameters
+    from hpo.search.objective import Objective
 
     done = set()
     if args.out.exists():
@@ -263,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in map(json.loads, filter(None, args.out.read_text().splitlines()))
         }
     with tempfile.TemporaryDirectory() as tmp:
-        files = sst2_small(Path(tmp))
-        objective = Objective(make_spec(files, args.train_rows, args.epochs))
+        files = data_files(args, Path(tmp))
+        spec = make_spec(files, args.train_rows, args.epochs, model=args.model, text=args.text)
+        objective = Objective(spec)
         prep = objective.prepare()
         assert prep.task.test is not None
         test = objective.task.encode(prep.task.test, prep.tokenizer, MAX_LENGTH)
@@ -291,13 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def data_files(args: argparse.Namespace, folder: Path) -> dict[str, str]:
+    if args.data is not None:
+        return {"train": str(args.data), "validation": str(args.data), "test": str(args.data)}
+    return sst2_small(folder)
+
+
 def main_search(args: argparse.Namespace) -> int:
     out = args.out if args.out != Path("structure.jsonl") else Path("structure_search.jsonl")
     done = set()
     if out.exists():
         done = {(r["search"], r["seed"]) for r in map(json.loads, filter(None, out.read_text().splitlines()))}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        files = sst2_small(Path(tmp))
+        files = data_files(args, Path(tmp))
         for seed in args.seeds:
             for label in ("five", "all"):
                 if (label, seed) in done:

@@ -29,11 +29,11 @@ def run_hpo(
     model: str, train: Path, val: Path, text: str, steps: int, folder: Path
 ) -> dict[str, Any]:
     """Two fixed-configuration trials of hpo's loop in one worker."""
-    from hpo.objective import Objective
-    from hpo.spec import StudySpec
-    from hpo.storage import open_storage
-    from hpo.study import create_or_resume
-    from hpo.workers import work
+    from hpo.config.spec import StudySpec
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume
 
     spec = StudySpec.from_dict(
         {
@@ -82,8 +82,8 @@ def run_trainer(
     )
     from transformers.utils import logging
 
-    from hpo.model import resolve
-    from hpo.spec import ModelSection
+    from hpo.config.spec import ModelSection
+    from hpo.models.pretrained import resolve
 
     logging.set_verbosity_error()
     datasets.disable_progress_bars()

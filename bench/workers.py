@@ -39,7 +39,7 @@ class SleepObjective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from hpo.space import sample
+        from hpo.config.space import sample
 
         hp = sample(self.spec.space, trial)
         value = 0.0
@@ -53,9 +53,9 @@ class SleepObjective:
 
 
 def _worker(url: str, name: str, index: int, seconds: float, errors: Any) -> None:
-    from hpo.storage import open_storage
-    from hpo.study import load_stored
-    from hpo.workers import work
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.search.study import load_stored
 
     try:
         study, spec = load_stored(name, open_storage(url), worker_index=index)
@@ -68,8 +68,8 @@ def measure(url: str, workers: int, per_worker: int, seconds: float) -> dict[str
     """Run one study with ``workers`` processes; trials per second and errors."""
     from optuna.trial import TrialState
 
-    from hpo.storage import open_storage
-    from hpo.study import create_or_resume
+    from hpo.execution.storage import open_storage
+    from hpo.search.study import create_or_resume
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     spec = fake_spec(name, workers * per_worker, sampler="tpe", max_steps=10, eval_every=1)

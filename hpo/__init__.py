@@ -1,5 +1,8 @@
 """hpo: hyperparameter search for fine-tuning pretrained transformers, on Optuna."""
 
+from hpo.config.space import Hyperparameters, SearchSpace, sample
+from hpo.config.spec import StudySpec
+from hpo.config.studyfile import load_spec
 from hpo.errors import (
     DataError,
     DependencyError,
@@ -9,16 +12,13 @@ from hpo.errors import (
     StorageError,
     TrialFailure,
 )
-from hpo.space import Hyperparameters, SearchSpace, sample
-from hpo.spec import StudySpec
-from hpo.studyfile import load_spec
 
 __version__ = "0.1.0"
 
 
 def load_model(folder: str) -> object:
-    """Load a model saved by ``hpo best``, custom head included (see ``hpo.best.load_model``)."""
-    from hpo.best import load_model as load
+    """Load a model saved by ``hpo best``, custom head included (see ``hpo.final.best.load_model``)."""
+    from hpo.final.best import load_model as load
 
     return load(folder)
 

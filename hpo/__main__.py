@@ -1,6 +1,6 @@
 """``python -m hpo`` runs the command line."""
 
-from hpo.cli import main
+from hpo.cli.main import main
 
 if __name__ == "__main__":
     main()

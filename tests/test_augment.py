@@ -1,4 +1,4 @@
-"""Tests for hpo.augment: identity at 0, seeding, strength scaling, reordering, vocabulary."""
+"""Tests for hpo.data.augment: identity at 0, seeding, strength scaling, reordering, vocabulary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from hpo.augment import Augmenter, build_vocabulary
+from hpo.data.augment import Augmenter, build_vocabulary
 
 _PROSE = (
     "the movie was great and i loved every minute of it but the ending felt rushed "

@@ -155,3 +155,39 @@ def test_flops_per_row_by_hand() -> None:
     evaluation = common.flops_per_row(config, [1, 3], train=False)
     assert evaluation == (2 * one + 2 * three) / 2  # 2 layers, forward only
     assert common.flops_per_row(config, [1, 3], frozen=2) == evaluation  # nothing trains
+
+
+def test_structure_benchmark_quick(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    common = [
+        "--quick",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(sentiment_csv),
+        "--text",
+        "text",
+    ]
+    out = tmp_path / "rows.jsonl"
+    text = run("structure.py", *common, "--out", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({(r["config"], r["seed"]) for r in rows}) == sorted(
+        (c, s)
+        for c in ("recipe", "head_hidden_units=256", "layer_lr_decay=0.8", "lora_rank=8")
+        for s in (0, 1)
+    )
+    lora = [r for r in rows if r["config"] == "lora_rank=8"]
+    recipe = [r for r in rows if r["config"] == "recipe"]
+    assert lora[0]["trainable_parameters"] < recipe[0]["trainable_parameters"] / 2
+    assert all(0 <= r["dev_accuracy"] <= 1 and r["samples_per_second"] > 0 for r in rows)
+    assert "| lora_rank=8 | 2 |" in text
+    # a rerun skips the runs already saved, and prints the same table
+    assert run("structure.py", *common, "--out", str(out)) == text
+    searched = tmp_path / "search.jsonl"
+    text = run("structure.py", *common, "--search", "--seeds", "0", "--out", str(searched))
+    rows = [json.loads(line) for line in searched.read_text().splitlines()]
+    assert [(r["search"], r["seed"]) for r in rows] == [("five", 0), ("all", 0)]
+    assert rows[0]["train_samples"] == rows[1]["train_samples"]  # equal budgets
+    assert all(len(r["dev_seeds"]) == 3 for r in rows)
+    assert "| all | 0 |" in text

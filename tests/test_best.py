@@ -10,19 +10,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hpo.cli import cli
-from hpo.data import encode, load_task
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
-from hpo.study import create_or_resume
-from hpo.train import evaluate, pick_device
-from hpo.workers import work
+from hpo.cli.main import cli
+from hpo.config.spec import StudySpec
+from hpo.data.dataset import encode, load_task
+from hpo.execution.storage import open_storage
+from hpo.execution.workers import work
+from hpo.search.study import create_or_resume
+from hpo.training.loop import evaluate, pick_device
 from tests.conftest import spec_dict
 
 
 @pytest.fixture
 def stored(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> tuple[str, StudySpec]:
-    from hpo.objective import Objective
+    from hpo.search.objective import Objective
 
     url = f"sqlite:///{tmp_path / 'best.db'}"
     spec = StudySpec.from_dict(
@@ -73,7 +73,7 @@ def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) 
 
 
 def test_choose_takes_the_best_mean_validation_not_the_best_single_run() -> None:
-    from hpo.best import ConfigResult, SeedRun, choose
+    from hpo.final.best import ConfigResult, SeedRun, choose
 
     def config(number: int, *scores: float) -> ConfigResult:
         runs = [SeedRun(i, {"accuracy": v}, None, 1.0) for i, v in enumerate(scores)]

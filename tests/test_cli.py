@@ -11,8 +11,8 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from hpo.cli import cli
-from hpo.study import FILE_ATTR, SPEC_ATTR
+from hpo.cli.main import cli
+from hpo.search.study import FILE_ATTR, SPEC_ATTR
 
 
 @pytest.fixture

@@ -28,12 +28,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from bench.common import CHROMIUM, chromium_dom
-from hpo.cli import cli
-from hpo.dashboard import note_markdown, write_study_note
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
-from hpo.study import BASELINE_ATTR, create_or_resume, load_stored
-from hpo.workers import work
+from hpo.cli.main import cli
+from hpo.config.spec import StudySpec
+from hpo.execution.storage import open_storage
+from hpo.execution.workers import work
+from hpo.results.dashboard import note_markdown, write_study_note
+from hpo.search.study import BASELINE_ATTR, create_or_resume, load_stored
 from tests.conftest import spec_dict, toml_text
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -218,7 +218,7 @@ class FakeObjective:
         self.spec = spec
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from hpo.space import sample
+        from hpo.config.space import sample
 
         hp = sample(self.spec.space, trial)
         trial.set_user_attr("device", DEVICE)

@@ -1,4 +1,4 @@
-"""Data loading, cleaning, splitting, capping, tokenization and batching (hpo.data)."""
+"""Data loading, cleaning, splitting, capping, tokenization and batching (hpo.data.dataset)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,17 @@ from typing import Any
 
 import pytest
 
-from hpo.data import Split, TaskData, collate, encode, eval_batches, load_task, train_batches
+from hpo.config.spec import DataSection
+from hpo.data.dataset import (
+    Split,
+    TaskData,
+    collate,
+    encode,
+    eval_batches,
+    load_task,
+    train_batches,
+)
 from hpo.errors import DataError, DependencyError
-from hpo.spec import DataSection
 from tests.conftest import installed
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"

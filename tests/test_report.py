@@ -1,4 +1,4 @@
-"""Tests of hpo.report: the study summary, the rendered report and the live view."""
+"""Tests of hpo.results.report: the study summary, the rendered report and the live view."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
-from hpo.live import LiveView
-from hpo.report import StudySummary, fmt_number, render_report, summarize
+from hpo.results.live import LiveView
+from hpo.results.report import StudySummary, fmt_number, render_report, summarize
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

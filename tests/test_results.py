@@ -1,4 +1,4 @@
-"""Tests of hpo.results and its commands: JSON report, insights, export and plots of a stored study."""
+"""Tests of hpo.results.insights and its commands: JSON report, insights, export and plots of a stored study."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from optuna.trial import FixedTrial, FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
-from hpo.cli import cli
-from hpo.results import BLOCKS, importances, render_insights, report_json, sparkline
-from hpo.space import sample
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
-from hpo.study import BASELINE_ATTR, create_or_resume
+from hpo.cli.main import cli
+from hpo.config.space import sample
+from hpo.config.spec import StudySpec
+from hpo.execution.storage import open_storage
+from hpo.results.insights import BLOCKS, importances, render_insights, report_json, sparkline
+from hpo.search.study import BASELINE_ATTR, create_or_resume
 from tests.conftest import spec_dict
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -258,7 +258,8 @@ def test_infeasible_trials_are_marked_and_never_best(stored, runner) -> None:
     out = runner.invoke(cli, ["export", "res", "--format", "json", "--storage", url])
     rows = json.loads(out.stdout)
     assert [r["infeasible"] for r in rows] == [False] * 5 + [True]
-    assert rows[-1]["value"] == 0.99 and rows[-1]["fail_reason"] == oom
+    # the stored 0.99 is a placeholder, not a score: the export leaves it out
+    assert rows[-1]["value"] is None and rows[-1]["fail_reason"] == oom
 
 
 def test_export_errors_are_one_line(stored, runner, tmp_path: Path) -> None:
@@ -322,3 +323,41 @@ def test_plot_without_matplotlib_names_the_extra(stored, runner, tmp_path, monke
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     out = runner.invoke(cli, ["plot", "res", "--out", str(tmp_path / "p"), "--storage", url])
     _one_line_error(out, "pip install 'hpo[plots]'")
+
+
+def test_a_conditional_study_reports_exports_and_plots(
+    runner, tmp_path: Path, sentiment_csv
+) -> None:
+    """LoRA trials store lora_alpha and no frozen_layers, full fine-tuning trials the reverse:
+    every view of the study handles the parameters a trial does not have."""
+    url = f"sqlite:///{tmp_path / 'cond.db'}"
+    raw = spec_dict(tmp_path / "unused-model", sentiment_csv, study={"name": "cond", "n_trials": 8})
+    raw["space"].update(lora_rank=[0, 8], lora_alpha={"low": 4.0, "high": 64.0, "log": True})
+    spec = StudySpec.from_dict(raw)
+    study, _ = create_or_resume(spec, open_storage(url, heartbeat=False))
+    for i in range(8):
+        trial = study.ask()
+        hp = sample(spec.space, trial, depth=2)
+        value = 0.9 - 0.01 * i if hp["lora_rank"] else 0.7 + 0.01 * i
+        trial.report(value, 10)
+        trial.set_user_attr("steps", 10)
+        study.tell(trial, value)
+    trials = study.get_trials()
+    assert {"lora_alpha" in t.params for t in trials} == {True, False}
+    data = json.loads(report_json("cond", spec, trials, study.user_attrs))
+    best = max(trials, key=lambda t: t.value or 0)
+    assert data["summary"]["best_value"] == pytest.approx(best.value)
+    out = runner.invoke(cli, ["report", "cond", "--storage", url])
+    assert out.exit_code == 0, out.output
+    assert "lora r" in out.output  # the strategy's short column name
+    out = runner.invoke(cli, ["export", "cond", "--format", "json", "--storage", url])
+    rows = json.loads(out.stdout)
+    by_number = {r["number"]: r for r in rows}
+    for t in trials:
+        row = by_number[t.number]
+        assert row["param_lora_alpha"] == t.params.get("lora_alpha")
+        assert row["param_frozen_layers"] == t.params.get("frozen_layers")
+    pytest.importorskip("matplotlib", reason="hpo plot needs the plots extra")
+    out = runner.invoke(cli, ["plot", "cond", "--out", str(tmp_path / "p"), "--storage", url])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "p" / "history.png").read_bytes().startswith(PNG)

@@ -10,8 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.errors import SpecError
-from hpo.space import (
+from hpo.config.space import (
     TRAINER_RECIPE,
     Dimension,
     Hyperparameters,
@@ -20,6 +19,7 @@ from hpo.space import (
     parse_dimension,
     sample,
 )
+from hpo.errors import SpecError
 
 NAMES = {
     "learning_rate", "warmup_ratio", "lr_schedule", "frozen_layers",

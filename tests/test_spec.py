@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from hpo.errors import SpecError
-from hpo.space import SearchSpace
-from hpo.spec import (
+from hpo.config.space import SearchSpace
+from hpo.config.spec import (
     BUNDLED_MINILM,
     DataSection,
     ModelSection,
@@ -20,7 +19,8 @@ from hpo.spec import (
     StudySpec,
     TrainSection,
 )
-from hpo.studyfile import apply_overrides, load_spec, parse_override
+from hpo.config.studyfile import apply_overrides, load_spec, parse_override
+from hpo.errors import SpecError
 
 STUDY = 'name = "demo"'
 DATA = 'files.train = "train.csv"'

@@ -12,16 +12,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpo import strategies
-from hpo.best import load_model, plain_model
+from hpo.config.space import Hyperparameters, SearchSpace, sample
+from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
-from hpo.objective import Objective, Prepared
-from hpo.space import Hyperparameters, SearchSpace, sample
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
+from hpo.execution.storage import open_storage
+from hpo.execution.workers import work
+from hpo.final.best import load_model, plain_model
+from hpo.search.objective import Objective, Prepared
+from hpo.search.study import create_or_resume
 from hpo.strategies import Dim, ModelContext, Settings, Strategy
-from hpo.study import create_or_resume
-from hpo.train import make_optimizer, pick_device, train
-from hpo.workers import work
+from hpo.training.loop import make_optimizer, pick_device, train
 from tests.conftest import spec_dict
 
 CPU = pick_device("cpu")
@@ -61,7 +61,7 @@ def step_flops(model: Any, b: Mapping[str, torch.Tensor]) -> int:
     return counter.get_total_flops()
 
 
-def test_num_layers_keeps_the_bottom_layers_and_the_step_gets_cheaper(deep) -> None:
+def test_num_layers_keeps_the_bottom_layers_and_the_step_gets_cheaper(deep, tmp_path) -> None:
     _, prep = deep
     full, _ = built(deep)
     small, _ = built(deep, num_layers=2)
@@ -70,6 +70,12 @@ def test_num_layers_keeps_the_bottom_layers_and_the_step_gets_cheaper(deep) -> N
         assert torch.equal(kept.attention.self.query.weight, original.attention.self.query.weight)
     b = batch(prep)
     assert step_flops(small, b) < 0.75 * step_flops(full, b)
+    small.save_pretrained(tmp_path)  # saved, it loads with its two layers and its weights
+    from transformers import AutoModelForSequenceClassification
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert len(reloaded.bert.encoder.layer) == 2
+    assert torch.allclose(logits(reloaded, b), logits(small, b), atol=1e-6)
 
 
 def test_head_hidden_units_puts_a_hidden_layer_before_the_labels(deep, tmp_path) -> None:
@@ -200,8 +206,8 @@ def test_lora_conditions_sample_alpha_only_with_a_rank_and_freezing_only_without
 
 
 def test_best_reads_a_lora_trial_that_sampled_no_freezing() -> None:
-    from hpo.best import hyperparameters
     from hpo.errors import HpoError
+    from hpo.final.best import hyperparameters
 
     params = {"learning_rate": 3e-4, "lora_rank": 8, "lora_alpha": 16.0, "seed": 5}
     hp = hyperparameters(params, seed=2)

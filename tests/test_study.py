@@ -9,22 +9,22 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo import objective as objective_module
-from hpo.data import collate
+from hpo.config.space import Hyperparameters
+from hpo.config.spec import StudySpec
+from hpo.data.dataset import collate
 from hpo.errors import SpecError
-from hpo.objective import Objective
-from hpo.pruners import HyperbandPruner, SuccessiveHalvingPruner, TolerantMedianPruner
-from hpo.space import Hyperparameters
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
-from hpo.study import (
+from hpo.execution.storage import open_storage
+from hpo.execution.workers import work
+from hpo.search import objective as objective_module
+from hpo.search.objective import Objective
+from hpo.search.pruners import HyperbandPruner, SuccessiveHalvingPruner, TolerantMedianPruner
+from hpo.search.study import (
     FILE_ATTR,
     build_pruner,
     build_sampler,
     create_or_resume,
     load_stored,
 )
-from hpo.workers import work
 from tests.conftest import spec_dict
 
 
@@ -198,8 +198,8 @@ def test_a_study_stored_before_strategies_and_tasks_resumes_and_reports(
     """A database written by the eight-dimension, one-task version: its spec lacks `task` and
     `[augment]`, its trials hold exactly the eight parameters; it resumes, samples the same
     names, and its report and `hpo best` read the old trials."""
-    from hpo.best import hyperparameters
-    from hpo.report import summarize
+    from hpo.final.best import hyperparameters
+    from hpo.results.report import summarize
 
     spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 1})
     study = run(spec, storage_url)
@@ -338,7 +338,7 @@ def test_out_of_memory_retries_with_half_the_batch(
 def test_out_of_memory_twice_is_kept_as_infeasible(
     tiny_model_dir, sentiment_csv, storage_url, monkeypatch
 ) -> None:
-    from hpo.report import summarize
+    from hpo.results.report import summarize
 
     seen = _oom_when(4, monkeypatch)
     spec = make_spec(
@@ -385,7 +385,7 @@ def test_an_interrupted_trial_gives_its_slot_back(
 def test_no_trial_starts_after_the_study_wide_deadline(
     tiny_model_dir, sentiment_csv, storage_url
 ) -> None:
-    from hpo.workers import DEADLINE_ATTR, set_deadline
+    from hpo.execution.workers import DEADLINE_ATTR, set_deadline
 
     spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 3})
     study, _ = create_or_resume(spec, open_storage(storage_url))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.data import Encoded, encode, load_task
+from hpo.config.spec import DataSection, ModelSection
+from hpo.data.dataset import Encoded, encode, load_task
 from hpo.errors import TrialFailure
-from hpo.model import PretrainedModel, load_tokenizer
-from hpo.spec import DataSection, ModelSection
-from hpo.train import (
+from hpo.models.pretrained import PretrainedModel, load_tokenizer
+from hpo.training.loop import (
     TrainPlan,
     classification_metrics,
     constant_score,
@@ -70,7 +70,7 @@ def test_optimizer_is_fused_and_matches_the_reference_adamw(setup) -> None:
     )
     optimizer, _ = make_optimizer(fused, p)  # its schedule keeps the learning rate at 1e-3
     assert optimizer.defaults["fused"] is True  # one kernel, not a Python loop over tensors
-    from hpo.model import parameter_groups
+    from hpo.models.pretrained import parameter_groups
 
     slow = torch.optim.AdamW(parameter_groups(reference, 0.1), lr=1e-3, foreach=False)
     for _ in range(3):

@@ -18,10 +18,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo import launch
-from hpo.spec import StudySpec
-from hpo.storage import open_storage
-from hpo.study import create_or_resume
+from hpo.config.spec import StudySpec
+from hpo.execution import launch
+from hpo.execution.storage import open_storage
+from hpo.search.study import create_or_resume
 from tests.conftest import spec_dict
 from tests.databases import BACKENDS, database
 

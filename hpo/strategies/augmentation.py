@@ -1,5 +1,5 @@
 """Data augmentation: word substitution, deletion, swap and insertion, and sentence reordering,
-all driven by one strength in [0, 1] (``[augment]`` weighs the operations; hpo/augment.py)."""
+all driven by one strength in [0, 1] (``[augment]`` weighs the operations; hpo/data/augment.py)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from hpo.space import SearchSpace
+    from hpo.config.space import SearchSpace
 
 Kind = Literal["float", "int", "str"]
 

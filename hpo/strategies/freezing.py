@@ -24,7 +24,7 @@ class Freezing(Strategy):
     )
 
     def apply(self, model: Any, values: Mapping[str, Any], ctx: ModelContext) -> Any:
-        from hpo.model import freeze_lower_layers
+        from hpo.models.pretrained import freeze_lower_layers
 
         freeze_lower_layers(model, int(values["frozen_layers"]))
         return model

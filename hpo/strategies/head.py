@@ -6,7 +6,7 @@ The model's own head ends in a linear layer onto the labels (BERT's ``classifier
 becomes Linear(d, u), GELU, Dropout, Linear(u, labels). ``classifier_dropout`` sets every dropout
 between the encoder and the labels (the model's own and the new one); out of the space they keep
 the model's own rate. The saved model records the head in its config (``hpo_head``) and loads
-with ``hpo.load_model`` (hpo/best.py).
+with ``hpo.load_model`` (hpo/final/best.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class Layers(Strategy):
     )
 
     def apply(self, model: Any, values: Mapping[str, Any], ctx: ModelContext) -> Any:
-        from hpo.model import encoder_layers, keep_lower_layers
+        from hpo.models.pretrained import encoder_layers, keep_lower_layers
 
         k = values.get("num_layers")
         if k is not None and int(k) < len(encoder_layers(model)):

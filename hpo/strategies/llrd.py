@@ -42,7 +42,7 @@ def layerwise_groups(
 ) -> list[dict[str, Any]]:
     """Split each AdamW group by depth, scaling the group's (or the optimizer's) lr with
     ``lr_scale``, which the loop multiplies in when it builds the optimizer."""
-    from hpo.model import block_index, blocks_name, embedding_modules, encoder_layers
+    from hpo.models.pretrained import block_index, blocks_name, embedding_modules, encoder_layers
 
     n = len(encoder_layers(model))
     prefix = blocks_name(model)

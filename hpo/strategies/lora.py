@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.strategies.base import Condition, Dim, ModelContext, Strategy, between
 
 if TYPE_CHECKING:
-    from hpo.space import SearchSpace
+    from hpo.config.space import SearchSpace
 
 
 class Lora(Strategy):
@@ -85,7 +85,7 @@ def attention_projections(model: Any) -> list[str]:
     import torch
 
     from hpo.errors import ModelError
-    from hpo.model import blocks_name
+    from hpo.models.pretrained import blocks_name
 
     prefix = blocks_name(model) + "."
     found = [

@@ -33,7 +33,7 @@ class Reinit(Strategy):
             return model
         import torch
 
-        from hpo.model import encoder_layers
+        from hpo.models.pretrained import encoder_layers
 
         layers = encoder_layers(model)
         targets = list(layers)[len(layers) - k :]

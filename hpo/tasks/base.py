@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from hpo.data import Encoded, Split, TaskData
-    from hpo.spec import DataSection
+    from hpo.config.spec import DataSection
+    from hpo.data.dataset import Encoded, Split, TaskData
 
 
 class Task:

@@ -1,6 +1,6 @@
 """Sequence classification: one label per text or text pair (sentiment, topic, entailment).
 
-Rows are read and split by hpo/data.py; the labels are integers indexing ``label_names``. The
+Rows are read and split by hpo/data/dataset.py; the labels are integers indexing ``label_names``. The
 head is ``AutoModelForSequenceClassification``'s, the loss cross-entropy on [batch, classes]
 logits, and the metrics accuracy, macro-F1 and (two classes) F1 of class 1, each a share of the
 validation rows, so one evaluation's noise is a proportion's standard error over those rows.
@@ -17,8 +17,8 @@ from hpo.tasks.base import Task
 if TYPE_CHECKING:
     import torch
 
-    from hpo.data import Encoded, Split, TaskData
-    from hpo.spec import DataSection
+    from hpo.config.spec import DataSection
+    from hpo.data.dataset import Encoded, Split, TaskData
 
 
 class SequenceClassification(Task):
@@ -27,17 +27,17 @@ class SequenceClassification(Task):
     proportions = frozenset({"accuracy", "macro_f1", "f1"})
 
     def load(self, data: DataSection) -> TaskData:
-        from hpo.data import load_task
+        from hpo.data.dataset import load_task
 
         return load_task(data)
 
     def encode(self, split: Split, tokenizer: Any, max_length: int) -> Encoded:
-        from hpo.data import encode
+        from hpo.data.dataset import encode
 
         return encode(split, tokenizer, max_length)
 
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
-        from hpo.data import collate
+        from hpo.data.dataset import collate
 
         return collate(encoded, indices, pad_id)
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.data import Encoded, eval_batches, train_batches
+from hpo.data.dataset import Encoded, eval_batches, train_batches
 from hpo.errors import OutOfMemory, TrialFailure
-from hpo.model import parameter_groups
+from hpo.models.pretrained import parameter_groups
 from hpo.tasks.classification import classification_metrics, constant_score
 
 if TYPE_CHECKING:

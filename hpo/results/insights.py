@@ -22,12 +22,12 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import keys
-from hpo.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
+from hpo.results.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
 
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.spec import StudySpec
+    from hpo.config.spec import StudySpec
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 60  # longer series are thinned to this many points

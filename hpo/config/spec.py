@@ -1,4 +1,4 @@
-"""A study's settings as a frozen, validated ``StudySpec`` (hpo/studyfile.py reads the file).
+"""A study's settings as a frozen, validated ``StudySpec`` (hpo/config/studyfile.py reads the file).
 
 Every key a study file may hold is declared once below, with its default and a short comment.
 Errors name the field, the value and the rule: "`train.eval_every` must be at least 1, got 0".
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from hpo.config.space import SearchSpace, first_trials
 from hpo.errors import SpecError
-from hpo.space import SearchSpace, first_trials
 from hpo.tasks import DEFAULT_TASK, get_task
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
@@ -84,7 +84,7 @@ class SamplerSection:
 class PrunerSection:
     """Pruning; the median pruner by default waits past the first evaluation and a third of
     ``train.max_steps``, so trials still in warmup are not judged, and ignores a shortfall
-    smaller than the noise of one evaluation (hpo/pruners.py)."""
+    smaller than the noise of one evaluation (hpo/search/pruners.py)."""
 
     name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
     wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
@@ -206,7 +206,7 @@ class TrainSection:
 class AugmentSection:
     """Which operations ``augmentation_strength`` drives, and how many augmented copies."""
 
-    # weight of each operation: 1 is the rate the strength gives, 0 turns it off (hpo/augment.py)
+    # weight of each operation: 1 is the rate the strength gives, 0 turns it off (hpo/data/augment.py)
     ops: dict[str, float] = field(
         default_factory=lambda: {"substitute": 1, "delete": 1, "swap": 1, "insert": 0, "reorder": 1}
     )

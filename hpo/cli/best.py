@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hpo.cli_options import out_folder_option, storage_option
+from hpo.cli.options import out_folder_option, storage_option
 
 
 @click.command()
@@ -47,11 +47,11 @@ def best(
     """
     from rich.console import Console
 
-    from hpo.best import BEST_ATTR, retrain, save, summary, top_trials
-    from hpo.export import ensure_folder
-    from hpo.objective import Objective
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import load_stored
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.final.best import BEST_ATTR, retrain, save, summary, top_trials
+    from hpo.results.export import ensure_folder
+    from hpo.search.objective import Objective
+    from hpo.search.study import load_stored
 
     console = Console()
     study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
@@ -103,7 +103,7 @@ def best(
 @click.argument("texts", nargs=-1, required=True)
 def predict(model_dir: Path, texts: tuple[str, ...]) -> None:
     """Predict the label of each TEXT with a model saved by `hpo best`."""
-    from hpo.best import predict as run_predict
+    from hpo.final.best import predict as run_predict
 
     for text, (label, prob) in zip(texts, run_predict(model_dir, texts), strict=True):
         click.echo(f"{label}\t{prob:.3f}\t{text}")

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo import keys
+from hpo.config.space import Hyperparameters
 from hpo.errors import HpoError
-from hpo.export import ensure_folder
-from hpo.space import Hyperparameters
+from hpo.results.export import ensure_folder
 
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.objective import Objective, Prepared
-    from hpo.spec import StudySpec
+    from hpo.config.spec import StudySpec
+    from hpo.search.objective import Objective, Prepared
 
 BEST_ATTR = keys.BEST  # the retraining summary, stored in the study for `hpo report`
 
@@ -104,10 +104,11 @@ def retrain(
     validation; its first seed's run when validation is part of the training data), and that
     configuration's index in the results.
     """
-    from hpo.train import evaluate, train
+    from hpo.training.loop import evaluate, train
 
     spec = objective.spec
     task = objective.task
+    tests: dict[str, Any] = {}
     results: list[ConfigResult] = []
     kept: tuple[int, Any] = (0, None)  # the configuration chosen so far and its model
     maximize, by_validation = spec.direction == "maximize", train_on == "train"
@@ -118,11 +119,12 @@ def retrain(
         for seed in seeds:
             hp = hyperparameters(trial.params, seed)
             prep = objective.prepare(model=hp["model"] or None)
-            test = (
-                task.encode(prep.task.test, prep.tokenizer, spec.train.max_length)
-                if prep.task.test
-                else None
-            )
+            if prep.model_name not in tests:  # tokenized once per model
+                rows = prep.task.test
+                tests[prep.model_name] = (
+                    task.encode(rows, prep.tokenizer, spec.train.max_length) if rows else None
+                )
+            test = tests[prep.model_name]
             encoded, source = _training_data(prep, train_on, spec)
             train_data, make_batch = objective.training_rows(prep, hp, encoded, source)
             plan = objective.plan(hp, len(train_data))
@@ -180,7 +182,7 @@ def choose(
 
 def _training_data(prep: Prepared, train_on: str, spec: StudySpec) -> tuple[Any, Any]:
     """The encoded rows to train on and their raw split (for augmentation)."""
-    from hpo.data import Encoded, Split
+    from hpo.data.dataset import Encoded, Split
 
     if train_on == "train":
         return prep.train, prep.task.train
@@ -239,7 +241,7 @@ def load_model(folder: str | Path) -> Any:
     head its config records (``hpo_head``) before reading the weights."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from hpo.model import quiet_transformers
+    from hpo.models.pretrained import quiet_transformers
     from hpo.strategies.head import HEAD_CONFIG, build_hidden_head
 
     quiet_transformers()

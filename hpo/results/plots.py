@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import DependencyError, HpoError
-from hpo.export import ensure_folder
-from hpo.report import infeasible
-from hpo.results import _quiet_optuna, study_copy, varying_params
+from hpo.results.export import ensure_folder
+from hpo.results.insights import _quiet_optuna, study_copy, varying_params
+from hpo.results.report import infeasible
 
 if TYPE_CHECKING:
     import optuna

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.config.spec import DataSection
 from hpo.errors import DataError, DependencyError, first_line
-from hpo.spec import DataSection
 
 if TYPE_CHECKING:
     import torch

@@ -13,8 +13,8 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import DependencyError, HpoError
-from hpo.report import infeasible
-from hpo.results import ATTR_ORDER, FORMATS, _jsonable
+from hpo.results.insights import ATTR_ORDER, FORMATS, _jsonable
+from hpo.results.report import infeasible
 
 
 def _cell(x: Any) -> Any:
@@ -57,7 +57,8 @@ def trial_table(
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
-            "value": float(t.values[0]) if t.values else None,
+            # an infeasible trial's value is a placeholder, not a score: left out
+            "value": float(t.values[0]) if t.values and not infeasible(t) else None,
             "last_reported": None if last is None else float(t.intermediate_values[last]),
             "infeasible": infeasible(t),
             "datetime_start": t.datetime_start,

@@ -1,6 +1,6 @@
 """Reading a study file: TOML from disk, ``--set`` overrides, paths relative to the file.
 
-The result goes to ``StudySpec.from_dict`` (hpo/spec.py), which validates it.
+The result goes to ``StudySpec.from_dict`` (hpo/config/spec.py), which validates it.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
-from hpo.spec import StudySpec
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -14,10 +14,10 @@ from typing import Any
 import click
 
 from hpo import __version__, keys
-from hpo.cli_options import F, set_option, storage_option
-from hpo.dashboard import write_study_note
+from hpo.cli.options import F, set_option, storage_option
 from hpo.errors import HpoError
-from hpo.workers import WorkerStopped
+from hpo.execution.workers import WorkerStopped
+from hpo.results.dashboard import write_study_note
 
 
 class _Group(click.Group):
@@ -47,7 +47,7 @@ def _load(
     timeout: float | None = None,
 ) -> tuple[Any, str]:
     """The study file with ``--set`` and the budget flags applied, validated."""
-    from hpo.studyfile import load_spec
+    from hpo.config.studyfile import load_spec
 
     spec, text = load_spec(study_file, overrides)
     if n_trials is not None:
@@ -70,7 +70,7 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     """Check a study file (and its data and model) without running anything."""
     from rich.console import Console
 
-    from hpo.objective import preflight
+    from hpo.search.objective import preflight
 
     spec, _ = _load(study_file, overrides)
     lines = []
@@ -120,10 +120,10 @@ def create(
 
     Workers on any machine then join it with `hpo worker STUDY_NAME --storage URL`.
     """
-    from hpo.objective import preflight
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import BASELINE_ATTR, create_or_resume
-    from hpo.workers import set_deadline
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.workers import set_deadline
+    from hpo.search.objective import preflight
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     spec, text = _load(study_file, overrides, n_trials, timeout)
     _quiet_libraries()
@@ -166,8 +166,8 @@ def run(
     """
     from rich.console import Console
 
-    from hpo import launch
-    from hpo.storage import open_storage, storage_url
+    from hpo.execution import launch
+    from hpo.execution.storage import open_storage, storage_url
 
     spec, text = _load(study_file, overrides, n_trials, timeout)
     url = storage_url(storage)
@@ -185,7 +185,7 @@ def run(
 
 
 def _live(console: Any, spec: Any) -> Any:
-    from hpo.live import LiveView
+    from hpo.results.live import LiveView
 
     return LiveView(
         console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
@@ -194,9 +194,9 @@ def _live(console: Any, spec: Any) -> Any:
 
 def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     """One worker in this process, with the live view."""
-    from hpo.objective import Objective
-    from hpo.study import BASELINE_ATTR, create_or_resume
-    from hpo.workers import budget_used, set_deadline, sigterm_stops_worker, work
+    from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker, work
+    from hpo.search.objective import Objective
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     objective = Objective(spec)
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
@@ -229,10 +229,10 @@ def _run_parallel(
     console: Any, spec: Any, text: str, url: str, store: Any, slots: list[Any]
 ) -> Any:
     """Create the study here, then start one worker process per slot and watch the database."""
-    from hpo import launch
-    from hpo.objective import preflight
-    from hpo.study import BASELINE_ATTR, create_or_resume
-    from hpo.workers import set_deadline, sigterm_stops_worker
+    from hpo.execution import launch
+    from hpo.execution.workers import set_deadline, sigterm_stops_worker
+    from hpo.search.objective import preflight
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     task = preflight(spec)
     extra = {BASELINE_ATTR: _baseline(task)}
@@ -292,10 +292,10 @@ def worker(
 
     from rich.console import Console
 
-    from hpo.objective import Objective
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import BASELINE_ATTR, load_stored
-    from hpo.workers import sigterm_stops_worker, work
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.workers import sigterm_stops_worker, work
+    from hpo.search.objective import Objective
+    from hpo.search.study import BASELINE_ATTR, load_stored
 
     _quiet_libraries()
     if threads is not None:
@@ -329,13 +329,13 @@ def report(study_name: str, storage: str | None, top: int, as_json: bool) -> Non
     """Show the report of a stored study, from the database alone."""
     from rich.console import Console
 
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import load_stored
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.search.study import load_stored
 
     _quiet_libraries()
     study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
     if as_json:
-        from hpo.results import report_json
+        from hpo.results.insights import report_json
 
         trials = study.get_trials(deepcopy=False)
         click.echo(report_json(study.study_name, spec, trials, study.user_attrs, top))
@@ -344,9 +344,9 @@ def report(study_name: str, storage: str | None, top: int, as_json: bool) -> Non
 
 
 def _print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
-    from hpo.report import render_report, summarize
-    from hpo.results import render_insights
-    from hpo.study import BASELINE_ATTR
+    from hpo.results.insights import render_insights
+    from hpo.results.report import render_report, summarize
+    from hpo.search.study import BASELINE_ATTR
 
     trials = study.get_trials(deepcopy=False)
     summary = summarize(study.study_name, spec.study.metric, spec.direction, trials)
@@ -380,17 +380,17 @@ def main() -> None:
     cli(prog_name="hpo")
 
 
-from hpo.cli_best import best, predict  # noqa: E402
+from hpo.cli.best import best, predict  # noqa: E402
 
 cli.add_command(best)
 cli.add_command(predict)
 
-from hpo.cli_dashboard import dashboard  # noqa: E402
+from hpo.cli.dashboard import dashboard  # noqa: E402
 
 cli.add_command(dashboard)
 
-from hpo.cli_augment import augment  # noqa: E402
-from hpo.cli_results import export, plot  # noqa: E402
+from hpo.cli.augment import augment  # noqa: E402
+from hpo.cli.results import export, plot  # noqa: E402
 
 cli.add_command(augment)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hpo.cli_options import set_option
+from hpo.cli.options import set_option
 
 
 @click.command()
@@ -33,8 +33,8 @@ def augment(
     from rich.console import Console
     from rich.table import Table
 
-    from hpo.augment import Augmenter, build_vocabulary
-    from hpo.cli import _load
+    from hpo.cli.main import _load
+    from hpo.data.augment import Augmenter, build_vocabulary
     from hpo.tasks import get_task
 
     spec, _ = _load(study_file, overrides)

@@ -13,9 +13,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from hpo import keys
+from hpo.config.spec import StudySpec
 from hpo.errors import DependencyError, SpecError, StorageError
-from hpo.spec import StudySpec
-from hpo.workers import ensure_budget
+from hpo.execution.workers import ensure_budget
 
 if TYPE_CHECKING:
     import optuna
@@ -84,7 +84,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     name = p.wrapped if p.name == "patient" else p.name
     inner: optuna.pruners.BasePruner
     if name == "median":
-        from hpo.pruners import TolerantMedianPruner
+        from hpo.search.pruners import TolerantMedianPruner
 
         inner = TolerantMedianPruner(
             n_startup_trials=p.n_startup_trials,
@@ -95,7 +95,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             proportion=spec.study.proportion,
         )
     elif name == "successive_halving":
-        from hpo.pruners import SuccessiveHalvingPruner
+        from hpo.search.pruners import SuccessiveHalvingPruner
 
         inner = SuccessiveHalvingPruner(
             min_resource=p.min_resource or first_eval,
@@ -103,7 +103,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             proportion=spec.study.proportion,
         )
     elif name == "hyperband":
-        from hpo.pruners import HyperbandPruner
+        from hpo.search.pruners import HyperbandPruner
 
         inner = HyperbandPruner(
             min_resource=p.min_resource or first_eval,

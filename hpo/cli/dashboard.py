@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpo.cli_options import storage_option
+from hpo.cli.options import storage_option
 
 
 @click.command()
@@ -28,8 +28,8 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     Each hpo study gets a note with its study file and a summary (refreshed at start); each trial
     shows its device, steps, samples per second and failure reason. Needs hpo[dashboard].
     """
-    from hpo.dashboard import prepare
-    from hpo.storage import storage_url
+    from hpo.execution.storage import storage_url
+    from hpo.results.dashboard import prepare
 
     url = storage_url(storage)
     server, count = prepare(url, host, port)

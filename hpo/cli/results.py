@@ -7,15 +7,15 @@ from typing import Any
 
 import click
 
-from hpo.cli_options import out_folder_option, storage_option
+from hpo.cli.options import out_folder_option, storage_option
 
 
 def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
     """The stored study and its spec, read without starting heartbeats."""
     import optuna
 
-    from hpo.storage import open_storage, storage_url
-    from hpo.study import load_stored
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.search.study import load_stored
 
     study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -44,7 +44,7 @@ def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> 
     Parameters are columns named param_<name>, validation metrics metric_<name>; empty budget
     slots (WAITING trials) are left out.
     """
-    from hpo.export import check_export, export_trials
+    from hpo.results.export import check_export, export_trials
 
     check_export(fmt, out)  # parquet without --out is refused before the database is read
     study, spec = _load(study_name, storage)
@@ -66,7 +66,7 @@ def plot(study_name: str, out: Path, storage: str | None) -> None:
 
     Needs matplotlib (pip install 'hpo[plots]'). Pruned trials show as cut-off learning curves.
     """
-    from hpo.plots import pyplot, write_plots
+    from hpo.results.plots import pyplot, write_plots
 
     pyplot()  # a missing matplotlib is said before the database is read
     study, spec = _load(study_name, storage)

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import keys
-from hpo.pruners import EVAL_ROWS_ATTR, standard_error
+from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")

@@ -112,7 +112,7 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
     transaction, so two processes could both claim one trial. Every SQLite worker shares the
     machine with the file, so an advisory file lock closes the gap.
     """
-    from hpo.storage import local_file
+    from hpo.execution.storage import local_file
 
     backend = getattr(study._storage, "_backend", study._storage)
     url = str(getattr(backend, "url", ""))

@@ -12,8 +12,8 @@ import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.config.spec import BUNDLED_MINILM, ModelSection
 from hpo.errors import DependencyError, ModelError, first_line
-from hpo.spec import BUNDLED_MINILM, ModelSection
 
 if TYPE_CHECKING:
     import torch

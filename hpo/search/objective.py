@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hpo import keys
+from hpo.config.space import Hyperparameters, check_depths, sample
+from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
-from hpo.space import Hyperparameters, check_depths, sample
-from hpo.spec import StudySpec
 from hpo.strategies import REGISTRY, ModelContext, Settings
 from hpo.tasks import get_task
-from hpo.train import Device, TrainPlan, TrainResult, pick_device, steps_for, train
+from hpo.training.loop import Device, TrainPlan, TrainResult, pick_device, steps_for, train
 
 if TYPE_CHECKING:
     import optuna
     import torch
 
-    from hpo.data import Encoded, Split, TaskData
-    from hpo.model import PretrainedModel
+    from hpo.data.dataset import Encoded, Split, TaskData
+    from hpo.models.pretrained import PretrainedModel
     from hpo.tasks.base import Task
 
 
@@ -87,8 +87,8 @@ class Objective:
         name = model or self.model_names()[0]
         if name in self._prepared:
             return self._prepared[name]
-        from hpo.augment import build_vocabulary
-        from hpo.model import PretrainedModel, load_tokenizer
+        from hpo.data.augment import build_vocabulary
+        from hpo.models.pretrained import PretrainedModel, load_tokenizer
 
         start = time.perf_counter()
         spec = self.spec
@@ -119,7 +119,7 @@ class Objective:
 
     def depths(self) -> dict[str, int]:
         """Layers of each model a trial may use (read from the configs, weights not loaded)."""
-        from hpo.model import load_config, num_layers
+        from hpo.models.pretrained import load_config, num_layers
 
         for name in self.model_names():
             if name not in self._depths:
@@ -307,7 +307,7 @@ class Objective:
         copies = self.spec.augment.copies
         if make_batch is None or copies == 0:
             return encoded, make_batch
-        from hpo.data import Encoded
+        from hpo.data.dataset import Encoded
 
         n = len(encoded)
         types = encoded.token_type_ids
@@ -336,7 +336,7 @@ class Objective:
         strength = float(hp["augmentation_strength"])
         if strength == 0:
             return None
-        from hpo.augment import Augmenter
+        from hpo.data.augment import Augmenter
 
         augment = Augmenter(strength, prep.vocabulary, int(hp["seed"]), self.spec.augment.ops)
         rows = split or prep.task.train
@@ -397,7 +397,7 @@ def check_fits(spec: StudySpec, task: TaskData, num_layers: int, model: str = ""
 
 def preflight(spec: StudySpec) -> TaskData:
     """Load the data and each model's configuration (not its weights) and check the study."""
-    from hpo.model import load_config, num_layers
+    from hpo.models.pretrained import load_config, num_layers
 
     objective = Objective(spec)
     task = objective.task.load(spec.data)

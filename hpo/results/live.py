@@ -13,7 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from hpo.report import _STATE_STYLE, _better, _check_direction, fmt_number
+from hpo.results.report import _STATE_STYLE, _better, _check_direction, fmt_number
 
 
 class LiveView:

@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import DependencyError, HpoError, StorageError
-from hpo.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR
+from hpo.search.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -126,7 +126,7 @@ def refresh_notes(storage: optuna.storages.BaseStorage) -> int:
 
 def open_dashboard_storage(url: str) -> optuna.storages.BaseStorage:
     """Open an existing study database read-side (no heartbeats); never creates a new file."""
-    from hpo.storage import local_file, open_storage
+    from hpo.execution.storage import local_file, open_storage
 
     file = local_file(url)
     if file is not None and not file.is_file():

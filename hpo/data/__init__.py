@@ -1,0 +1,1 @@
+"""Rows: reading, checking, splitting, tokenizing and batching them, and augmenting text."""

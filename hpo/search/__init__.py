@@ -1,0 +1,1 @@
+"""The search: the objective Optuna calls, the study driver (sampler, pruner), the pruners."""
