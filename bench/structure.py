@@ -159,6 +159,10 @@ def run_search(
     from hpo.search.study import create_or_resume
 
     space = FIVE if label == "five" else ALL
+    if args.quick:  # the tests' tiny model has two layers
+        shallow = {"frozen_layers": {"low": 0, "high": 1}, "num_layers": {"low": 1, "high": 2},
+                   "reinit_layers": {"low": 0, "high": 1}}  # fmt: skip
+        space = {**space, **{k: v for k, v in shallow.items() if k in space}}
     name = f"search-{label}-{seed}"
     spec = make_spec(
         files, args.train_rows, args.epochs, space, name, args.trials, seed, args.model, args.text
