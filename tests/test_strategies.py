@@ -257,6 +257,23 @@ def test_layer_ranges_are_clipped_to_the_layers_kept() -> None:
         study.tell(trial, 0.5)
 
 
+def test_layer_ranges_past_a_single_models_depth_are_refused_before_any_trial(
+    deep_model_dir, sentiment_csv
+) -> None:
+    from hpo.search.objective import preflight
+
+    for space, needle in [
+        ({"num_layers": {"low": 2, "high": 9}}, "`space.num_layers` goes up to 9 but the model has 4"),
+        ({"reinit_layers": 5}, "`space.reinit_layers` goes up to 5 but the model has 4"),
+        ({"frozen_layers": 2, "reinit_layers": 3}, "plus `space.frozen_layers` is at least 5, above the 4"),
+    ]:  # fmt: skip
+        raw = spec_dict(deep_model_dir, sentiment_csv)
+        raw["space"].update(space)
+        with pytest.raises(SpecError) as info:
+            preflight(StudySpec.from_dict(raw))
+        assert needle in str(info.value)
+
+
 # ------------------------------------------------------------------- several models
 
 

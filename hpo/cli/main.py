@@ -87,8 +87,16 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
     for line in lines:
         console.print(line, highlight=False)
+    conditions = spec.space.conditions()
     for name, dim in spec.space.dimensions.items():
-        console.print(f"  space.{name} = {dim.to_toml()!r}", highlight=False)
+        when = " and ".join(c.text for c in conditions[name])
+        shown = (
+            {k: v for k, v in dim.to_toml().items() if k != "when"} if dim.when else dim.to_toml()
+        )
+        console.print(
+            f"  space.{name} = {shown!r}" + (f"  (sampled only when {when})" if when else ""),
+            highlight=False,
+        )
     for origin, params in spec.first_trials():
         console.print(f"  first trial ({origin}), before sampling: {params}", highlight=False)
 

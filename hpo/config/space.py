@@ -394,6 +394,12 @@ def check_depths(space: SearchSpace, model_depth: int | None = None, model: str 
             raise SpecError(
                 f"{names} is at least {total}, above the {floor} layers kept; lower one of them"
             )
+    single = "model" not in space
+    if kept is not None and model_depth is not None and single and kept.upper_bound() > model_depth:
+        raise SpecError(
+            f"`space.num_layers` goes up to {kept.upper_bound()} but the model has "
+            f"{model_depth} layers; lower it"
+        )
     if kept is not None and model_depth is not None and kept.lowest() > model_depth:
         raise SpecError(
             f"`space.num_layers` goes down to {kept.lowest()} but the model{model} has only "
