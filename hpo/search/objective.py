@@ -20,7 +20,7 @@ from hpo import keys
 from hpo.config.space import Hyperparameters, check_depths, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
-from hpo.strategies import REGISTRY, ModelContext, Settings
+from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.tasks import get_task
 from hpo.training.loop import Device, TrainPlan, TrainResult, pick_device, steps_for, train
 
@@ -130,9 +130,13 @@ class Objective:
     def settings(self, hp: Hyperparameters) -> Settings:
         """What the strategies decide for the loop, from one sampled configuration."""
         settings = Settings()
-        for strategy in REGISTRY:
+        for strategy in self.strategies():
             strategy.configure(settings, hp)
         return settings
+
+    def strategies(self) -> list[Strategy]:
+        """The registered strategies that apply to this study's task, in registry order."""
+        return [s for s in REGISTRY if s.tasks is None or self.task.name in s.tasks]
 
     def plan(self, hp: Hyperparameters, n_train: int) -> TrainPlan:
         """The loop's settings for one sampled configuration."""
@@ -178,7 +182,9 @@ class Objective:
 
         started = time.perf_counter()
         hp = sample(self.spec.space, trial, self.depths())
-        prep = self.prepare(model=hp["model"] or self.model_names()[0])
+        name = hp["model"] or self.model_names()[0]
+        loads = name not in self._prepared  # this trial pays for reading the model
+        prep = self.prepare(model=name)
         train_data, make_batch = self.training_rows(prep, hp)
         plan = self.plan(hp, len(train_data))
         trial.set_user_attr(keys.DEVICE, prep.device.description)
@@ -188,7 +194,7 @@ class Objective:
         trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
         if self.constant_score is not None:  # the pruners' "learned nothing yet" level
             trial.set_user_attr(keys.CONSTANT_SCORE, self.constant_score)
-        if self.trials_run == 0:
+        if loads or self.trials_run == 0:
             trial.set_user_attr(keys.SETUP_SECONDS, round(prep.setup_seconds, 3))
         self.trials_run += 1
         if self.listener is not None:
@@ -247,9 +253,8 @@ class Objective:
             new_modules=list(prep.pretrained.new_modules),
             num_labels=prep.task.num_labels,
         )
-        for strategy in REGISTRY:
-            if strategy.tasks is None or self.task.name in strategy.tasks:
-                model = strategy.apply(model, hp, ctx)
+        for strategy in self.strategies():
+            model = strategy.apply(model, hp, ctx)
         ctx.notes[keys.TRAINABLE_PARAMETERS] = sum(
             p.numel() for p in model.parameters() if p.requires_grad
         )
