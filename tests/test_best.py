@@ -147,3 +147,53 @@ def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_best_of_a_lora_study_with_a_hidden_head_saves_a_merged_model(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    """LoRA adapters are folded into the weights and the hidden-layer head is rebuilt on load:
+    the saved folder needs neither peft nor the study to predict."""
+    from hpo.search.objective import Objective
+
+    url = f"sqlite:///{tmp_path / 'lora.db'}"
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"n_trials": 1},
+        data={"test_fraction": 0.2},
+        train={"max_steps": 20, "eval_every": 20},
+    )
+    raw["space"].update(lora_rank=4, lora_alpha=8.0, head_hidden_units=16)
+    spec = StudySpec.from_dict(raw)
+    study, _ = create_or_resume(spec, open_storage(url))
+    work(study, Objective(spec), 1)
+    assert "frozen_layers" not in study.get_trials()[0].params  # LoRA's own condition
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["hpo_head"]["hidden_units"] == 16
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model.safetensors"))
+    assert not any("lora" in k for k in weights)  # merged: a plain transformers checkpoint
+    assert "hpo.load_model" in (out / "README.md").read_text()
+
+    import hpo
+
+    model = hpo.load_model(str(out))
+    task = load_task(spec.data)
+    assert task.test is not None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    scores = evaluate(
+        model, encode(task.test, tokenizer, 32), pick_device("cpu"), 64, tokenizer.pad_token_id
+    )
+    facts = optuna.load_study(study_name="tiny", storage=url).user_attrs["hpo_best"]
+    assert scores["accuracy"] == pytest.approx(facts["test_mean"])  # the run it came from
+    predicted = CliRunner().invoke(cli, ["predict", str(out), "a great film", "an awful film"])
+    assert predicted.exit_code == 0 and len(predicted.output.splitlines()) == 2
