@@ -245,6 +245,22 @@ def test_a_written_when_condition_and_its_errors() -> None:
         assert "\n" not in str(info.value)
 
 
+def test_the_recipe_trial_turns_every_searched_strategy_off() -> None:
+    from hpo.config.space import first_trials
+
+    space = SearchSpace.from_dict(
+        {"num_layers": {"low": 2, "high": 6}, "head_hidden_units": [0, 64], "lora_rank": [0, 8],
+         "layer_lr_decay": {"low": 0.7, "high": 1.0}, "label_smoothing": [0.0, 0.1]}
+    )  # fmt: skip
+    ((origin, point),) = first_trials(space, None, recipe=True)
+    assert origin == "trainer recipe"
+    assert point == {
+        "learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear",
+        "frozen_layers": 0, "augmentation_strength": 0.0, "num_layers": 6,
+        "head_hidden_units": 0, "lora_rank": 0, "layer_lr_decay": 1.0, "label_smoothing": 0.0,
+    }  # fmt: skip
+
+
 def test_layer_ranges_are_clipped_to_the_layers_kept() -> None:
     space = SearchSpace.from_dict(
         {"num_layers": {"low": 2, "high": 6}, "frozen_layers": {"low": 0, "high": 5}}

@@ -426,6 +426,8 @@ def recipe_point(space: SearchSpace) -> dict[str, Any]:
         searched = name in space and not space[name].is_fixed
         if searched and name not in point and dim.off is not None and space[name].contains(dim.off):
             point[name] = dim.off
+    if "num_layers" in space and not space["num_layers"].is_fixed:
+        point["num_layers"] = space["num_layers"].upper_bound()  # as deep as the space allows
     return {k: v for k, v in point.items() if k in space}
 
 
