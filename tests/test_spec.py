@@ -107,6 +107,7 @@ FILE_CASES = {
     "lora rank negative": (space("lora_rank = -4"), ["`space.lora_rank`", "0 (off)", "-4"]),
     "llrd above 1": (space("layer_lr_decay = 1.5"), ["`space.layer_lr_decay`", "(0, 1]", "1.5"]),
     "when not a table": (space("lora_alpha = {low = 4, high = 8, when = 3}"), ["`space.lora_alpha.when`", "table"]),
+    "when of the wrong type": (space('lora_rank = [0, 8]\nlora_alpha = {low = 4, high = 8, when = {lora_rank = ["x", {a = 1}]}}'), ["`space.lora_alpha.when.lora_rank` lists 'x'"]),
     "choices with extra": (space("lora_dropout = {choices = [0.1], low = 0}"), ["unknown key `space.lora_dropout.low`", "choices and when"]),
     "duplicate choice": (space("batch_size = [16, 32, 16]"), ["`space.batch_size`", "twice", "[16, 32, 16]"]),
     "duplicate after float": (space("weight_decay = [0, 0.0]"), ["`space.weight_decay`", "twice"]),

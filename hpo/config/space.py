@@ -322,7 +322,7 @@ class SearchSpace:
                         f"`{where}`: {other!r} is not a dimension of the space; "
                         f"name one of: {', '.join(self.dimensions)}"
                     )
-                bad = [v for v in values if not self.dimensions[other].contains(v)]
+                bad = [v for v in values if not _can_take(self.dimensions[other], v)]
                 if bad:
                     raise SpecError(
                         f"`{where}` lists {bad[0]!r}, which space.{other} "
@@ -357,6 +357,15 @@ class SearchSpace:
         return all(
             cond.on in values and cond.holds(values[cond.on]) for cond in self.conditions()[name]
         )
+
+
+def _can_take(dim: Dimension, value: Any) -> bool:
+    """Whether ``dim`` takes ``value``; a value of the wrong type (a table, a string for a
+    number) simply is not one it takes."""
+    try:
+        return dim.contains(value)
+    except TypeError:
+        return False
 
 
 def _member(values: tuple[Any, ...]) -> Any:
