@@ -12,10 +12,9 @@ from hpo.config.spec import DataSection, ModelSection
 from hpo.data.dataset import Encoded, encode, load_task
 from hpo.errors import TrialFailure
 from hpo.models.pretrained import PretrainedModel, load_tokenizer
+from hpo.tasks.classification import classification_metrics, constant_score
 from hpo.training.loop import (
     TrainPlan,
-    classification_metrics,
-    constant_score,
     evaluate,
     make_optimizer,
     pick_device,

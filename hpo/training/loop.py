@@ -1,4 +1,4 @@
-"""The fine-tuning loop: AdamW on cross-entropy, warmup and decay, evaluation every k steps.
+"""The fine-tuning loop: AdamW on the task's loss, warmup and decay, evaluation every k steps.
 
 It knows nothing of Optuna: the caller passes ``on_eval(step, metrics)``, which returns True to
 stop early (that is how pruning reaches the loop). Failures a trial cannot recover from (NaN loss,
@@ -18,15 +18,12 @@ from typing import TYPE_CHECKING, Any
 from hpo.data.dataset import Encoded, eval_batches, train_batches
 from hpo.errors import OutOfMemory, TrialFailure
 from hpo.models.pretrained import parameter_groups
-from hpo.tasks.classification import classification_metrics, constant_score
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
     from hpo.tasks.base import Task
-
-__all__ = ["classification_metrics", "constant_score"]  # moved to hpo.tasks.classification
 
 Batch = dict[str, "torch.Tensor"]
 OnEval = Callable[[int, dict[str, float]], bool]
