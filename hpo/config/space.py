@@ -25,9 +25,6 @@ from hpo.strategies import REGISTRY, Condition, Dim, dimensions
 if TYPE_CHECKING:
     import optuna
 
-# Kept for earlier imports: the names now live in hpo.keys.
-FIRST_TRIAL_ATTR, RECIPE, GIVEN = keys.FIRST_TRIAL, keys.RECIPE, keys.GIVEN
-
 
 # The order the first versions sampled in: kept, so that a seeded study draws the same values.
 _SAMPLING_ORDER = (
@@ -461,7 +458,7 @@ def first_trials(
                     f"space: space.{name} is {dim.describe()}; widen the space or drop the option"
                 )
         point = {k: v for k, v in recipe_point(space).items() if not space[k].is_fixed}
-        out.append((RECIPE, point))
+        out.append((keys.RECIPE, point))
     for i, raw in enumerate(given or ()):
         point = {}
         for name, value in raw.items():
@@ -479,7 +476,7 @@ def first_trials(
                 )
             if not dim.is_fixed:
                 point[name] = value
-        out.append((GIVEN, point))
+        out.append((keys.GIVEN, point))
     return out
 
 
