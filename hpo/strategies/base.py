@@ -4,11 +4,11 @@ A strategy declares the dimensions it owns (``Dim``: name, kind, rule, default r
 that means "off") and overrides the hooks it needs:
 
 - ``configure(settings, values)``: the loop's settings (learning rate and schedule, batch,
-  weight decay, clipping, loss options, parameter-group hooks, a text transform);
+  weight decay, clipping, loss options, parameter-group hooks, the augmentation strength);
 - ``apply(model, values, ctx)``: the model itself (drop, re-initialise or freeze layers, swap
   the head, wrap it in adapters), in registry order;
 - ``check(space)``: interactions between dimensions, when the study file is read;
-- ``check_model(space, ctx)``: what the model must offer, before any trial;
+- ``check_model(space, depth, model)``: what the model must offer, before any trial;
 - ``conditions(space)``: conditions a dimension implies for others (LoRA's rank turns freezing off).
 
 A hook receives only the sampled values, never the Optuna trial: the training loop stays free of
@@ -104,8 +104,9 @@ class Strategy:
     def check(self, space: SearchSpace) -> None:
         """Raise SpecError for dimensions of the space that cannot work together."""
 
-    def check_model(self, space: SearchSpace, depth: int, model_type: str) -> None:
-        """Raise SpecError or ModelError when the model cannot take this strategy's values."""
+    def check_model(self, space: SearchSpace, depth: int, model: str) -> None:
+        """Raise SpecError or ModelError when ``model`` (a name or folder, ``depth`` layers deep)
+        cannot take this strategy's values."""
 
     def conditions(self, space: SearchSpace) -> list[Condition]:
         """Conditions this strategy implies for dimensions of the space."""
