@@ -54,7 +54,7 @@ class FakeObjective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from hpo.config.space import sample
+        from hpo.config.sampling import sample
         from hpo.errors import TrialFailure
 
         hp = sample(self.spec.space, trial)

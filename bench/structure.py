@@ -123,7 +123,7 @@ def make_spec(
 
 def run_one(objective: Any, test: Any, name: str, seed: int) -> dict[str, Any]:
     """Train one configuration with one seed; score the last model on the held-out rows."""
-    from hpo.config.space import Hyperparameters
+    from hpo.config.sampling import Hyperparameters
     from hpo.training.loop import evaluate, train
 
     prep = objective.prepare()
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.search:
         return main_search(args)
-    from hpo.config.space import Hyperparameters
+    from hpo.config.sampling import Hyperparameters
     from hpo.search.objective import Objective
 
     done = set()

@@ -39,7 +39,7 @@ class SleepObjective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from hpo.config.space import sample
+        from hpo.config.sampling import sample
 
         hp = sample(self.spec.space, trial)
         value = 0.0

@@ -1,6 +1,7 @@
 """hpo: hyperparameter search for fine-tuning pretrained transformers, on Optuna."""
 
-from hpo.config.space import Hyperparameters, SearchSpace, sample
+from hpo.config.sampling import Hyperparameters, sample
+from hpo.config.space import SearchSpace
 from hpo.config.spec import StudySpec
 from hpo.config.studyfile import load_spec
 from hpo.errors import (
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 def load_model(folder: str) -> object:
     """Load a model saved by ``hpo best``, custom head included (see ``hpo.final.best.load_model``)."""
-    from hpo.final.best import load_model as load
+    from hpo.final.saved import load_model as load
 
     return load(folder)
 

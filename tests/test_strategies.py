@@ -12,12 +12,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpo import strategies
-from hpo.config.space import Hyperparameters, SearchSpace, sample
+from hpo.config.sampling import Hyperparameters, sample
+from hpo.config.space import SearchSpace
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
 from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
-from hpo.final.best import load_model, plain_model
+from hpo.final.saved import load_model, plain_model
 from hpo.search.objective import Objective, Prepared
 from hpo.search.study import create_or_resume
 from hpo.strategies import Dim, ModelContext, Settings, Strategy
@@ -246,7 +247,7 @@ def test_a_written_when_condition_and_its_errors() -> None:
 
 
 def test_the_recipe_trial_turns_every_searched_strategy_off() -> None:
-    from hpo.config.space import first_trials
+    from hpo.config.sampling import first_trials
 
     space = SearchSpace.from_dict(
         {"num_layers": {"low": 2, "high": 6}, "head_hidden_units": [0, 64], "lora_rank": [0, 8],
@@ -276,7 +277,7 @@ def test_layer_ranges_are_clipped_to_the_layers_kept() -> None:
 def test_layer_ranges_past_a_single_models_depth_are_refused_before_any_trial(
     deep_model_dir, sentiment_csv
 ) -> None:
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
 
     for space, needle in [
         ({"num_layers": {"low": 2, "high": 9}}, "`space.num_layers` goes up to 9 but the model has 4"),

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config.space import Hyperparameters
+from hpo.config.sampling import Hyperparameters
 from hpo.config.spec import StudySpec
 from hpo.data.dataset import collate
 from hpo.errors import SpecError

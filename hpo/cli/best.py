@@ -48,7 +48,8 @@ def best(
     from rich.console import Console
 
     from hpo.execution.storage import open_storage, storage_url
-    from hpo.final.best import BEST_ATTR, retrain, save, summary, top_trials
+    from hpo.final.best import BEST_ATTR, retrain, top_trials
+    from hpo.final.saved import save, summary
     from hpo.results.export import ensure_folder
     from hpo.search.objective import Objective
     from hpo.search.study import load_stored
@@ -103,7 +104,7 @@ def best(
 @click.argument("texts", nargs=-1, required=True)
 def predict(model_dir: Path, texts: tuple[str, ...]) -> None:
     """Predict the label of each TEXT with a model saved by `hpo best`."""
-    from hpo.final.best import predict as run_predict
+    from hpo.final.saved import predict as run_predict
 
     for text, (label, prob) in zip(texts, run_predict(model_dir, texts), strict=True):
         click.echo(f"{label}\t{prob:.3f}\t{text}")

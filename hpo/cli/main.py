@@ -70,7 +70,7 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     """Check a study file (and its data and model) without running anything."""
     from rich.console import Console
 
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
 
     spec, _ = _load(study_file, overrides)
     lines = []
@@ -130,7 +130,7 @@ def create(
     """
     from hpo.execution.storage import open_storage, storage_url
     from hpo.execution.workers import set_deadline
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     spec, text = _load(study_file, overrides, n_trials, timeout)
@@ -239,7 +239,7 @@ def _run_parallel(
     """Create the study here, then start one worker process per slot and watch the database."""
     from hpo.execution import launch
     from hpo.execution.workers import set_deadline, sigterm_stops_worker
-    from hpo.search.objective import preflight
+    from hpo.search.preflight import preflight
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     task = preflight(spec)

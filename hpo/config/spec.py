@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from hpo.config.space import SearchSpace, first_trials
+from hpo.config.sampling import first_trials
+from hpo.config.space import SearchSpace
 from hpo.errors import SpecError
 from hpo.tasks import DEFAULT_TASK, get_task
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hpo import keys
-from hpo.config.space import Hyperparameters, check_depths, sample
+from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
+from hpo.search.preflight import check_fits
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.tasks import get_task
 from hpo.training.loop import Device, TrainPlan, TrainResult, pick_device, steps_for, train
@@ -389,24 +390,3 @@ def _release_memory(device: Device) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-def check_fits(spec: StudySpec, task: TaskData, num_layers: int, model: str = "") -> None:
-    """Refuse, before any trial starts, a study that cannot fit its data or model."""
-    get_task(spec.study.task).check(spec.study.metric, task)
-    shown = f" {model!r}" if model and "model" in spec.space else ""
-    check_depths(spec.space, num_layers, shown)
-    for strategy in REGISTRY:
-        strategy.check_model(spec.space, num_layers, model)
-
-
-def preflight(spec: StudySpec) -> TaskData:
-    """Load the data and each model's configuration (not its weights) and check the study."""
-    from hpo.models.pretrained import load_config, num_layers
-
-    objective = Objective(spec)
-    task = objective.task.load(spec.data)
-    for name in objective.model_names():
-        config = load_config(dataclasses.replace(spec.model, name=name))
-        check_fits(spec, task, num_layers(config), name)
-    return task

@@ -1,0 +1,36 @@
+"""Checks of a study against its data and models, before any trial: one line for each problem."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from hpo.config.space import check_depths
+from hpo.strategies import REGISTRY
+from hpo.tasks import get_task
+
+if TYPE_CHECKING:
+    from hpo.config.spec import StudySpec
+    from hpo.data.dataset import TaskData
+
+
+def check_fits(spec: StudySpec, task: TaskData, num_layers: int, model: str = "") -> None:
+    """Refuse, before any trial starts, a study that cannot fit its data or model."""
+    get_task(spec.study.task).check(spec.study.metric, task)
+    shown = f" {model!r}" if model and "model" in spec.space else ""
+    check_depths(spec.space, num_layers, shown)
+    for strategy in REGISTRY:
+        strategy.check_model(spec.space, num_layers, model)
+
+
+def preflight(spec: StudySpec) -> TaskData:
+    """Load the data and each model's configuration (not its weights) and check the study."""
+    from hpo.models.pretrained import load_config, num_layers
+    from hpo.search.objective import Objective
+
+    objective = Objective(spec)
+    task = objective.task.load(spec.data)
+    for name in objective.model_names():
+        config = load_config(dataclasses.replace(spec.model, name=name))
+        check_fits(spec, task, num_layers(config), name)
+    return task
