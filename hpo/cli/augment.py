@@ -33,11 +33,11 @@ def augment(
     from rich.console import Console
     from rich.table import Table
 
-    from hpo.cli.main import _load
+    from hpo.cli.common import load_study_file
     from hpo.data.augment import Augmenter, build_vocabulary
     from hpo.tasks import get_task
 
-    spec, _ = _load(study_file, overrides)
+    spec, _ = load_study_file(study_file, overrides)
     task = get_task(spec.study.task).load(spec.data)
     texts = task.train.text
     picked = random.Random(seed).sample(range(len(texts)), min(count, len(texts)))

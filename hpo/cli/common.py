@@ -1,0 +1,63 @@
+"""What several commands share: reading a study file, the baseline, quiet libraries, the report."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hpo import keys
+
+
+def load_study_file(
+    study_file: Path,
+    overrides: tuple[str, ...],
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> tuple[Any, str]:
+    """The study file with ``--set`` and the budget flags applied, validated."""
+    from hpo.config.studyfile import load_spec
+
+    spec, text = load_spec(study_file, overrides)
+    if n_trials is not None:
+        spec = spec.replace("study", n_trials=n_trials)
+    if timeout is not None:
+        spec = spec.replace("study", timeout=timeout)
+    return spec, text
+
+
+def baseline(task: Any) -> dict[str, Any]:
+    label, share = task.majority_baseline()
+    return {"label": label, "accuracy": share}
+
+
+def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
+    from hpo.results.insights import render_insights
+    from hpo.results.report import render_report, summarize
+    from hpo.search.study import BASELINE_ATTR
+
+    trials = study.get_trials(deepcopy=False)
+    summary = summarize(study.study_name, spec.study.metric, spec.direction, trials)
+    stored = study.user_attrs.get(BASELINE_ATTR)
+    baseline = None
+    if stored and spec.study.metric == "accuracy":
+        baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
+    console.print(render_report(summary, trials, top=top, baseline=baseline))
+    console.print(render_insights(spec, trials))
+    retrained = study.user_attrs.get(keys.BEST)
+    if retrained and retrained.get("test_mean") is not None:
+        gap = retrained.get("gap")
+        console.print(
+            f"retrained best (trial #{retrained['trial']}, seeds {retrained['seeds']}): "
+            f"test {retrained['metric']} {retrained['test_mean']:.4f} ± {retrained['test_std']:.4f}"
+            + (f", validation - test gap {gap:+.4f}" if gap is not None else ""),
+            highlight=False,
+        )
+
+
+def quiet_libraries() -> None:
+    """Optuna's per-trial log lines and experimental warnings would tear the live view."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

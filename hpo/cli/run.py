@@ -1,0 +1,240 @@
+"""Running a study: `hpo create`, `hpo run` (here or in parallel workers) and `hpo worker`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
+from hpo.cli.options import F, set_option, storage_option
+from hpo.execution.workers import WorkerStopped
+from hpo.results.dashboard import write_study_note
+
+
+def budget_options(f: F) -> F:
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Study-wide seconds; no trial starts after.",
+    )(f)
+    return click.option(
+        "--n-trials", type=click.IntRange(min=1), help="Study-wide number of trials."
+    )(f)
+
+
+@click.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@budget_options
+@set_option
+def create(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Create the study in the database (storing its study file) without running a trial.
+
+    Workers on any machine then join it with `hpo worker STUDY_NAME --storage URL`.
+    """
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.workers import set_deadline
+    from hpo.search.preflight import preflight
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
+
+    spec, text = load_study_file(study_file, overrides, n_trials, timeout)
+    quiet_libraries()
+    task = preflight(spec)
+    url = storage_url(storage)
+    extra = {BASELINE_ATTR: baseline(task)}
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
+    set_deadline(study, spec.study.timeout)
+    write_study_note(study)
+    click.echo(
+        f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {url} "
+        f"({spec.study.n_trials} trials); join it with: "
+        f"hpo worker {spec.study.name} --storage URL"
+    )
+
+
+@click.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@budget_options
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (CPU).")
+@click.option("--gpus", metavar="all|0,1,..", help="One worker per GPU, pinned to it.")
+@click.option("--per-gpu", type=click.IntRange(min=1), default=1, help="Workers per GPU.")
+@set_option
+def run(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    workers: int | None,
+    gpus: str | None,
+    per_gpu: int,
+    overrides: tuple[str, ...],
+) -> None:
+    """Run (or resume) the study a study file describes, then print its report.
+
+    The trial budget is the study's: running again resumes the stored study and only runs the
+    trials that are missing (raise it with --n-trials). With --workers or --gpus the trials run
+    in parallel worker processes that share the database.
+    """
+    from rich.console import Console
+
+    from hpo.execution import launch
+    from hpo.execution.storage import open_storage, storage_url
+
+    spec, text = load_study_file(study_file, overrides, n_trials, timeout)
+    url = storage_url(storage)
+    console = Console()
+    quiet_libraries()
+    store = open_storage(url)
+    gpu_ids = launch.parse_gpus(gpus)
+    if gpu_ids or (workers or 1) > 1:
+        slots = launch.plan_slots(workers, gpu_ids, per_gpu)
+        study = _run_parallel(console, spec, text, url, store, slots)
+    else:
+        study = _run_here(console, spec, text, url, store)
+    write_study_note(study)
+    print_report(console, study, spec)
+
+
+def _live(console: Any, spec: Any) -> Any:
+    from hpo.results.live import LiveView
+
+    return LiveView(
+        console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
+    )
+
+
+def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
+    """One worker in this process, with the live view."""
+    from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker, work
+    from hpo.search.objective import Objective
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
+
+    objective = Objective(spec)
+    console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
+    prep = objective.prepare()
+    extra = {BASELINE_ATTR: baseline(prep.task)}
+    study, resumed = create_or_resume(spec, store, text, extra)
+    set_deadline(study, spec.study.timeout)
+    console.print(
+        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url} "
+        f"({budget_used(study)} of {spec.study.n_trials} trials done) · device "
+        f"{prep.device.description} · {len(prep.task.train)} train / "
+        f"{len(prep.task.validation)} validation rows · setup {prep.setup_seconds:.1f}s",
+        highlight=False,
+    )
+    try:
+        with sigterm_stops_worker(), _live(console, spec) as live:
+            objective.listener = live
+            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+    except (KeyboardInterrupt, WorkerStopped):
+        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
+        sys.exit(130)
+    return study
+
+
+def _announce(live: Any) -> Callable[[Any, Any], None]:
+    return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value)
+
+
+def _run_parallel(
+    console: Any, spec: Any, text: str, url: str, store: Any, slots: list[Any]
+) -> Any:
+    """Create the study here, then start one worker process per slot and watch the database."""
+    from hpo.execution import launch
+    from hpo.execution.workers import set_deadline, sigterm_stops_worker
+    from hpo.search.preflight import preflight
+    from hpo.search.study import BASELINE_ATTR, create_or_resume
+
+    task = preflight(spec)
+    extra = {BASELINE_ATTR: baseline(task)}
+    study, resumed = create_or_resume(spec, store, text, extra)
+    set_deadline(study, spec.study.timeout)
+    where = ", ".join(
+        f"GPU {s.gpu}" if s.gpu is not None else f"{s.threads} CPU threads" for s in slots
+    )
+    console.print(
+        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url}; "
+        f"{len(slots)} workers ({where})",
+        highlight=False,
+    )
+    procs = launch.spawn(spec.study.name, url, slots)
+    seen: set[int] = set()
+    try:
+        with sigterm_stops_worker(), _live(console, spec) as live:
+
+            def poll() -> None:
+                for t in study.get_trials(deepcopy=False):
+                    if t.state.is_finished() and t.number not in seen:
+                        seen.add(t.number)
+                        live.trial_finished(t.number, t.state.name, t.value)
+
+            codes = launch.wait_all(procs, poll)
+    except (KeyboardInterrupt, WorkerStopped):
+        launch.stop_all(procs)  # each worker records its current trial, then exits
+        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
+        sys.exit(130)
+    if any(codes):
+        console.print(f"[yellow]some workers exited with errors[/]: exit codes {codes}")
+    return study
+
+
+@click.command()
+@click.argument("study_name")
+@storage_option
+@click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads for this worker.")
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    help="This worker's number; keeps parallel workers' samplers apart.",
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def worker(
+    study_name: str,
+    storage: str | None,
+    threads: int | None,
+    worker_index: int | None,
+    quiet: bool,
+) -> None:
+    """Join a stored study and run its trials until the study-wide budget is used.
+
+    Needs only the study name and the storage URL: the study file is read from the database.
+    """
+    import os
+
+    from rich.console import Console
+
+    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.workers import sigterm_stops_worker, work
+    from hpo.search.objective import Objective
+    from hpo.search.study import BASELINE_ATTR, load_stored
+
+    quiet_libraries()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    index = worker_index if worker_index is not None else os.getpid()
+    study, spec = load_stored(study_name, open_storage(storage_url(storage)), worker_index=index)
+    objective = Objective(spec)
+    prep = objective.prepare()
+    if BASELINE_ATTR not in study.user_attrs:
+        study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
+    console = Console(quiet=quiet)
+    try:
+        with sigterm_stops_worker(), _live(console, spec) as live:
+            if not quiet:
+                objective.listener = live
+            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+    except (KeyboardInterrupt, WorkerStopped):
+        sys.exit(130)
