@@ -30,6 +30,8 @@ _EXTENSIONS = {
     ".json": "json",
     ".jsonl": "jsonl",
     ".parquet": "parquet",
+    ".conll": "conll",
+    ".iob": "conll",
 }
 
 
@@ -47,6 +49,12 @@ class Split:
     def subset(self, indices: Sequence[int]) -> Split:
         pair = [self.text_pair[i] for i in indices] if self.text_pair is not None else None
         return Split([self.text[i] for i in indices], pair, [self.label[i] for i in indices])
+
+    def concat(self, other: Split) -> Split:
+        pair = None
+        if self.text_pair is not None and other.text_pair is not None:
+            pair = self.text_pair + other.text_pair
+        return Split(self.text + other.text, pair, self.label + other.label)
 
 
 @dataclass(frozen=True)
@@ -124,20 +132,36 @@ def load_task(spec: DataSection) -> TaskData:
 
 def _load_raw(spec: DataSection) -> dict[str, Any]:
     """Read the source into {split name: datasets.Dataset}."""
+    if spec.hub is not None:
+        return load_hub(spec)
+    return {split: read_file(path, spec) for split, path in data_files(spec).items()}
+
+
+def load_hub(spec: DataSection) -> dict[str, Any]:
+    """The hub dataset's splits as {split name: datasets.Dataset}."""
+    import datasets
+
+    quiet_datasets()
+    try:
+        loaded = datasets.load_dataset(spec.hub, spec.config)
+    except Exception as exc:  # the hub raises many kinds; all mean the same to a user
+        raise DataError(
+            f"cannot load hub dataset {spec.hub!r}"
+            + (f" (config {spec.config!r})" if spec.config else "")
+            + f": {first_line(exc)}"
+        ) from None
+    return dict(loaded)
+
+
+def quiet_datasets() -> None:
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    if spec.hub is not None:
-        try:
-            loaded = datasets.load_dataset(spec.hub, spec.config)
-        except Exception as exc:  # the hub raises many kinds; all mean the same to a user
-            raise DataError(
-                f"cannot load hub dataset {spec.hub!r}"
-                + (f" (config {spec.config!r})" if spec.config else "")
-                + f": {first_line(exc)}"
-            ) from None
-        return dict(loaded)
+
+
+def data_files(spec: DataSection) -> dict[str, str]:
+    """{split: path} of a local or packaged source, each checked to exist."""
     if spec.package is not None:
         assert spec.path is not None
         files = {"train": str(_package_file(spec.package, spec.path))}
@@ -147,17 +171,29 @@ def _load_raw(spec: DataSection) -> dict[str, Any]:
     for split, name in files.items():
         if not Path(name).is_file():
             raise DataError(f"`data.files.{split}` not found: {name}")
-    return {split: _read_file(path, spec) for split, path in files.items()}
+    return files
 
 
-def _read_file(path: str, spec: DataSection) -> Any:
+def file_format(path: str, spec: DataSection) -> str | None:
+    """``data.format``, else the one the file's extension names (None: unknown)."""
+    return spec.format or _EXTENSIONS.get(Path(path).suffix.lower())
+
+
+def read_file(path: str, spec: DataSection) -> Any:
+    """One csv, tsv, json, jsonl or parquet file as a ``datasets.Dataset``."""
     import datasets
 
-    fmt = spec.format or _EXTENSIONS.get(Path(path).suffix.lower())
+    quiet_datasets()
+    fmt = file_format(path, spec)
+    if fmt == "conll":
+        raise DataError(
+            f"{Path(path).name} is a CoNLL file: it holds tagged words, which "
+            '`study.task = "token_classification"` reads'
+        )
     if fmt is None:
         raise DataError(
             f"cannot tell the format of {Path(path).name}; set `data.format` to csv, tsv, json, "
-            "jsonl or parquet"
+            "jsonl, parquet or conll"
         )
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
@@ -313,6 +349,19 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def repeat(self, times: int) -> Encoded:
+        """The rows ``times`` over (augmented copies index past the originals)."""
+        types = self.token_type_ids
+        return Encoded(
+            self.input_ids * times, types * times if types is not None else None, self.label * times
+        )
+
+    def concat(self, other: Encoded) -> Encoded:
+        types = None
+        if self.token_type_ids is not None and other.token_type_ids is not None:
+            types = self.token_type_ids + other.token_type_ids
+        return Encoded(self.input_ids + other.input_ids, types, self.label + other.label)
 
 
 def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Encoded:

@@ -179,15 +179,6 @@ def choose(
 
 def _training_data(prep: Prepared, train_on: str, spec: StudySpec) -> tuple[Any, Any]:
     """The encoded rows to train on and their raw split (for augmentation)."""
-    from hpo.data.dataset import Encoded, Split
-
     if train_on == "train":
         return prep.train, prep.task.train
-    a, b = prep.train, prep.validation
-    types = None
-    if a.token_type_ids is not None and b.token_type_ids is not None:
-        types = a.token_type_ids + b.token_type_ids
-    encoded = Encoded(a.input_ids + b.input_ids, types, a.label + b.label)
-    ta, tb = prep.task.train, prep.task.validation
-    pair = ta.text_pair + tb.text_pair if ta.text_pair is not None and tb.text_pair else None
-    return encoded, Split(ta.text + tb.text, pair, ta.label + tb.label)
+    return prep.train.concat(prep.validation), prep.task.train.concat(prep.task.validation)

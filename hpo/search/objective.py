@@ -12,7 +12,7 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,7 +52,7 @@ class Prepared:
     train: Encoded
     validation: Encoded
     pretrained: PretrainedModel
-    vocabulary: tuple[str, ...]
+    pool: Any  # what augmentation draws replacements from (the task's augment_pool)
     device: Device
     setup_seconds: float
     kind: Task | None = None  # the task's code (None: sequence classification)
@@ -88,7 +88,6 @@ class Objective:
         name = model or self.model_names()[0]
         if name in self._prepared:
             return self._prepared[name]
-        from hpo.data.augment import build_vocabulary
         from hpo.models.pretrained import PretrainedModel, load_tokenizer
 
         start = time.perf_counter()
@@ -108,7 +107,7 @@ class Objective:
             train=self.task.encode(task.train, tokenizer, max_length),
             validation=self.task.encode(task.validation, tokenizer, max_length),
             pretrained=pretrained,
-            vocabulary=first.vocabulary if first else build_vocabulary(task.train.text),
+            pool=first.pool if first else self.task.augment_pool(task.train),
             device=first.device if first else pick_device(spec.train.device, spec.train.precision),
             setup_seconds=0.0,
             kind=self.task,
@@ -170,12 +169,14 @@ class Objective:
     def constant_score(self) -> float | None:
         """The study metric of the best constant answer on the validation split (None for a
         loss): trials that have not beaten it have not yet learned anything measurable."""
-        if not self.spec.study.proportion:
+        metric = self.spec.study.metric
+        if metric in self.task.minimized:
             return None
         if self._constant_score is None:
             prep = self.prepare()
-            labels, metric = prep.validation.label, self.spec.study.metric
-            self._constant_score = self.task.constant_score(labels, prep.task.num_labels, metric)
+            self._constant_score = self.task.constant_score(
+                prep.validation, prep.task.num_labels, metric
+            )
         return self._constant_score
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -193,6 +194,9 @@ class Objective:
         trial.set_user_attr(keys.MAX_STEPS, plan.max_steps)
         # the pruners' noise margin: units one evaluation scores
         trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
+        windowed = {k: getattr(getattr(prep, k), "windowed", 0) for k in ("train", "validation")}
+        if any(windowed.values()):
+            trial.set_user_attr(keys.WINDOWED, windowed)
         if self.constant_score is not None:  # the pruners' "learned nothing yet" level
             trial.set_user_attr(keys.CONSTANT_SCORE, self.constant_score)
         if loads or self.trials_run == 0:
@@ -203,6 +207,9 @@ class Objective:
 
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
             value = metrics[plan.metric]
+            noise = metrics.get(f"{plan.metric}_se")
+            if noise is not None:  # the task measured its own noise (e.g. a bootstrap)
+                trial.set_user_attr(keys.EVAL_NOISE, round(noise, 6))
             trial.report(value, step)
             if self.listener is not None:
                 self.listener.evaluated(step, value)
@@ -313,15 +320,8 @@ class Objective:
         copies = self.spec.augment.copies
         if make_batch is None or copies == 0:
             return encoded, make_batch
-        from hpo.data.dataset import Encoded
-
         n = len(encoded)
-        types = encoded.token_type_ids
-        grown = Encoded(
-            encoded.input_ids * (1 + copies),
-            types * (1 + copies) if types is not None else None,
-            encoded.label * (1 + copies),
-        )
+        grown = encoded.repeat(1 + copies)
         task, pad = self.task, prep.pad_id
 
         def mixed(indices: list[int]) -> dict[str, torch.Tensor]:
@@ -342,24 +342,15 @@ class Objective:
         strength = float(hp["augmentation_strength"])
         if strength == 0:
             return None
-        from hpo.data.augment import Augmenter
-
-        augment = Augmenter(strength, prep.vocabulary, int(hp["seed"]), self.spec.augment.ops)
-        rows = split or prep.task.train
-        max_length = self.spec.train.max_length
-        task, tokenizer = self.task, prep.tokenizer
-
-        def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-            texts = [rows.text[i] for i in keep] + augment.batch([rows.text[i] for i in indices])
-            pairs = None
-            if rows.text_pair is not None:
-                pairs = [rows.text_pair[i] for i in keep] + augment.batch(
-                    [rows.text_pair[i] for i in indices]
-                )
-            every = [*keep, *indices]
-            return task.encode_texts(tokenizer, rows, every, texts, pairs, max_length)
-
-        return make_batch
+        return self.task.augmented_batches(
+            split or prep.task.train,
+            prep.tokenizer,
+            self.spec.train.max_length,
+            prep.pool,
+            strength,
+            int(hp["seed"]),
+            self.spec.augment.ops,
+        )
 
 
 def _infeasible(trial: optuna.Trial, reason: str, plan: TrainPlan) -> float:

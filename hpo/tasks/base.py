@@ -1,7 +1,7 @@
 """What a task is: everything that depends on the kind of labels being learned.
 
 A task reads and checks the rows (``load``), encodes them with their labels (``encode``,
-``collate``; ``encode_texts`` for augmented text), names the model head it needs
+``collate``; ``augmented_batches`` for perturbed rows), names the model head it needs
 (``model_class``), and defines the loss, the metrics, the score of a constant answer and the
 size of one evaluation for the noise the pruners and the report allow for. The training loop,
 the search and the results know a task only through this interface.
@@ -9,14 +9,14 @@ the search and the results know a task only through this interface.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
     from hpo.config.spec import DataSection
-    from hpo.data.dataset import Encoded, Split, TaskData
+    from hpo.data.dataset import Encoded, TaskData
 
 
 class Task:
@@ -27,25 +27,15 @@ class Task:
     minimized: frozenset[str] = frozenset({"eval_loss"})  # metrics where lower is better
     proportions: frozenset[str] = frozenset()  # metrics that are a share of evaluated units
 
-    def load(self, data: DataSection) -> TaskData:
+    def load(self, data: DataSection) -> Any:
+        """The splits and label names (``TaskData``, ``TokenData``: the task's own shape)."""
         raise NotImplementedError
 
-    def encode(self, split: Split, tokenizer: Any, max_length: int) -> Encoded:
+    def encode(self, split: Any, tokenizer: Any, max_length: int) -> Any:
+        """A split tokenized once: ``len()`` rows with ``repeat``, ``concat`` and ``input_ids``."""
         raise NotImplementedError
 
-    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def encode_texts(
-        self,
-        tokenizer: Any,
-        split: Split,
-        indices: Sequence[int],
-        texts: list[str],
-        pairs: list[str] | None,
-        max_length: int,
-    ) -> dict[str, Any]:
-        """A training batch from (augmented) texts of the rows ``indices`` of ``split``."""
+    def collate(self, encoded: Any, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
         raise NotImplementedError
 
     def model_class(self) -> Any:
@@ -56,16 +46,21 @@ class Task:
         raise NotImplementedError
 
     def predictions(
-        self, logits: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, indices: Sequence[int], encoded: Any
     ) -> tuple[list[Any], list[Any]]:
-        """(predictions, gold labels) of one evaluation batch, in the form ``score`` takes."""
+        """(predictions, gold labels) of one evaluation batch (the rows ``indices`` of
+        ``encoded``), in the form ``score`` takes."""
         raise NotImplementedError
 
-    def score(self, preds: list[Any], labels: list[Any], num_labels: int) -> dict[str, float]:
+    def score(
+        self, preds: list[Any], labels: list[Any], num_labels: int, encoded: Any
+    ) -> dict[str, float]:
+        """The metrics of a whole evaluation of ``encoded``; a metric ``m`` may come with its
+        standard error as ``m_se``, which the pruners and the report then use as its noise."""
         raise NotImplementedError
 
-    def constant_score(self, labels: Sequence[Any], num_labels: int, metric: str) -> float:
-        """The best ``metric`` a model giving every unit the same answer scores on ``labels``."""
+    def constant_score(self, encoded: Any, num_labels: int, metric: str) -> float:
+        """The best ``metric`` a model giving every unit the same answer scores on ``encoded``."""
         raise NotImplementedError
 
     def eval_units(self, encoded: Encoded) -> int:
@@ -74,3 +69,25 @@ class Task:
 
     def check(self, metric: str, data: TaskData) -> None:
         """Raise SpecError when ``metric`` cannot be computed on ``data``."""
+
+    def describe(self, data: Any, tokenizer: Any, max_length: int) -> list[str]:
+        """Lines ``hpo validate`` prints about the data (sizes, labels, lengths)."""
+        return []
+
+    def augment_pool(self, train: Any) -> Any:
+        """What augmentation draws replacements from, built once from the training rows."""
+        raise NotImplementedError
+
+    def augmented_batches(
+        self,
+        split: Any,
+        tokenizer: Any,
+        max_length: int,
+        pool: Any,
+        strength: float,
+        seed: int,
+        ops: Mapping[str, float],
+    ) -> Callable[..., dict[str, Any]]:
+        """``make_batch(indices, keep=())``: a training batch of the rows ``keep`` as they are
+        and the rows ``indices`` of ``split`` perturbed at ``strength``."""
+        raise NotImplementedError

@@ -8,7 +8,7 @@ validation rows, so one evaluation's noise is a proportion's standard error over
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import SpecError
@@ -41,23 +41,48 @@ class SequenceClassification(Task):
 
         return collate(encoded, indices, pad_id)
 
-    def encode_texts(
+    def augment_pool(self, train: Split) -> tuple[str, ...]:
+        from hpo.data.augment import build_vocabulary
+
+        return build_vocabulary(train.text)
+
+    def augmented_batches(
         self,
-        tokenizer: Any,
         split: Split,
-        indices: Sequence[int],
-        texts: list[str],
-        pairs: list[str] | None,
+        tokenizer: Any,
         max_length: int,
-    ) -> dict[str, Any]:
+        pool: Any,
+        strength: float,
+        seed: int,
+        ops: Mapping[str, float],
+    ) -> Callable[..., dict[str, Any]]:
         import torch
 
-        batch = tokenizer(
-            texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-        )
-        out = dict(batch.items())
-        out["labels"] = torch.tensor([split.label[i] for i in indices], dtype=torch.long)
-        return out
+        from hpo.data.augment import Augmenter
+
+        augment = Augmenter(strength, pool, seed, ops)
+
+        def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, Any]:
+            texts = [split.text[i] for i in keep] + augment.batch([split.text[i] for i in indices])
+            pairs = None
+            if split.text_pair is not None:
+                pairs = [split.text_pair[i] for i in keep] + augment.batch(
+                    [split.text_pair[i] for i in indices]
+                )
+            batch = tokenizer(
+                texts,
+                pairs,
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            out = dict(batch.items())
+            every = [*keep, *indices]
+            out["labels"] = torch.tensor([split.label[i] for i in every], dtype=torch.long)
+            return out
+
+        return make_batch
 
     def model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -73,15 +98,26 @@ class SequenceClassification(Task):
         )
 
     def predictions(
-        self, logits: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, indices: Sequence[int], encoded: Any
     ) -> tuple[list[Any], list[Any]]:
         return logits.argmax(-1).tolist(), labels.tolist()
 
-    def score(self, preds: list[Any], labels: list[Any], num_labels: int) -> dict[str, float]:
+    def score(
+        self, preds: list[Any], labels: list[Any], num_labels: int, encoded: Any
+    ) -> dict[str, float]:
         return classification_metrics(preds, labels, num_labels)
 
-    def constant_score(self, labels: Sequence[Any], num_labels: int, metric: str) -> float:
-        return constant_score(labels, num_labels, metric)
+    def constant_score(self, encoded: Encoded, num_labels: int, metric: str) -> float:
+        return constant_score(encoded.label, num_labels, metric)
+
+    def describe(self, data: TaskData, tokenizer: Any, max_length: int) -> list[str]:
+        label, share = data.majority_baseline()
+        test = len(data.test) if data.test is not None else 0
+        return [
+            f"data: {len(data.train)} train, {len(data.validation)} validation, {test} test "
+            f"rows; {data.num_labels} labels ({', '.join(data.label_names[:10])}); "
+            f"majority class {label!r} is {share:.3f} of validation"
+        ]
 
     def check(self, metric: str, data: TaskData) -> None:
         if metric == "f1" and data.num_labels != 2:

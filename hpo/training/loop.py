@@ -150,12 +150,12 @@ def evaluate(
             batch = _to(task.collate(data, indices, pad_id), device)
             logits = model(**_inputs(batch)).logits.float()
             loss_sum += task.loss(logits, batch["labels"], reduction="sum").item()
-            p, y = task.predictions(logits, batch["labels"])
+            p, y = task.predictions(logits, batch["labels"], indices, data)
             preds += p
             labels += y
             units += _units(batch["labels"])
     model.train(was_training)
-    metrics = task.score(preds, labels, int(model.config.num_labels or 0))
+    metrics = task.score(preds, labels, int(model.config.num_labels or 0), data)
     metrics["eval_loss"] = loss_sum / max(1, units)
     return metrics
 
