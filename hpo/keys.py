@@ -32,6 +32,8 @@ OOM_RETRY = "oom_retry"  # the first out-of-memory error and the halved batch th
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM: gives its budget slot back
 FIRST_TRIAL = "first_trial"  # on a study's first trials: RECIPE or GIVEN
 EVAL_ROWS = "eval_rows"  # units one evaluation scores: the pruners' noise margin
+WINDOWED = "windowed_sentences"  # {split: sentences split into windows} (token classification)
+EVAL_NOISE = "eval_noise"  # standard error of the last evaluation, where the task measures it
 CONSTANT_SCORE = "constant_score"  # the metric of the best constant answer
 INFEASIBLE = "infeasible"  # why a trial's configuration cannot run (out of memory twice)
 

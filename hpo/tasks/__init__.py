@@ -5,12 +5,14 @@ from __future__ import annotations
 from hpo.errors import SpecError
 from hpo.tasks.base import Task
 from hpo.tasks.classification import SequenceClassification
+from hpo.tasks.token_classification import TokenClassification
 
 __all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task"]
 
 DEFAULT_TASK = "sequence_classification"
 TASKS: dict[str, Task] = {
     "sequence_classification": SequenceClassification(),
+    "token_classification": TokenClassification(),
 }
 
 
