@@ -28,25 +28,52 @@ def augment(
 ) -> None:
     """Print N training texts beside their augmented versions, at the study's [augment] ops.
 
-    Strength 0 prints the texts unchanged. Nothing is trained and nothing is stored.
+    For token classification, sentences show each entity mention as [words|type]. Strength 0
+    prints the texts unchanged. Nothing is trained and nothing is stored.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from hpo.cli.common import load_study_file
-    from hpo.data.augment import Augmenter, build_vocabulary
     from hpo.tasks import get_task
 
     spec, _ = load_study_file(study_file, overrides)
-    task = get_task(spec.study.task).load(spec.data)
-    texts = task.train.text
-    picked = random.Random(seed).sample(range(len(texts)), min(count, len(texts)))
-    augmenter = Augmenter(strength, build_vocabulary(texts), seed, spec.augment.ops)
+    kind = get_task(spec.study.task)
+    task = kind.load(spec.data)
+    train = task.train
+    picked = random.Random(seed).sample(range(len(train)), min(count, len(train)))
     ops = ", ".join(f"{op} {w:g}" for op, w in spec.augment.ops.items())
     table = Table(title=f"augmentation_strength {strength:g} (ops: {ops})", show_lines=True)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("training text")
-    table.add_column("augmented")
-    for i in picked:
-        table.add_row(str(i), texts[i], augmenter(texts[i]))
+    if spec.study.task == "token_classification":
+        from hpo.data.augment import TokenAugmenter
+
+        tagged = TokenAugmenter(strength, kind.augment_pool(train), seed, spec.augment.ops)
+        table.add_column(escape("training sentence ([mention|type])"))
+        table.add_column("augmented")
+        for i in picked:
+            words, tags = train.tokens[i], train.tag_names(i)
+            table.add_row(str(i), _tagged(words, tags), _tagged(*tagged(words, tags)))
+    else:
+        from hpo.data.augment import Augmenter
+
+        texts = train.text
+        augmenter = Augmenter(strength, kind.augment_pool(train), seed, spec.augment.ops)
+        table.add_column("training text")
+        table.add_column("augmented")
+        for i in picked:
+            table.add_row(str(i), texts[i], augmenter(texts[i]))
     Console().print(table)
+
+
+def _tagged(words: list[str], tags: list[str]) -> str:
+    """A tagged sentence as text, each mention bracketed with its type: [Paris|location]."""
+    from rich.markup import escape
+
+    from hpo.data.augment import segments
+
+    return " ".join(
+        escape(" ".join(w)) if k is None else f"[bold]{escape('[' + ' '.join(w))}|{k}][/]"
+        for w, k in segments(words, tags)
+    )

@@ -96,15 +96,41 @@ def best(
     if facts["gap"] is not None and train_on == "train":
         line += f"; validation - test gap {facts['gap']:+.4f}"
     console.print(line, highlight=False)
+    if facts["per_type"]:
+        console.print(
+            "F1 per entity type: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in facts["per_type"].items()),
+            highlight=False,
+        )
     console.print(f"saved the model, tokenizer and model card to {out}")
 
 
 @click.command()
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1, required=True)
-def predict(model_dir: Path, texts: tuple[str, ...]) -> None:
-    """Predict the label of each TEXT with a model saved by `hpo best`."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text, for scripts.")
+def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
+    """Predict the label of each TEXT with a model saved by `hpo best`.
+
+    A classifier prints label, probability and text; a token classification (NER) model prints
+    each text, then one line per entity: its words, type and score."""
+    import json
+
     from hpo.final.saved import predict as run_predict
 
-    for text, (label, prob) in zip(texts, run_predict(model_dir, texts), strict=True):
-        click.echo(f"{label}\t{prob:.3f}\t{text}")
+    for text, found in zip(texts, run_predict(model_dir, texts), strict=True):
+        if isinstance(found, list):  # entities
+            if as_json:
+                click.echo(json.dumps({"text": text, "entities": found}, ensure_ascii=False))
+                continue
+            click.echo(text)
+            for e in found:
+                click.echo(f"  {e['text']}\t{e['type']}\t{e['score']:.3f}")
+            if not found:
+                click.echo("  (no entity)")
+        elif as_json:
+            label, prob = found
+            click.echo(json.dumps({"text": text, "label": label, "score": round(prob, 4)}))
+        else:
+            label, prob = found
+            click.echo(f"{label}\t{prob:.3f}\t{text}")

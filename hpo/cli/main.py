@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from hpo import __version__
-from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
+from hpo.cli.common import load_study_file, print_report, quiet_libraries
 from hpo.cli.options import set_option, storage_option
 from hpo.errors import HpoError
 
@@ -49,13 +49,12 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
     spec, _ = load_study_file(study_file, overrides)
     lines = []
     if data:
+        from hpo.models.pretrained import load_tokenizer
+        from hpo.tasks import get_task
+
         task = preflight(spec)
-        base = baseline(task)
-        test = len(task.test) if task.test is not None else 0
-        lines.append(
-            f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test rows; "
-            f"{task.num_labels} labels ({', '.join(task.label_names[:10])}); "
-            f"majority class {base['label']!r} is {base['accuracy']:.3f} of validation"
+        lines += get_task(spec.study.task).describe(
+            task, load_tokenizer(spec.model), spec.train.max_length
         )
     console = Console()
     console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,10 +62,11 @@ def plain_model(model: Any) -> Any:
 def load_model(folder: str | Path) -> Any:
     """Load a model saved by ``hpo best``, with the head it was tuned with.
 
-    A model with the model's own head loads with ``AutoModelForSequenceClassification`` too;
+    A model with the model's own head loads with ``AutoModelForSequenceClassification`` (or
+    ``AutoModelForTokenClassification``, for a token classification study) too;
     one with a hidden-layer head (``head_hidden_units``) needs this function, which rebuilds the
     head its config records (``hpo_head``) before reading the weights."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from hpo.models.pretrained import quiet_transformers
     from hpo.strategies.head import HEAD_CONFIG, build_hidden_head
@@ -74,13 +76,14 @@ def load_model(folder: str | Path) -> Any:
     if not (folder / "config.json").is_file():
         raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
     config = AutoConfig.from_pretrained(folder)
+    auto = _auto_class(config)
     head = getattr(config, HEAD_CONFIG, None)
     if not head:
-        return AutoModelForSequenceClassification.from_pretrained(folder)
+        return auto.from_pretrained(folder)
     import torch
     from safetensors.torch import load_file
 
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = auto.from_config(config)
     name, _, attr = str(head["module"]).rpartition(".")
     parent = model.get_submodule(name) if name else model
     old = getattr(parent, attr)
@@ -101,6 +104,20 @@ def load_model(folder: str | Path) -> Any:
     return model
 
 
+def _auto_class(config: Any) -> Any:
+    """The auto class of the head the saved config names (sequence or token classification)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    names = getattr(config, "architectures", None) or []
+    if any(str(n).endswith("ForTokenClassification") for n in names):
+        return AutoModelForTokenClassification
+    return AutoModelForSequenceClassification
+
+
+def is_token_model(model: Any) -> bool:
+    return type(model).__name__.endswith("ForTokenClassification")
+
+
 def summary(
     results: list[ConfigResult], metric: str, search_value: float | None, chosen: int = 0
 ) -> dict[str, Any]:
@@ -119,7 +136,22 @@ def summary(
         "test_mean": test[0] if test else None,
         "test_std": test[1] if test else None,
         "gap": (val[0] - test[0]) if val and test else None,
+        "per_type": per_type(kept, "test") or per_type(kept, "validation"),
     }
+
+
+def per_type(result: ConfigResult, split: str) -> dict[str, float]:
+    """Mean F1 per entity type over a configuration's runs (token classification; else empty)."""
+    kinds = sorted(
+        {k for run in result.runs for k in (run.test if split == "test" else run.validation) or {}
+         if k.startswith("entity_f1_") and k != "entity_f1_se"}
+    )  # fmt: skip
+    out = {}
+    for key in kinds:
+        mean = result.mean_std(split, key)
+        if mean is not None:
+            out[key.removeprefix("entity_f1_")] = round(mean[0], 4)
+    return out
 
 
 def model_card(
@@ -134,6 +166,9 @@ def model_card(
     metric = spec.study.metric
     facts = summary(results, metric, search_value, chosen)
     data = spec.data
+    tokens = spec.study.task == "token_classification"
+    what = "Named-entity recognition (token classification)" if tokens else "Text classification"
+    auto = "AutoModelForTokenClassification" if tokens else "AutoModelForSequenceClassification"
     source = (
         data.hub
         or data.package
@@ -142,7 +177,7 @@ def model_card(
     lines = [
         f"# {study_name}: fine-tuned {spec.model.name}",
         "",
-        f"Text classification fine-tuned by `hpo` from study `{study_name}`: "
+        f"{what} fine-tuned by `hpo` from study `{study_name}`: "
         + (
             f"of the search's best {len(results)} configurations, the one best on validation "
             "over all its seeds"
@@ -166,6 +201,16 @@ def model_card(
         cell = lambda x: f"{x[0]:.4f} ± {x[1]:.4f}" if x else "n/a"  # noqa: E731
         lines.append(f"| trial #{r.trial_number} | {cell(v)} | {cell(t)} |")
     lines += [""]
+    if facts["per_type"]:
+        split = "test" if results[chosen].values("test", metric) else "validation"
+        lines += [
+            f"F1 per entity type ({split}, mean over seeds of trial #{facts['trial']}):",
+            "",
+            "| type | F1 |",
+            "| --- | --- |",
+            *(f"| {k} | {v:.4f} |" for k, v in facts["per_type"].items()),
+            "",
+        ]
     if search_value is not None:
         lines.append(
             f"During the search this configuration scored {search_value:.4f} on validation."
@@ -184,9 +229,14 @@ def model_card(
         "## Data",
         "",
         f"- source: {source}" + (f" (config {data.config})" if data.config else ""),
-        f"- text column `{data.text_column}`"
-        + (f", pair column `{data.text_pair_column}`" if data.text_pair_column else "")
-        + f", label column `{data.label_column}`",
+        (
+            f"- words and tags: CoNLL columns or `{data.tokens_column}` / `{data.tags_column}`, "
+            f"read as {data.tag_scheme}, trained as IOB2"
+            if tokens
+            else f"- text column `{data.text_column}`"
+            + (f", pair column `{data.text_pair_column}`" if data.text_pair_column else "")
+            + f", label column `{data.label_column}`"
+        ),
         "",
         "## Use",
         "",
@@ -199,26 +249,30 @@ def model_card(
             ]
             if results[chosen].params.get("head_hidden_units")
             else [
-                "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-                'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER")',
+                f"from transformers import {auto}, AutoTokenizer",
+                f'model = {auto}.from_pretrained("THIS_FOLDER")',
             ]
         ),
         'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
         "```",
         "",
-        'or from the shell: `hpo predict THIS_FOLDER "some text"`.',
+        'or from the shell: `hpo predict THIS_FOLDER "some text"`'
+        + (" (prints the entities: text, type, score)." if tokens else "."),
         "",
     ]
     return "\n".join(lines)
 
 
-def predict(folder: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
-    """Label and probability for each text, from a saved model folder."""
+def predict(folder: Path, texts: Sequence[str]) -> list[Any]:
+    """For each text, from a saved model folder: (label, probability); for a token
+    classification model, its entities (see ``predict_entities``)."""
     import torch
     from transformers import AutoTokenizer
 
     model = load_model(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    if is_token_model(model):
+        return predict_entities(model, tokenizer, texts)
     model.eval()
     batch = tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -226,3 +280,61 @@ def predict(folder: Path, texts: Sequence[str]) -> list[tuple[str, float]]:
     top = probs.max(-1)
     labels = model.config.id2label
     return [(str(labels[int(i)]), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+
+
+_WORDS = re.compile(r"[@#]?\w+(?:['’.\-]\w+)*|\S")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Words of a raw text with their character offsets: runs of letters and digits (with
+    inner apostrophes, dots and hyphens, and a leading @ or #), and each other mark alone."""
+    return [(m.group(), m.start(), m.end()) for m in _WORDS.finditer(text)]
+
+
+def predict_entities(
+    model: Any, tokenizer: Any, texts: Sequence[str]
+) -> list[list[dict[str, Any]]]:
+    """The entities of each text: its words tagged by their first sub-token's prediction
+    (long texts in windows, as in training), IOB2 tags read into spans; each span's score is
+    the mean probability of its words' tags."""
+    import torch
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from hpo.data.tokens import collate_windows, encode_sentences
+
+    names = [str(model.config.id2label[i]) for i in range(int(model.config.num_labels))]
+    words = [split_words(t) for t in texts]
+    limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
+    windows = encode_sentences(
+        [[w for w, _, _ in row] for row in words],
+        [["O"] * len(row) for row in words],
+        tokenizer,
+        min(limit, 512),
+        names,
+    )
+    tags = [["O"] * len(row) for row in words]
+    probs = [[0.0] * len(row) for row in words]
+    model.eval()
+    if len(windows):
+        batch = collate_windows(windows, range(len(windows)), int(tokenizer.pad_token_id or 0))
+        batch.pop("labels")
+        with torch.inference_mode():
+            p = model(**batch).logits.float().softmax(-1)
+        top = p.max(-1)
+        for i, scored in enumerate(windows.scored):
+            s = windows.sentence[i]
+            for pos, w in scored:
+                tags[s][w] = names[int(top.indices[i, pos])]
+                probs[s][w] = float(top.values[i, pos])
+    out = []
+    for text, row, t, pr in zip(texts, words, tags, probs, strict=True):
+        found = []
+        for kind, first, last in get_entities(t):
+            start, end = row[first][1], row[last][2]
+            score = sum(pr[first : last + 1]) / (last - first + 1)
+            found.append(
+                {"text": text[start:end], "type": kind, "start": start, "end": end,
+                 "score": round(score, 4)}
+            )  # fmt: skip
+        out.append(found)
+    return out
