@@ -343,7 +343,8 @@ FULL = {
     "data": {
         "files": {"train": "/d/train.csv", "validation": "/d/v.csv", "test": "/d/t.csv"},
         "format": "csv", "encoding": "latin-1", "text_column": "sentence", "text_pair_column": "second",
-        "label_column": "y", "train_split": "tr", "validation_split": "va", "test_split": "te",
+        "label_column": "y", "tokens_column": "words", "tags_column": "labels", "tag_scheme": "iob1",
+        "label_all_tokens": True, "train_split": "tr", "validation_split": "va", "test_split": "te",
         "validation_fraction": 0.2, "test_fraction": 0.1, "max_train_samples": 500, "max_eval_samples": 100, "seed": 5,
     },
     "train": {"max_steps": 200, "eval_every": 20, "max_length": 64, "eval_batch_size": 32, "gradient_accumulation": 2, "max_grad_norm": 0.5, "device": "cuda:1", "precision": "bf16", "group_by_length": False},

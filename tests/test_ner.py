@@ -1,0 +1,502 @@
+"""Token classification (NER): reading and converting tags, word-aligned windows, seqeval scores,
+mention replacement, and whole studies on a tiny BERT whose vocabulary splits words."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo.config.spec import StudySpec
+from hpo.data.augment import MentionPool, TokenAugmenter, segments
+from hpo.data.tokens import (
+    IGNORE,
+    Sentence,
+    TokenSplit,
+    detect_scheme,
+    encode_sentences,
+    read_conll,
+    stitch,
+    to_iob2,
+    word_predictions,
+)
+from hpo.errors import DataError
+from hpo.final.best import hyperparameters
+from hpo.tasks import get_task
+from hpo.tasks.token_classification import bootstrap_f1_se, entity_scores
+from tests.conftest import SPECIALS, installed, spec_dict, toml_text
+
+PEOPLE = [("ada", "lovelace"), ("alan", "turing"), ("grace", "hopper"), ("kurt",)]
+PLACES = [("paris",), ("new", "york"), ("berlin",), ("oslo",)]
+WORDS = ["the", "met", "in", "and", "went", "to", "from", "today", "visited", "we", "."]
+# word pieces: "lovelace" is lovel + ##ace, "turing" tur + ##ing, "berlin" ber + ##lin
+PIECES = ["lovel", "##ace", "tur", "##ing", "ber", "##lin"]
+WHOLE = sorted({w for name in PEOPLE + PLACES for w in name} - {"lovelace", "turing", "berlin"})
+NER = get_task("token_classification")
+
+
+def ner_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Sentences where a person or place name is told apart by the words themselves."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rng.randint(1, 2)):
+            tokens += rng.sample(WORDS[:-1], rng.randint(1, 3))
+            tags += ["O"] * (len(tokens) - len(tags))
+            kind, names = rng.choice([("PER", PEOPLE), ("LOC", PLACES)])
+            name = rng.choice(names)
+            tokens += list(name)
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
+        tokens.append(".")
+        tags.append("O")
+        out.append((tokens, tags))
+    return out
+
+
+def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Path:
+    lines = []
+    for tokens, tags in sentences:
+        lines += [f"{w}\t{t}" for w, t in zip(tokens, tags, strict=True)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT whose WordPiece vocabulary splits some names into pieces."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-ner-bert")
+    vocab = SPECIALS + WORDS + WHOLE + PIECES + ["obama", "barack", "unbe", "##liev", "##ably"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast.from_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("ner-data")
+    return {
+        "train": str(write_conll(folder / "train.conll", ner_sentences(240, 0))),
+        "validation": str(write_conll(folder / "dev.conll", ner_sentences(60, 1))),
+        "test": str(write_conll(folder / "test.conll", ner_sentences(60, 2))),
+    }
+
+
+def ner_spec(model_dir: Path, files: dict[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
+    raw = spec_dict(model_dir, Path(files["train"]), **sections)
+    raw["study"] = {"name": "tiny-ner", "n_trials": 2, "task": "token_classification",
+                    **sections.get("study", {})}  # fmt: skip
+    raw["data"] = {"files": files, **sections.get("data", {})}
+    raw["space"]["learning_rate"] = sections.get("space", {}).get("learning_rate", 5e-3)
+    return raw
+
+
+def tokenizer_of(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------- tagging schemes
+
+
+def sentence(tags: str, tokens: str | None = None) -> Sentence:
+    tag_list = tags.split()
+    return Sentence((tokens or " ".join("w" * len(tag_list))).split(), tag_list, "t.conll:1")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "tags", "iob2"),
+    [
+        # IOB1: I- starts an entity unless it continues one of its type; B- only between two
+        ("iob1", "I-PER I-PER O I-LOC B-LOC I-ORG", "B-PER I-PER O B-LOC B-LOC B-ORG"),
+        ("iob2", "B-PER I-PER O B-LOC B-LOC I-LOC", "B-PER I-PER O B-LOC B-LOC I-LOC"),
+        ("iobes", "B-PER E-PER O S-LOC B-ORG I-ORG E-ORG S-PER", "B-PER I-PER O B-LOC B-ORG I-ORG I-ORG B-PER"),
+        ("bilou", "B-PER L-PER U-LOC U-LOC O", "B-PER I-PER B-LOC B-LOC O"),
+    ],
+)  # fmt: skip
+def test_each_scheme_is_detected_and_converted_to_iob2(scheme: str, tags: str, iob2: str) -> None:
+    s = sentence(tags)
+    assert detect_scheme([s]) == scheme
+    assert to_iob2(s, scheme) == iob2.split()
+
+
+def test_an_i_tag_after_another_type_starts_an_entity() -> None:
+    assert to_iob2(sentence("B-PER I-LOC I-LOC O I-PER"), "iob2") == [
+        "B-PER", "B-LOC", "I-LOC", "O", "B-PER",
+    ]  # fmt: skip
+
+
+def test_a_tag_outside_the_scheme_is_refused_with_its_place() -> None:
+    with pytest.raises(DataError, match=r"t.conll:1: invalid tag 'X-FOO' at word 2 \('b'\)"):
+        to_iob2(sentence("B-PER X-FOO", "a b"), "iob2")
+    with pytest.raises(DataError, match="invalid tag 'S-PER'"):
+        to_iob2(sentence("S-PER"), "iob2")  # S- only in IOBES
+
+
+def test_conll_reading_skips_docstart_and_ends_sentences_at_whitespace_lines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.conll"
+    path.write_text(
+        "-DOCSTART- -X- O O\n\nEU NNP B-NP I-ORG\nrejects VBZ B-VP O\n \t\nPeter NNP B-NP I-PER\n"
+        "Blackburn\tNNP\tI-PER\n",
+        encoding="utf-8",
+    )
+    read = read_conll(path)
+    assert [s.tokens for s in read] == [["EU", "rejects"], ["Peter", "Blackburn"]]
+    assert [s.tags for s in read] == [["I-ORG", "O"], ["I-PER", "I-PER"]]
+    assert detect_scheme(read) == "iob1"
+    assert [s.where for s in read] == ["a.conll:3", "a.conll:6"]
+
+
+# ---------------------------------------------------------------- bad data, before any trial
+
+
+def load(tmp_path: Path, files: dict[str, str], **data: Any) -> Any:
+    raw = {"study": {"name": "x", "task": "token_classification"}, "data": {"files": files, **data}}
+    return NER.load(StudySpec.from_dict(raw).data)
+
+
+def test_a_token_without_a_tag_names_the_file_and_line(tmp_path: Path) -> None:
+    good = write_conll(tmp_path / "dev.conll", ner_sentences(3))
+    bad = tmp_path / "train.conll"
+    bad.write_text("the\tO\nparis\tB-LOC\n\nwe\tO\nmet\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.conll:5: a token without a tag \('met'\)"):
+        load(tmp_path, {"train": str(bad), "validation": str(good)})
+
+
+def test_list_columns_of_different_lengths_name_the_row(tmp_path: Path) -> None:
+    rows = [{"tokens": ["we", "met", "ada"], "ner_tags": ["O", "O", "B-PER"]},
+            {"tokens": ["in", "paris"], "ner_tags": ["O"]}]  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match="train row 1: 2 tokens but 1 tags"):
+        load(tmp_path, {"train": str(path)})
+
+
+def test_integer_tags_take_their_names_from_a_classlabel_feature(tmp_path: Path) -> None:
+    import datasets
+
+    names = ["O", "B-PER", "I-PER"]
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
+    table = datasets.Dataset.from_dict(
+        {
+            "tokens": [["ada", "lovelace", "met"], ["kurt", "went"]] * 2,
+            "ner_tags": [[1, 2, 0], [1, 0]] * 2,
+        },
+        features=features,
+    )
+    table.to_parquet(str(tmp_path / "train.parquet"))
+    data = load(tmp_path, {"train": str(tmp_path / "train.parquet")}, validation_fraction=0.25)
+    every = data.train.concat(data.validation)
+    tags = {tuple(every.tokens[i]): tuple(every.tag_names(i)) for i in range(len(every))}
+    assert tags == {
+        ("ada", "lovelace", "met"): ("B-PER", "I-PER", "O"),
+        ("kurt", "went"): ("B-PER", "O"),
+    }
+
+
+def test_an_entity_type_train_never_has_is_refused(tmp_path: Path) -> None:
+    train = write_conll(tmp_path / "train.conll", ner_sentences(10))
+    dev = tmp_path / "dev.conll"
+    dev.write_text("we\tO\nmet\tO\nibm\tB-ORG\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev.conll:1: the validation split has entity type 'ORG'"):
+        load(tmp_path, {"train": str(train), "validation": str(dev)})
+
+
+def test_an_empty_split_is_refused(tmp_path: Path) -> None:
+    train = write_conll(tmp_path / "train.conll", ner_sentences(10))
+    empty = tmp_path / "test.conll"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"the test split \(.*test.conll\) has no sentences"):
+        load(tmp_path, {"train": str(train), "test": str(empty)})
+
+
+def test_a_csv_file_is_refused_for_token_classification(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match="token classification reads conll, json, jsonl or parquet"):
+        load(tmp_path, {"train": str(path)})
+
+
+# ---------------------------------------------------------------- encoding and windows
+
+
+def test_only_a_words_first_piece_is_labelled_unless_label_all_tokens(ner_model_dir: Path) -> None:
+    tok = tokenizer_of(ner_model_dir)
+    names = ["O", "B-PER", "I-PER"]
+    words, tags = ["ada", "lovelace", "met"], ["B-PER", "I-PER", "O"]
+    first = encode_sentences([words], [tags], tok, 32, names)
+    # [CLS] ada lovel ##ace met [SEP]
+    assert tok.convert_ids_to_tokens(first.input_ids[0]) == [
+        "[CLS]", "ada", "lovel", "##ace", "met", "[SEP]",
+    ]  # fmt: skip
+    assert first.labels[0] == [IGNORE, 1, 2, IGNORE, 0, IGNORE]
+    every = encode_sentences([["lovelace", "ada"]], [["B-PER", "I-PER"]], tok, 32, names, True)
+    assert every.labels[0] == [IGNORE, 1, 2, 2, IGNORE]  # B- turned into I- on the later piece
+    assert every.scored[0] == [(1, 0), (3, 1)]  # scored once per word, at its first piece
+
+
+def test_a_long_sentence_is_windowed_and_every_word_scored_exactly_once(
+    ner_model_dir: Path,
+) -> None:
+    tok = tokenizer_of(ner_model_dir)
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    words: list[str] = []
+    tags: list[str] = []
+    for tokens, t in ner_sentences(8, 3):
+        words += tokens
+        tags += t
+    enc = encode_sentences([words, ["we", "met"]], [tags, ["O", "O"]], tok, 12, names)
+    assert enc.windowed == 1
+    assert enc.longest > 12
+    assert all(len(ids) <= 12 for ids in enc.input_ids)
+    scored = sorted(w for i, s in enumerate(enc.scored) if enc.sentence[i] == 0 for _, w in s)
+    assert scored == list(range(len(words)))  # each word once, none missing
+    # consecutive windows overlap, so some words appear in two windows but are scored in one
+    seen = sum(
+        1 for i, ids in enumerate(enc.input_ids) if enc.sentence[i] == 0 for t in ids if t != 0
+    )
+    assert seen - 2 * (len(enc) - 1) > len(tok(words, is_split_into_words=True)["input_ids"]) - 2
+    # a perfect prediction at the scored positions stitches back to the gold tags
+    import torch
+
+    logits = torch.zeros(len(enc), 12, len(names))
+    for i, row in enumerate(enc.labels):
+        for pos, label in enumerate(row):
+            if label != IGNORE:
+                logits[i, pos, label] = 1.0
+    gold, predicted = stitch(word_predictions(logits, range(len(enc)), enc), enc)
+    assert predicted == gold == [tags, ["O", "O"]]
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_entity_scores_are_seqevals_on_a_hand_made_prediction() -> None:
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-LOC", "B-PER"]]
+    scores = entity_scores(gold, pred)
+    # gold entities 3, predicted 3, correct 2 (the person, the second place)
+    assert scores["entity_precision"] == pytest.approx(2 / 3)
+    assert scores["entity_recall"] == pytest.approx(2 / 3)
+    assert scores["entity_f1"] == pytest.approx(2 / 3)
+    assert scores["entity_f1_LOC"] == pytest.approx(2 * 1 / (1 + 2))  # p 1/1, r 1/2
+    assert scores["entity_f1_PER"] == pytest.approx(2 * 0.5 / 1.5)  # p 1/2, r 1/1
+    assert scores["token_accuracy"] == pytest.approx(4 / 6)
+    assert scores["entity_f1_se"] > 0
+
+
+def test_the_bootstrap_noise_shrinks_with_more_sentences() -> None:
+    counts = [(1, 1, 1), (0, 1, 1), (1, 2, 1), (0, 0, 1)] * 25
+    small, large = bootstrap_f1_se(counts), bootstrap_f1_se(counts * 4)
+    assert small == bootstrap_f1_se(counts)  # seeded
+    assert large == pytest.approx(small / 2, rel=0.25)  # about 1/sqrt(4)
+    assert bootstrap_f1_se([(1, 1, 1)] * 50) == 0.0  # always right: no spread
+
+
+def test_the_constant_answer_scores_no_entity(ner_model_dir: Path) -> None:
+    enc = encode_sentences([["ada", "met"]], [["B-PER", "O"]], tokenizer_of(ner_model_dir), 32,
+                           ["O", "B-PER", "I-PER"])  # fmt: skip
+    assert NER.constant_score(enc, 3, "entity_f1") == 0.0
+    assert NER.constant_score(enc, 3, "token_accuracy") == 0.5
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def pool_and_split() -> tuple[MentionPool, TokenSplit]:
+    names = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+    index = {n: i for i, n in enumerate(names)}
+    rows = ner_sentences(60, 4)
+    split = TokenSplit([r[0] for r in rows], [[index[t] for t in r[1]] for r in rows], names)
+    return MentionPool.from_split(split), split
+
+
+def test_mention_replacement_keeps_tags_aligned_and_mentions_whole() -> None:
+    pool, split = pool_and_split()
+    augment = TokenAugmenter(0.6, pool, seed=1)
+    changed = 0
+    for i in range(len(split)):
+        words, tags = split.tokens[i], split.tag_names(i)
+        new_words, new_tags = augment(words, tags)
+        assert len(new_words) == len(new_tags)
+        changed += new_words != words
+        before = [(tuple(w), k) for w, k in segments(words, tags) if k]
+        after = [(tuple(w), k) for w, k in segments(new_words, new_tags) if k]
+        assert len(after) == len(before)  # no mention dropped, split or merged
+        for mention, kind in after:
+            assert mention in pool.mentions[kind]  # whole training mentions of the same type
+    assert changed > len(split) // 2
+
+
+def test_strength_zero_changes_no_sentence() -> None:
+    pool, split = pool_and_split()
+    augment = TokenAugmenter(0.0, pool, seed=1)
+    for i in range(len(split)):
+        assert augment(split.tokens[i], split.tag_names(i)) == (split.tokens[i], split.tag_names(i))
+
+
+# ---------------------------------------------------------------- studies
+
+
+def test_a_token_classification_study_learns_and_stores_per_type_scores(
+    tmp_path: Path, ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    import optuna
+
+    from hpo import keys
+    from hpo.search.objective import Objective
+
+    spec = StudySpec.from_dict(ner_spec(ner_model_dir, ner_files, train={"max_steps": 60}))
+    assert spec.study.metric == "entity_f1"
+    objective = Objective(spec)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    metrics = trial.user_attrs[keys.METRICS]
+    assert trial.value > 0.5  # names are told by their words: a tiny model learns them
+    assert {"entity_f1_PER", "entity_f1_LOC", "entity_precision", "token_accuracy"} <= set(metrics)
+    assert 0 < trial.user_attrs[keys.EVAL_NOISE] < 0.2
+    assert trial.user_attrs[keys.CONSTANT_SCORE] == 0.0
+
+
+def test_every_strategy_applies_per_token(
+    tmp_path: Path, ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    import optuna
+
+    from hpo.search.objective import Objective
+
+    space = {
+        "head_hidden_units": 16,
+        "classifier_dropout": 0.1,
+        "layer_lr_decay": 0.9,
+        "reinit_layers": 1,
+        "label_smoothing": 0.1,
+        "augmentation_strength": 0.3,
+        "frozen_layers": 1,
+    }
+    spec = StudySpec.from_dict(
+        ner_spec(
+            ner_model_dir, ner_files, space=space, train={"max_steps": 20}, augment={"copies": 1}
+        )
+    )
+    objective = Objective(spec)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state.name == "COMPLETE"
+    model, _ = objective.build_model(
+        objective.prepare(), hyperparameters(study.trials[0].params, 0)
+    )
+    head = model.classifier
+    assert [type(m).__name__ for m in head] == ["Linear", "GELU", "Dropout", "Linear"]
+
+
+@pytest.mark.skipif(not installed("peft"), reason="LoRA needs: pip install peft")
+def test_lora_and_layer_dropping_apply_to_a_token_classifier(
+    tmp_path: Path, ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    import optuna
+
+    from hpo import keys
+    from hpo.search.objective import Objective
+
+    space = {"lora_rank": 4, "num_layers": 1, "frozen_layers": 0}
+    spec = StudySpec.from_dict(
+        ner_spec(ner_model_dir, ner_files, space=space, train={"max_steps": 10})
+    )
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(spec), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state.name == "COMPLETE"
+    # adapters on one layer's query and value projections, and the per-token head, train
+    full = Objective(StudySpec.from_dict(ner_spec(ner_model_dir, ner_files)))
+    plain = hyperparameters(trial.params | {"lora_rank": 0}, seed=0)  # the same, fully trained
+    _, notes = full.build_model(full.prepare(), plain)
+    assert 0 < trial.user_attrs[keys.TRAINABLE_PARAMETERS] < notes[keys.TRAINABLE_PARAMETERS] / 10
+
+
+def test_run_report_best_and_predict_from_the_shell(
+    tmp_path: Path, ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    study = tmp_path / "ner.toml"
+    study.write_text(toml_text(ner_spec(ner_model_dir, ner_files, train={"max_steps": 60})))
+    storage = f"sqlite:///{tmp_path / 'ner.db'}"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["validate", str(study)])
+    assert out.exit_code == 0, out.output
+    assert "train: 240 sentences" in out.output and "entities (LOC" in out.output
+    out = runner.invoke(cli, ["run", str(study), "--storage", storage, "--n-trials", "1"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(cli, ["report", "tiny-ner", "--storage", storage])
+    assert "F1 per entity type (trial #0): LOC" in out.output
+    model = tmp_path / "model"
+    out = runner.invoke(
+        cli, ["best", "tiny-ner", "--storage", storage, "--out", str(model), "--seeds", "1"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "F1 per entity type: LOC" in out.output
+    card = (model / "README.md").read_text(encoding="utf-8")
+    assert "Named-entity recognition" in card and "| PER |" in card
+    out = runner.invoke(cli, ["predict", str(model), "--json", "we met ada lovelace in paris ."])
+    assert out.exit_code == 0, out.output
+    found = json.loads(out.output)["entities"]
+    assert ("paris", "LOC") in {(e["text"], e["type"]) for e in found}
+    assert [e["type"] for e in found if e["text"].startswith("ada")] == ["PER"]
+    assert all(0 < e["score"] <= 1 for e in found)
+
+
+def test_predict_turns_sub_words_into_words_and_words_into_spans(ner_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from hpo.final.saved import predict_entities
+
+    names = ["O", "B-PER", "I-PER"]
+    model = AutoModelForTokenClassification.from_pretrained(
+        ner_model_dir, num_labels=3, id2label=dict(enumerate(names))
+    )
+    tok = tokenizer_of(ner_model_dir)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))  # I-PER everywhere
+    text = "Barack  unbelievably, Obama"
+    [found] = predict_entities(model, tok, [text])
+    # every word I-PER: one person from the first word to the last, offsets into the raw text
+    assert [(e["text"], e["type"], e["start"], e["end"]) for e in found] == [
+        (text, "PER", 0, len(text))
+    ]
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))  # B-PER everywhere
+    [found] = predict_entities(model, tok, [text])
+    # a word of three pieces (unbe ##liev ##ably) is one entity, not three
+    assert [e["text"] for e in found] == ["Barack", "unbelievably", ",", "Obama"]
