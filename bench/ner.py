@@ -412,6 +412,7 @@ def method_hpo(s: Setup, seed: int) -> dict[str, Any]:
         .replace("sampler", seed=seed)
         .replace("train", **budget)
     )
+
     start = time.perf_counter()
     objective = Objective(spec)
     study, _ = create_or_resume(spec, open_storage(f"sqlite:///{s.folder / f'hpo-{seed}.db'}"))
@@ -502,7 +503,7 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     from transformers import AutoConfig, AutoTokenizer
 
     from hpo.config.spec import StudySpec
-    from hpo.models.pretrained import resolve
+    from hpo.models.pretrained import load_config, num_layers, resolve
     from hpo.tasks import get_task
 
     if args.train is None:
@@ -531,6 +532,9 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     max_length = min(args.max_length, positions or args.max_length)  # tiny test models: 64
     if max_length != spec.train.max_length:
         spec = spec.replace("train", max_length=max_length)
+    depth = num_layers(load_config(spec.model))
+    if depth <= 3:  # --quick's tiny models: the default frozen_layers range (0..3) cannot fit
+        spec = spec.replace("space", frozen_layers={"low": 0, "high": depth - 1})
     task = get_task("token_classification")
     data = task.load(spec.data)
     if args.quick:
@@ -622,10 +626,12 @@ def report(rows: list[dict[str, Any]], methods: list[str]) -> None:
     console.print(
         "test F1: seqeval entity micro F1 on the held-out test by hpo's scorer (every word, long "
         "sentences windowed), of the final configuration trained with each retraining seed: "
-        "mean ± sample sd (how many); best val F1: the search's best trial, the Trainer's "
-        "run_ner-style metric on the validation split. samples: training rows spent choosing "
-        "the configuration (the recipe: one run). samples/s: the Trainer's "
-        "train_samples_per_second, warm (later runs in the process). * the recipe's row of the "
+        "mean ± sample sd (how many); best val F1: the search's best trial on the validation "
+        "split (hf-search: the Trainer's run_ner-style metric; hpo: hpo's, every word). samples: "
+        "training rows spent choosing the configuration (a recipe: one run). samples/s: training "
+        "rows per second, warm (later runs in the process; hf: the Trainer's "
+        "train_samples_per_second; hpo: its trials' mean, whatever they froze or augmented; "
+        "hpo-recipe: the recipe in hpo's loop, the equal-terms figure). * a recipe's row of the "
         "first sampler seed, reused."
     )
 

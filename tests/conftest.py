@@ -144,3 +144,81 @@ def study_file(tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path) -> Pat
     path = tmp_path / "tiny.toml"
     path.write_text(toml_text(spec_dict(tiny_model_dir, sentiment_csv)))
     return path
+
+
+# ---------------------------------------------------------------- token classification (NER)
+
+PEOPLE = [("ada", "lovelace"), ("alan", "turing"), ("grace", "hopper"), ("kurt",)]
+PLACES = [("paris",), ("new", "york"), ("berlin",), ("oslo",)]
+WORDS = ["the", "met", "in", "and", "went", "to", "from", "today", "visited", "we", "."]
+# word pieces: "lovelace" is lovel + ##ace, "turing" tur + ##ing, "berlin" ber + ##lin
+PIECES = ["lovel", "##ace", "tur", "##ing", "ber", "##lin"]
+WHOLE = sorted({w for name in PEOPLE + PLACES for w in name} - {"lovelace", "turing", "berlin"})
+
+
+def ner_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Sentences where a person or place name is told apart by the words themselves."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rng.randint(1, 2)):
+            tokens += rng.sample(WORDS[:-1], rng.randint(1, 3))
+            tags += ["O"] * (len(tokens) - len(tags))
+            kind, names = rng.choice([("PER", PEOPLE), ("LOC", PLACES)])
+            name = rng.choice(names)
+            tokens += list(name)
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
+        tokens.append(".")
+        tags.append("O")
+        out.append((tokens, tags))
+    return out
+
+
+def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Path:
+    lines = []
+    for tokens, tags in sentences:
+        lines += [f"{w}\t{t}" for w, t in zip(tokens, tags, strict=True)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT whose WordPiece vocabulary splits some names into pieces."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-ner-bert")
+    vocab = SPECIALS + WORDS + WHOLE + PIECES + ["obama", "barack", "unbe", "##liev", "##ably"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast.from_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("ner-data")
+    words: list[str] = []
+    tags: list[str] = []
+    for w, t in ner_sentences(6, 5):  # one sentence longer than the tests' max_length of 32
+        words += w
+        tags += t
+    long = (words, tags)
+    return {
+        "train": str(write_conll(folder / "train.conll", ner_sentences(240, 0))),
+        "validation": str(write_conll(folder / "dev.conll", [*ner_sentences(60, 1), long])),
+        "test": str(write_conll(folder / "test.conll", ner_sentences(60, 2))),
+    }

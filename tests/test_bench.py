@@ -191,3 +191,22 @@ def test_structure_benchmark_quick(
     assert rows[0]["train_samples"] == rows[1]["train_samples"]  # equal budgets
     assert all(len(r["dev_seeds"]) == 3 for r in rows)
     assert "| all | 0 |" in text
+
+
+def test_ner_benchmark_quick(
+    ner_model_dir: Path, ner_files: dict[str, str], tmp_path: Path
+) -> None:
+    text = run(
+        "ner.py", "--quick", "--model", str(ner_model_dir), "--train", ner_files["train"],
+        "--validation", ner_files["validation"], "--test", ner_files["test"],
+        "--json", str(tmp_path / "r.json"), timeout=600,
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["method"] for r in rows] == ["hf-recipe", "hf-search", "hpo-recipe", "hpo"]
+    for r in rows:
+        assert r["samples"] > 0 and r["samples_per_s_cold" if "recipe" in r["method"]
+                                       else "samples_per_s_warm"] > 0, r  # fmt: skip
+        assert 0 <= r["test_f1_mean"] <= 1 and r["retrain_seeds"] == [0], r
+    hpo = next(r for r in rows if r["method"] == "hpo")
+    assert hpo["samples"] == sum(c["samples"] for c in hpo["curves"]) == 2 * 10 * 16
+    assert "test entity F1" in text

@@ -4,7 +4,6 @@ mention replacement, and whole studies on a tiny BERT whose vocabulary splits wo
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -27,77 +26,15 @@ from hpo.errors import DataError
 from hpo.final.best import hyperparameters
 from hpo.tasks import get_task
 from hpo.tasks.token_classification import bootstrap_f1_se, entity_scores
-from tests.conftest import SPECIALS, installed, spec_dict, toml_text
+from tests.conftest import (
+    installed,
+    ner_sentences,
+    spec_dict,
+    toml_text,
+    write_conll,
+)
 
-PEOPLE = [("ada", "lovelace"), ("alan", "turing"), ("grace", "hopper"), ("kurt",)]
-PLACES = [("paris",), ("new", "york"), ("berlin",), ("oslo",)]
-WORDS = ["the", "met", "in", "and", "went", "to", "from", "today", "visited", "we", "."]
-# word pieces: "lovelace" is lovel + ##ace, "turing" tur + ##ing, "berlin" ber + ##lin
-PIECES = ["lovel", "##ace", "tur", "##ing", "ber", "##lin"]
-WHOLE = sorted({w for name in PEOPLE + PLACES for w in name} - {"lovelace", "turing", "berlin"})
 NER = get_task("token_classification")
-
-
-def ner_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
-    """Sentences where a person or place name is told apart by the words themselves."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        tokens: list[str] = []
-        tags: list[str] = []
-        for _ in range(rng.randint(1, 2)):
-            tokens += rng.sample(WORDS[:-1], rng.randint(1, 3))
-            tags += ["O"] * (len(tokens) - len(tags))
-            kind, names = rng.choice([("PER", PEOPLE), ("LOC", PLACES)])
-            name = rng.choice(names)
-            tokens += list(name)
-            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
-        tokens.append(".")
-        tags.append("O")
-        out.append((tokens, tags))
-    return out
-
-
-def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Path:
-    lines = []
-    for tokens, tags in sentences:
-        lines += [f"{w}\t{t}" for w, t in zip(tokens, tags, strict=True)] + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="session")
-def ner_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide BERT whose WordPiece vocabulary splits some names into pieces."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-ner-bert")
-    vocab = SPECIALS + WORDS + WHOLE + PIECES + ["obama", "barack", "unbe", "##liev", "##ably"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast.from_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("ner-data")
-    return {
-        "train": str(write_conll(folder / "train.conll", ner_sentences(240, 0))),
-        "validation": str(write_conll(folder / "dev.conll", ner_sentences(60, 1))),
-        "test": str(write_conll(folder / "test.conll", ner_sentences(60, 2))),
-    }
 
 
 def ner_spec(model_dir: Path, files: dict[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
@@ -459,6 +396,9 @@ def test_run_report_best_and_predict_from_the_shell(
     assert out.exit_code == 0, out.output
     out = runner.invoke(cli, ["report", "tiny-ner", "--storage", storage])
     assert "F1 per entity type (trial #0): LOC" in out.output
+    assert "split into overlapping windows and scored per word: train 0, validation 1" in (
+        " ".join(out.output.split())
+    )
     model = tmp_path / "model"
     out = runner.invoke(
         cli, ["best", "tiny-ner", "--storage", storage, "--out", str(model), "--seeds", "1"]
@@ -473,6 +413,28 @@ def test_run_report_best_and_predict_from_the_shell(
     assert ("paris", "LOC") in {(e["text"], e["type"]) for e in found}
     assert [e["type"] for e in found if e["text"].startswith("ada")] == ["PER"]
     assert all(0 < e["score"] <= 1 for e in found)
+
+
+def test_augment_shows_tagged_sentences_unchanged_at_zero_and_perturbed_above(
+    tmp_path: Path, ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    study = tmp_path / "ner.toml"
+    study.write_text(toml_text(ner_spec(ner_model_dir, ner_files)))
+    rows = {}
+    for strength in ("0", "0.8"):
+        out = CliRunner().invoke(
+            cli, ["augment", str(study), "--strength", strength, "-n", "4"], terminal_width=200
+        )
+        assert out.exit_code == 0, out.output
+        lines = [line.split("│") for line in out.output.splitlines() if line.count("│") == 4]
+        rows[strength] = [(a.strip(), b.strip()) for _, _, a, b, _ in lines if a.strip()]
+    assert rows["0"] and all(before == after for before, after in rows["0"])
+    assert any("|PER]" in before or "|LOC]" in before for before, _ in rows["0"])
+    assert any(before != after for before, after in rows["0.8"])
 
 
 def test_predict_turns_sub_words_into_words_and_words_into_spans(ner_model_dir: Path) -> None:

@@ -75,6 +75,19 @@ def test_the_margin_shrinks_with_more_validation_rows() -> None:
     assert judged(study, {50: 0.81}, rows=50_000)  # standard error 0.0017
 
 
+def test_a_noise_the_task_measured_replaces_the_proportion_formula() -> None:
+    """Entity F1 is no proportion: its bootstrap standard error (eval_noise) is the margin."""
+    from hpo import keys
+
+    study = study_with(TolerantMedianPruner(n_startup_trials=3, proportion=False), FINISHED)
+    for noise, pruned in ((0.03, False), (0.005, True)):
+        trial = study.ask()
+        trial.set_user_attr(keys.EVAL_NOISE, noise)
+        trial.report(0.80, 50)  # 0.02 behind the median 0.82
+        assert trial.should_prune() is pruned
+    assert judged(study, {50: 0.80}, rows=None)  # neither: no margin for a non-proportion
+
+
 def test_pruned_trials_count_in_the_median() -> None:
     pruned = [(TrialState.PRUNED, {50: 0.60}), (TrialState.PRUNED, {50: 0.62})]
     # Finished only: median 0.82; with the two pruned at step 50 too: 0.80.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -67,13 +68,17 @@ def augment(
     Console().print(table)
 
 
-def _tagged(words: list[str], tags: list[str]) -> str:
+def _tagged(words: list[str], tags: list[str]) -> Any:
     """A tagged sentence as text, each mention bracketed with its type: [Paris|location]."""
-    from rich.markup import escape
+    from rich.text import Text
 
     from hpo.data.augment import segments
 
-    return " ".join(
-        escape(" ".join(w)) if k is None else f"[bold]{escape('[' + ' '.join(w))}|{k}][/]"
-        for w, k in segments(words, tags)
-    )
+    out = Text()
+    for i, (unit, kind) in enumerate(segments(words, tags)):
+        out.append(" " if i else "")
+        if kind is None:
+            out.append(unit[0])
+        else:
+            out.append(f"[{' '.join(unit)}|{kind}]", style="bold")
+    return out
