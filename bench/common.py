@@ -120,3 +120,45 @@ def chromium_dom(url: str, profile: Path, timeout: float = 180) -> tuple[float, 
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     return time.perf_counter() - start, out.stdout, out.stderr
+
+
+def step_counter() -> Any:
+    """A Trainer callback that keeps the global step each training run reached, one entry per
+    run (a hyperparameter_search trial that is pruned stops at an evaluation step)."""
+    import transformers as hf
+
+    class StepCounter(hf.TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.steps.append(0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.steps[-1] = state.global_step
+
+    return StepCounter()
+
+
+def run_hf_search(
+    trainer: Any, hp_space: Any, metric: str, n_trials: int, seed: int, counter: Any
+) -> tuple[float, dict[str, Any], list[Any]]:
+    """Trainer.hyperparameter_search with optuna at its defaults for a peer: TPE seeded with
+    ``seed``, optuna's MedianPruner, maximizing ``metric``. Returns the best value, the best
+    hyperparameters and every trial; checks that each pruned trial's step count (from
+    ``counter``, a ``step_counter``) is its last report."""
+    import optuna
+    import transformers as hf
+
+    storage = optuna.storages.InMemoryStorage()
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space, compute_objective=lambda m: m[metric], n_trials=n_trials,
+        direction="maximize", backend="optuna", study_name=f"hf-{seed}", storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(),
+    )  # fmt: skip
+    assert isinstance(best, hf.trainer_utils.BestRun)  # one objective: one best run
+    assert isinstance(best.objective, float)
+    trials = optuna.load_study(study_name=f"hf-{seed}", storage=storage).get_trials()
+    for t, steps in zip(trials, counter.steps, strict=True):  # a pruned one: its last report
+        assert t.state != optuna.trial.TrialState.PRUNED or steps == max(t.intermediate_values)
+    return best.objective, dict(best.hyperparameters), trials

@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import SST2
+from common import SST2, run_hf_search, step_counter
 
 WNUT17 = SST2.parent / "wnut17"  # ../shared/data/wnut17 beside the repository
 FILES = {
@@ -283,9 +283,17 @@ def retrain(s: Setup, method: str, params: dict[str, Any]) -> tuple[list[dict[st
 def method_hf_recipe(s: Setup, seed: int) -> dict[str, Any]:
     """run_ner.py's recipe, untuned, trained with each retraining seed."""
     runs, wall = retrain(s, "hf-recipe", RECIPE)
+    return recipe_row("hf-recipe", seed, RECIPE, runs, wall)
+
+
+def recipe_row(
+    method: str, seed: int, params: dict[str, Any], runs: list[dict[str, Any]], wall: float
+) -> dict[str, Any]:
+    """The row of a recipe trained once per retraining seed: one run's samples, and its speed
+    cold (the process's first run) and warm (the mean of the later ones)."""
     speeds = [r["samples_per_s"] for r in runs]
     return {
-        "method": "hf-recipe", "seed": seed, "best_validation": None, "params": RECIPE,
+        "method": method, "seed": seed, "best_validation": None, "params": params,
         "samples": runs[0]["samples"], "search_s": 0.0, "retrain_s": wall, "wall_s": wall,
         "trials": 1, "pruned": 0,
         "samples_per_s_cold": speeds[0],
@@ -321,21 +329,8 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     """Trainer.hyperparameter_search with optuna; its best configuration retrained by the
     Trainer with each retraining seed."""
     import optuna
-    import transformers as hf
 
     start = time.perf_counter()
-
-    class StepCounter(hf.TrainerCallback):
-        """The global step each trial reached (a pruned one stops at an evaluation step)."""
-
-        def __init__(self) -> None:
-            self.steps: list[int] = []
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.steps.append(0)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.steps[-1] = state.global_step
 
     def hp_space(trial: optuna.Trial) -> dict[str, Any]:
         return {
@@ -344,32 +339,19 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
             "lr_scheduler_type": trial.suggest_categorical("lr_scheduler_type", SCHEDULES),
         }
 
-    counter = StepCounter()
+    counter = step_counter()
     trainer = make_trainer(
         s, trainer_args(s, f"hf-search-{seed}", 0, True), [counter],
         model_init=lambda: load_model(s), compute_metrics=seqeval_metrics(s.label_names),
     )  # fmt: skip
-    storage = optuna.storages.InMemoryStorage()
-    best = trainer.hyperparameter_search(
-        hp_space=hp_space, compute_objective=lambda m: m["eval_overall_f1"], n_trials=s.trials,
-        direction="maximize", backend="optuna", study_name=f"hf-{seed}", storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(),
-    )  # fmt: skip
+    value, best, trials = run_hf_search(
+        trainer, hp_space, "eval_overall_f1", s.trials, seed, counter
+    )
     search_s = time.perf_counter() - start
-    assert isinstance(best, hf.trainer_utils.BestRun)  # one objective: one best run
-    value = best.objective
-    assert isinstance(value, float)
-    trials = optuna.load_study(study_name=f"hf-{seed}", storage=storage).get_trials()
     # the Trainer casts a sampled value to the type of the argument's current value: warmup
     # stays a ratio only because trainer_args passes a float (the field's default is int 0)
     assert trainer.args.warmup_steps == trials[-1].params["warmup_ratio"]
-    for t, steps in zip(trials, counter.steps, strict=True):  # a pruned one: its last report
-        assert t.state != optuna.trial.TrialState.PRUNED or steps == max(t.intermediate_values)
-    params = {
-        "learning_rate": best.hyperparameters["learning_rate"],
-        "warmup_ratio": best.hyperparameters["warmup_ratio"],
-        "lr_scheduler_type": best.hyperparameters["lr_scheduler_type"],
-    }
+    params = {k: best[k] for k in ("learning_rate", "warmup_ratio", "lr_scheduler_type")}
     del trainer
     runs, retrain_s = retrain(s, "hf-search", params)
     curves = [
@@ -473,16 +455,7 @@ def method_hpo_recipe(s: Setup, seed: int) -> dict[str, Any]:
         runs.append({"seed": retrain_seed, "test": score_test(s, model),
                      "samples": out.train_samples, "samples_per_s": out.samples_per_second,
                      keys.STEPS: out.steps})  # fmt: skip
-    wall = time.perf_counter() - start
-    speeds = [r["samples_per_s"] for r in runs]
-    return {
-        "method": "hpo-recipe", "seed": seed, "best_validation": None, "params": params,
-        "samples": runs[0]["samples"], "search_s": 0.0, "retrain_s": wall, "wall_s": wall,
-        "trials": 1, "pruned": 0,
-        "samples_per_s_cold": speeds[0],
-        "samples_per_s_warm": statistics.fmean(speeds[1:]) if len(speeds) > 1 else None,
-        **finals(runs),
-    }  # fmt: skip
+    return recipe_row("hpo-recipe", seed, params, runs, time.perf_counter() - start)
 
 
 METHODS: dict[str, Callable[[Setup, int], dict[str, Any]]] = {

@@ -70,7 +70,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import SST2, flops_per_row, hf_tokenized, sst2_small
+from common import (
+    SST2,
+    flops_per_row,
+    hf_tokenized,
+    run_hf_search,
+    sst2_small,
+    step_counter,
+)
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
@@ -273,18 +280,6 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     files = {"train": s.files["train"], "validation": s.files["validation"]}  # never the test
     data, labels = hf_tokenized(tokenizer, files, s.text)
 
-    class StepCounter(hf.TrainerCallback):
-        """The global step each trial reached (a pruned one stops at an evaluation step)."""
-
-        def __init__(self) -> None:
-            self.steps: list[int] = []
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.steps.append(0)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.steps[-1] = state.global_step
-
     def accuracy(pred: Any) -> dict[str, float]:
         return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
 
@@ -302,7 +297,7 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
         logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True,
         use_cpu=True, dataloader_num_workers=0, seed=0,
     )  # fmt: skip
-    counter = StepCounter()
+    counter = step_counter()
     trainer = hf.Trainer(
         model_init=lambda: hf.AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(labels)
@@ -312,23 +307,12 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
         callbacks=[counter],
     )  # fmt: skip
     trainer.remove_callback(hf.PrinterCallback)  # it prints every evaluation when tqdm is off
-    storage = optuna.storages.InMemoryStorage()
-    best = trainer.hyperparameter_search(
-        hp_space=hp_space, compute_objective=lambda m: m["eval_accuracy"], n_trials=s.trials,
-        direction="maximize", backend="optuna", study_name=f"hf-{seed}", storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(),
-    )  # fmt: skip
+    value, best, trials = run_hf_search(trainer, hp_space, "eval_accuracy", s.trials, seed, counter)
     wall = time.perf_counter() - start
-    assert isinstance(best, hf.trainer_utils.BestRun)  # one objective: one best run
-    value = best.objective
-    assert isinstance(value, float)
-    trials = optuna.load_study(study_name=f"hf-{seed}", storage=storage).get_trials()
-    for t, steps in zip(trials, counter.steps, strict=True):  # a pruned one: its last report
-        assert t.state != optuna.trial.TrialState.PRUNED or steps == max(t.intermediate_values)
     params = {
-        "learning_rate": best.hyperparameters["learning_rate"],
-        "warmup_ratio": best.hyperparameters["warmup_ratio"],
-        "lr_schedule": best.hyperparameters["lr_scheduler_type"],
+        "learning_rate": best["learning_rate"],
+        "warmup_ratio": best["warmup_ratio"],
+        "lr_schedule": best["lr_scheduler_type"],
         "frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": BATCH,
         "weight_decay": 0.01, "seed": 0,
     }  # fmt: skip

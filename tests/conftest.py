@@ -54,17 +54,19 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def save_tiny_bert(folder: Path, layers: int = 2) -> Path:
-    """A ``layers``-deep, 32-wide BERT encoder with its tokenizer, saved without a head."""
+def save_tiny_bert(folder: Path, layers: int = 2, vocab: list[str] | None = None) -> Path:
+    """A ``layers``-deep, 32-wide BERT encoder with its tokenizer, saved without a head; the
+    WordPiece ``vocab`` defaults to the sentiment words."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    (folder / "vocab.txt").write_text("\n".join(SPECIALS + POSITIVE + NEGATIVE + FILLER) + "\n")
+    vocab = vocab or SPECIALS + POSITIVE + NEGATIVE + FILLER
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast.from_pretrained(folder)  # reads vocab.txt (any version)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(SPECIALS + POSITIVE + NEGATIVE + FILLER),
+        vocab_size=len(vocab),
         hidden_size=32,
         num_hidden_layers=layers,
         num_attention_heads=2,
@@ -187,25 +189,8 @@ def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Pat
 @pytest.fixture(scope="session")
 def ner_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT whose WordPiece vocabulary splits some names into pieces."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-ner-bert")
     vocab = SPECIALS + WORDS + WHOLE + PIECES + ["obama", "barack", "unbe", "##liev", "##ably"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast.from_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-ner-bert"), 2, vocab)
 
 
 @pytest.fixture(scope="session")
