@@ -3,6 +3,7 @@ mention replacement, and whole studies on a tiny BERT whose vocabulary splits wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,34 @@ def test_strength_zero_changes_no_sentence() -> None:
     augment = TokenAugmenter(0.0, pool, seed=1)
     for i in range(len(split)):
         assert augment(split.tokens[i], split.tag_names(i)) == (split.tokens[i], split.tag_names(i))
+
+
+def test_augmented_batches_find_the_sentence_of_each_window(ner_model_dir: Path) -> None:
+    """The loop batches window numbers; a long sentence's windows are one sentence to augment."""
+    from hpo.data.tokens import collate_windows, encode_split
+
+    pool, split = pool_and_split()
+    long_words: list[str] = []
+    long_tags: list[int] = []
+    for i in range(6):
+        long_words += split.tokens[i]
+        long_tags += split.tags[i]
+    rows = split.subset([10, 11]).concat(split.subset([12]))
+    rows = dataclasses.replace(rows, tokens=[rows.tokens[0], long_words, *rows.tokens[1:]],
+                               tags=[rows.tags[0], long_tags, *rows.tags[1:]])  # fmt: skip
+    tok = tokenizer_of(ner_model_dir)
+    enc = encode_split(rows, tok, 12)
+    assert enc.sentence[:1] == [0] and enc.sentence[-2:] == [2, 3] and len(enc) > 4
+    off = {op: 0.0 for op in ("substitute", "delete", "swap", "insert", "reorder")}
+    make_batch = NER.augmented_batches(rows, enc, tok, 12, pool, 0.5, 0, off)  # perturbs nothing
+    last = len(enc) - 1
+    assert (
+        make_batch([last])["input_ids"].tolist()
+        == collate_windows(enc, [last], 0)["input_ids"].tolist()
+    )  # the last window is sentence 3, not row 3 of the split
+    windows = [i for i, s in enumerate(enc.sentence) if s == 1]
+    batch = make_batch(windows)
+    assert int((batch["labels"] != IGNORE).sum()) == len(long_words)  # once, whole
 
 
 # ---------------------------------------------------------------- studies

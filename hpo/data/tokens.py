@@ -116,7 +116,8 @@ def read_table(table: Any, spec: DataSection, split: str) -> list[Sentence]:
                 tags = [names[t] for t in tags]
             except (IndexError, TypeError):
                 raise DataError(f"{where}: a tag index outside 0..{len(names) - 1}") from None
-        out.append(Sentence([str(t) for t in tokens], [str(t) for t in tags], where))
+        if tokens or tags:  # an empty row carries nothing to learn or score
+            out.append(Sentence([str(t) for t in tokens], [str(t) for t in tags], where))
     return out
 
 

@@ -316,7 +316,7 @@ class Objective:
         """
         encoded = encoded or prep.train
         split = split or prep.task.train
-        make_batch = self.batch_maker(prep, hp, split)
+        make_batch = self.batch_maker(prep, hp, split, encoded)
         copies = self.spec.augment.copies
         if make_batch is None or copies == 0:
             return encoded, make_batch
@@ -334,16 +334,24 @@ class Objective:
 
         return grown, mixed
 
-    def batch_maker(self, prep: Prepared, hp: Hyperparameters, split: Split | None = None) -> Any:
+    def batch_maker(
+        self,
+        prep: Prepared,
+        hp: Hyperparameters,
+        split: Split | None = None,
+        encoded: Encoded | None = None,
+    ) -> Any:
         """None (use cached tokens) at strength 0; else a function that perturbs and re-tokenizes.
 
-        ``split`` holds the raw text of the rows being trained on (default: the train split).
+        ``split`` holds the raw text of the rows being trained on and ``encoded`` their tokens,
+        whose row numbers the loop batches (default: the train split).
         """
         strength = float(hp["augmentation_strength"])
         if strength == 0:
             return None
         return self.task.augmented_batches(
             split or prep.task.train,
+            encoded or prep.train,
             prep.tokenizer,
             self.spec.train.max_length,
             prep.pool,

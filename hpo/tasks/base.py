@@ -81,6 +81,7 @@ class Task:
     def augmented_batches(
         self,
         split: Any,
+        encoded: Any,
         tokenizer: Any,
         max_length: int,
         pool: Any,
@@ -89,5 +90,6 @@ class Task:
         ops: Mapping[str, float],
     ) -> Callable[..., dict[str, Any]]:
         """``make_batch(indices, keep=())``: a training batch of the rows ``keep`` as they are
-        and the rows ``indices`` of ``split`` perturbed at ``strength``."""
+        and the rows ``indices`` perturbed at ``strength``; both are row numbers of ``encoded``,
+        the tokenized ``split`` (what the loop batches)."""
         raise NotImplementedError

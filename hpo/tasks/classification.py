@@ -49,6 +49,7 @@ class SequenceClassification(Task):
     def augmented_batches(
         self,
         split: Split,
+        encoded: Encoded,
         tokenizer: Any,
         max_length: int,
         pool: Any,

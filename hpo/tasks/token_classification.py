@@ -122,6 +122,7 @@ class TokenClassification(Task):
     def augmented_batches(
         self,
         split: TokenSplit,
+        encoded: TokenWindows,
         tokenizer: Any,
         max_length: int,
         pool: Any,
@@ -135,9 +136,13 @@ class TokenClassification(Task):
         augment = TokenAugmenter(strength, pool, seed, ops)
         names = list(split.names)
 
+        def sentences(windows: Sequence[int]) -> list[int]:
+            """The sentences of some windows, each once (a long one has several windows)."""
+            return list(dict.fromkeys(encoded.sentence[i] for i in windows))
+
         def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, Any]:
-            rows = [(split.tokens[i], split.tag_names(i)) for i in keep]
-            rows += [augment(split.tokens[i], split.tag_names(i)) for i in indices]
+            rows = [(split.tokens[s], split.tag_names(s)) for s in sentences(keep)]
+            rows += [augment(split.tokens[s], split.tag_names(s)) for s in sentences(indices)]
             windows = encode_sentences(
                 [r[0] for r in rows],
                 [r[1] for r in rows],
