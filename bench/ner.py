@@ -37,6 +37,9 @@ per trial (213 steps), evaluated every 50 steps (and at the last step), 12 trial
                1e-5..1e-4 log, warmup ratio 0..0.2, schedule, frozen layers 0..3, augmentation
                strength 0..0.3; batch 16, weight decay 0.01); its best trial retrained by `hpo
                best`'s code with seeds 0, 1, 2. Samples: the training rows of every trial.
+  hpo-3d       hpo's search (TPE, median pruner) over hf-search's space only: learning rate
+               (log, 1e-5..2e-4), warmup ratio (0..0.2), the three schedules, weight decay 0,
+               nothing frozen or augmented; hpo's machinery on the peer's terms.
 
 Every final model, whichever method trained it, is scored on the test split by one scorer,
 hpo's own evaluation (hpo.training.loop.evaluate with the token_classification task): each word
@@ -371,11 +374,14 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def method_hpo(s: Setup, seed: int) -> dict[str, Any]:
+def method_hpo(
+    s: Setup, seed: int, method: str = "hpo", space: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """hpo's default search, as a study file that names only the task, data, model and budget
     gets it: TPE (sampler seed ``seed``), the median pruner, the default space (learning rate,
-    warmup, schedule, frozen layers, augmentation strength); its best trial retrained by
-    ``hpo best``'s code with each retraining seed and scored on the test by the same scorer."""
+    warmup, schedule, frozen layers, augmentation strength), or ``space``; its best trial
+    retrained by ``hpo best``'s code with each retraining seed and scored on the test by the
+    same scorer."""
     from optuna.trial import TrialState
 
     from hpo import keys
@@ -390,14 +396,17 @@ def method_hpo(s: Setup, seed: int) -> dict[str, Any]:
     if s.max_steps > 0:
         budget["max_steps"] = s.max_steps
     spec = (
-        s.spec.replace("study", name=f"hpo-{seed}", n_trials=s.trials)
+        s.spec.replace("study", name=f"{method}-{seed}", n_trials=s.trials)
         .replace("sampler", seed=seed)
         .replace("train", **budget)
     )
+    if space is not None:
+        spec = spec.replace("space", **space)
 
     start = time.perf_counter()
     objective = Objective(spec)
-    study, _ = create_or_resume(spec, open_storage(f"sqlite:///{s.folder / f'hpo-{seed}.db'}"))
+    db = s.folder / f"{method}-{seed}.db"
+    study, _ = create_or_resume(spec, open_storage(f"sqlite:///{db}"))
     work(study, objective, s.trials)
     search_s = time.perf_counter() - start
     ran = [t for t in study.get_trials() if t.state != TrialState.WAITING]
@@ -409,7 +418,7 @@ def method_hpo(s: Setup, seed: int) -> dict[str, Any]:
     speeds = [float(t.user_attrs[keys.SAMPLES_PER_SECOND]) for t in ran
               if keys.SAMPLES_PER_SECOND in t.user_attrs]  # fmt: skip
     return {
-        "method": "hpo", "seed": seed, "best_validation": best.value, "params": dict(best.params),
+        "method": method, "seed": seed, "best_validation": best.value, "params": dict(best.params),
         "samples": sum(int(t.user_attrs.get(keys.TRAIN_SAMPLES, 0)) for t in ran),
         "trial_steps": [int(t.user_attrs.get(keys.STEPS, 0)) for t in ran],
         "search_s": search_s, "retrain_s": retrain_s, "wall_s": search_s + retrain_s,
@@ -458,11 +467,27 @@ def method_hpo_recipe(s: Setup, seed: int) -> dict[str, Any]:
     return recipe_row("hpo-recipe", seed, params, runs, time.perf_counter() - start)
 
 
+def method_hpo_3d(s: Setup, seed: int) -> dict[str, Any]:
+    """hpo's search (TPE, median pruner) over hf-search's space, nothing else: lr 1e-5..2e-4
+    (log), warmup ratio 0..0.2, the three schedules, weight decay 0, nothing frozen or
+    augmented; hpo's machinery on the peer's terms."""
+    space = {
+        "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "lr_schedule": SCHEDULES,
+        "frozen_layers": 0,
+        "augmentation_strength": 0.0,
+        "weight_decay": 0.0,
+    }
+    return method_hpo(s, seed, "hpo-3d", space)
+
+
 METHODS: dict[str, Callable[[Setup, int], dict[str, Any]]] = {
     "hf-recipe": method_hf_recipe,
     "hf-search": method_hf_search,
     "hpo-recipe": method_hpo_recipe,
     "hpo": method_hpo,
+    "hpo-3d": method_hpo_3d,
 }
 SEED_FREE = ("hf-recipe", "hpo-recipe")  # no sampler: the same row for every sampler seed
 
