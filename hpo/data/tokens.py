@@ -16,7 +16,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -307,14 +307,9 @@ class TokenWindows:
     label_names: list[str]
     windowed: int = 0  # sentences that needed more than one window
     longest: int = 0  # longest sentence in sub-word tokens, special tokens included
-    token_type_ids: None = field(default=None, repr=False)  # single texts: none needed
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-    @property
-    def label(self) -> list[list[int]]:
-        return self.labels
 
     def repeat(self, times: int) -> TokenWindows:
         """The windows ``times`` over (augmented copies index past the originals)."""

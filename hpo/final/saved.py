@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,16 +143,11 @@ def summary(
 
 def per_type(result: ConfigResult, split: str) -> dict[str, float]:
     """Mean F1 per entity type over a configuration's runs (token classification; else empty)."""
-    kinds = sorted(
-        {k for run in result.runs for k in (run.test if split == "test" else run.validation) or {}
-         if k.startswith("entity_f1_") and k != "entity_f1_se"}
-    )  # fmt: skip
-    out = {}
-    for key in kinds:
-        mean = result.mean_std(split, key)
-        if mean is not None:
-            out[key.removeprefix("entity_f1_")] = round(mean[0], 4)
-    return out
+    from hpo.tasks.token_classification import per_type_f1
+
+    scores = [per_type_f1(r.test if split == "test" else r.validation) for r in result.runs]
+    kinds = sorted({k for run in scores for k in run})
+    return {k: round(statistics.fmean(run[k] for run in scores if k in run), 4) for k in kinds}
 
 
 def model_card(

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from hpo import keys
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
+from hpo.tasks.token_classification import per_type_f1
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")
@@ -316,17 +317,6 @@ def _noise_line(summary: StudySummary) -> Text:
     )
 
 
-def entity_f1_per_type(metrics: Any) -> dict[str, float]:
-    """The per-type entity F1 of a trial's stored metrics (token classification; else empty)."""
-    if not isinstance(metrics, dict):
-        return {}
-    return {
-        k.removeprefix("entity_f1_"): float(v)
-        for k, v in sorted(metrics.items())
-        if k.startswith("entity_f1_") and k != "entity_f1_se"
-    }
-
-
 def render_report(
     summary: StudySummary,
     trials: Sequence[FrozenTrial],
@@ -356,7 +346,7 @@ def render_report(
         title = f"best trial #{summary.best_number}: {summary.metric} {summary.best_value:.4g}"
         parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
         best = next((t for t in trials if t.number == summary.best_number), None)
-        per_type = entity_f1_per_type(best.user_attrs.get(keys.METRICS) if best else None)
+        per_type = per_type_f1(best.user_attrs.get(keys.METRICS) if best else None)
         if per_type:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in per_type.items())
             parts.append(Text(f"F1 per entity type (trial #{summary.best_number}): {shown}"))

@@ -199,3 +199,14 @@ def bootstrap_f1_se(
     denom = sums[:, 1] + sums[:, 2]
     f1 = np.divide(2 * sums[:, 0], denom, out=np.zeros(samples), where=denom > 0)
     return float(f1.std(ddof=1))
+
+
+def per_type_f1(metrics: Any) -> dict[str, float]:
+    """F1 per entity type from a metrics dict (``entity_f1_<type>``); empty for other tasks."""
+    if not isinstance(metrics, Mapping):
+        return {}
+    return {
+        k.removeprefix("entity_f1_"): float(v)
+        for k, v in sorted(metrics.items())
+        if k.startswith("entity_f1_") and k != "entity_f1_se"
+    }
