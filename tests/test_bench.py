@@ -202,11 +202,14 @@ def test_ner_benchmark_quick(
         "--json", str(tmp_path / "r.json"), timeout=600,
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
-    assert [r["method"] for r in rows] == ["hf-recipe", "hf-search", "hpo-recipe", "hpo"]
+    assert [r["method"] for r in rows] == ["hf-recipe", "hf-search", "hpo-recipe", "hpo", "hpo-3d"]
     for r in rows:
         assert r["samples"] > 0 and r["samples_per_s_cold" if "recipe" in r["method"]
                                        else "samples_per_s_warm"] > 0, r  # fmt: skip
         assert 0 <= r["test_f1_mean"] <= 1 and r["retrain_seeds"] == [0], r
     hpo = next(r for r in rows if r["method"] == "hpo")
     assert hpo["samples"] == sum(c["samples"] for c in hpo["curves"]) == 2 * 10 * 16
+    three = next(r for r in rows if r["method"] == "hpo-3d")  # the peer's space only
+    assert {(c["params"]["frozen_layers"], c["params"]["augmentation_strength"]) for c in
+            three["curves"]} == {(0, 0.0)}  # fmt: skip
     assert "test entity F1" in text
