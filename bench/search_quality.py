@@ -438,7 +438,8 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     from transformers import AutoTokenizer
 
     from hpo.config.spec import DataSection, ModelSection
-    from hpo.data.dataset import encode, load_task
+    from hpo.data.batches import encode
+    from hpo.data.dataset import load_task
     from hpo.models.pretrained import load_config, resolve
 
     if args.train is None:

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from hpo.cli.main import cli
 from hpo.config.spec import StudySpec
-from hpo.data.dataset import encode, load_task
+from hpo.data.batches import encode
+from hpo.data.dataset import load_task
 from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
 from hpo.search.study import create_or_resume

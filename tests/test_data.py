@@ -14,15 +14,8 @@ from typing import Any
 import pytest
 
 from hpo.config.spec import DataSection
-from hpo.data.dataset import (
-    Split,
-    TaskData,
-    collate,
-    encode,
-    eval_batches,
-    load_task,
-    train_batches,
-)
+from hpo.data.batches import collate, encode, eval_batches, train_batches
+from hpo.data.dataset import Split, TaskData, load_task
 from hpo.errors import DataError, DependencyError
 from tests.conftest import installed
 

@@ -12,17 +12,8 @@ import pytest
 
 from hpo.config.spec import StudySpec
 from hpo.data.augment import MentionPool, TokenAugmenter, segments
-from hpo.data.tokens import (
-    IGNORE,
-    Sentence,
-    TokenSplit,
-    detect_scheme,
-    encode_sentences,
-    read_conll,
-    stitch,
-    to_iob2,
-    word_predictions,
-)
+from hpo.data.tokens import Sentence, TokenSplit, detect_scheme, read_conll, to_iob2
+from hpo.data.windows import IGNORE, encode_sentences, stitch, word_predictions
 from hpo.errors import DataError
 from hpo.final.best import hyperparameters
 from hpo.tasks import get_task
@@ -301,7 +292,7 @@ def test_strength_zero_changes_no_sentence() -> None:
 
 def test_augmented_batches_find_the_sentence_of_each_window(ner_model_dir: Path) -> None:
     """The loop batches window numbers; a long sentence's windows are one sentence to augment."""
-    from hpo.data.tokens import collate_windows, encode_split
+    from hpo.data.windows import collate_windows, encode_split
 
     pool, split = pool_and_split()
     long_words: list[str] = []

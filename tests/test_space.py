@@ -10,8 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.config.dimension import Dimension, parse_dimension
 from hpo.config.sampling import TRAINER_RECIPE, Hyperparameters, first_trials, sample
-from hpo.config.space import Dimension, SearchSpace, parse_dimension
+from hpo.config.space import SearchSpace
 from hpo.errors import SpecError
 
 NAMES = {

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.config.sampling import Hyperparameters
 from hpo.config.spec import StudySpec
-from hpo.data.dataset import collate
+from hpo.data.batches import collate
 from hpo.errors import SpecError
 from hpo.execution.storage import open_storage
 from hpo.execution.workers import work

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hpo.config.spec import DataSection, ModelSection
-from hpo.data.dataset import Encoded, encode, load_task
+from hpo.data.batches import Encoded, encode
+from hpo.data.dataset import load_task
 from hpo.errors import TrialFailure
 from hpo.models.pretrained import PretrainedModel, load_tokenizer
 from hpo.tasks.classification import classification_metrics, constant_score

@@ -11,7 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpo import keys
-from hpo.config.space import SearchSpace, typed_value
+from hpo.config.dimension import typed_value
+from hpo.config.space import SearchSpace
 from hpo.errors import SpecError
 from hpo.strategies import dimensions
 

@@ -296,7 +296,7 @@ def predict_entities(
     import torch
     from seqeval.metrics.sequence_labeling import get_entities
 
-    from hpo.data.tokens import collate_windows, encode_sentences
+    from hpo.data.windows import collate_windows, encode_sentences
 
     names = [str(model.config.id2label[i]) for i in range(int(model.config.num_labels))]
     words = [split_words(t) for t in texts]

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-    from hpo.data.dataset import Encoded, Split, TaskData
+    from hpo.data.batches import Encoded
+    from hpo.data.dataset import Split, TaskData
     from hpo.models.pretrained import PretrainedModel
     from hpo.tasks.base import Task
 

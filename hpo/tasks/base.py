@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import torch
 
     from hpo.config.spec import DataSection
-    from hpo.data.dataset import Encoded, TaskData
+    from hpo.data.batches import Encoded
+    from hpo.data.dataset import TaskData
 
 
 class Task:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import torch
 
     from hpo.config.spec import DataSection
-    from hpo.data.dataset import Encoded, Split, TaskData
+    from hpo.data.batches import Encoded
+    from hpo.data.dataset import Split, TaskData
 
 
 class SequenceClassification(Task):
@@ -32,12 +33,12 @@ class SequenceClassification(Task):
         return load_task(data)
 
     def encode(self, split: Split, tokenizer: Any, max_length: int) -> Encoded:
-        from hpo.data.dataset import encode
+        from hpo.data.batches import encode
 
         return encode(split, tokenizer, max_length)
 
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
-        from hpo.data.dataset import collate
+        from hpo.data.batches import collate
 
         return collate(encoded, indices, pad_id)
 

@@ -1,6 +1,6 @@
 """Token classification (named-entity recognition): one IOB2 tag per word.
 
-Rows are tagged sentences (hpo/data/tokens.py); the head is ``AutoModelForTokenClassification``'s,
+Rows are tagged sentences (hpo/data/tokens.py, hpo/data/windows.py); the head is ``AutoModelForTokenClassification``'s,
 applied to every token, and the loss cross-entropy over the labelled sub-tokens (a word's first,
 or all of them with ``data.label_all_tokens``). Scores are per original word, predictions
 stitched back from the windows, and computed by ``seqeval`` in its default mode: entity-level
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import torch
 
     from hpo.config.spec import DataSection
-    from hpo.data.tokens import TokenData, TokenSplit, TokenWindows
+    from hpo.data.tokens import TokenData, TokenSplit
+    from hpo.data.windows import TokenWindows
 
 BOOTSTRAP_SAMPLES = 200
 
@@ -37,12 +38,12 @@ class TokenClassification(Task):
         return load_tokens(data)
 
     def encode(self, split: TokenSplit, tokenizer: Any, max_length: int) -> TokenWindows:
-        from hpo.data.tokens import encode_split
+        from hpo.data.windows import encode_split
 
         return encode_split(split, tokenizer, max_length)
 
     def collate(self, encoded: TokenWindows, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
-        from hpo.data.tokens import collate_windows
+        from hpo.data.windows import collate_windows
 
         return collate_windows(encoded, indices, pad_id)
 
@@ -54,7 +55,7 @@ class TokenClassification(Task):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
         import torch
 
-        from hpo.data.tokens import IGNORE
+        from hpo.data.windows import IGNORE
 
         reduction = options.pop("reduction", "mean")
         return torch.nn.functional.cross_entropy(
@@ -68,14 +69,14 @@ class TokenClassification(Task):
     def predictions(
         self, logits: torch.Tensor, labels: torch.Tensor, indices: Sequence[int], encoded: Any
     ) -> tuple[list[Any], list[Any]]:
-        from hpo.data.tokens import word_predictions
+        from hpo.data.windows import word_predictions
 
         return word_predictions(logits, indices, encoded), []
 
     def score(
         self, preds: list[Any], labels: list[Any], num_labels: int, encoded: Any
     ) -> dict[str, float]:
-        from hpo.data.tokens import stitch
+        from hpo.data.windows import stitch
 
         return entity_scores(*stitch(preds, encoded))
 
@@ -131,7 +132,7 @@ class TokenClassification(Task):
         ops: Mapping[str, float],
     ) -> Callable[..., dict[str, Any]]:
         from hpo.data.augment import TokenAugmenter
-        from hpo.data.tokens import collate_windows, encode_sentences
+        from hpo.data.windows import collate_windows, encode_sentences
 
         augment = TokenAugmenter(strength, pool, seed, ops)
         names = list(split.names)

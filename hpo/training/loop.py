@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.data.dataset import Encoded, eval_batches, train_batches
+from hpo.data.batches import Encoded, eval_batches, train_batches
 from hpo.errors import OutOfMemory, TrialFailure
 from hpo.models.pretrained import parameter_groups
 
