@@ -29,8 +29,10 @@ def augment(
 ) -> None:
     """Print N training texts beside their augmented versions, at the study's [augment] ops.
 
-    For token classification, sentences show each entity mention as [words|type]. Strength 0
-    prints the texts unchanged. Nothing is trained and nothing is stored.
+    The title names the language and how its texts split into words ([augment] language: jieba
+    words for Chinese, characters for Japanese or Thai, else words between spaces). For token
+    classification, sentences show each entity mention as [words|type]. Strength 0 prints the
+    texts unchanged. Nothing is trained and nothing is stored.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -45,7 +47,8 @@ def augment(
     train = task.train
     picked = random.Random(seed).sample(range(len(train)), min(count, len(train)))
     ops = ", ".join(f"{op} {w:g}" for op, w in spec.augment.ops.items())
-    table = Table(title=f"augmentation_strength {strength:g} (ops: {ops})", show_lines=True)
+    title = f"augmentation_strength {strength:g} (ops: {ops})"
+    table = Table(title=title, show_lines=True)
     table.add_column("#", justify="right", style="dim")
     if spec.study.task == "token_classification":
         from hpo.data.augment import TokenAugmenter
@@ -60,7 +63,9 @@ def augment(
         from hpo.data.augment import Augmenter
 
         texts = train.text
-        augmenter = Augmenter(strength, kind.augment_pool(train), seed, spec.augment.ops)
+        pool = kind.augment_pool(train, spec.augment.language)
+        augmenter = Augmenter(strength, pool.vocabulary, seed, spec.augment.ops, pool.script)
+        table.title = f"{title}; language {pool.script.describe()}"
         table.add_column("training text")
         table.add_column("augmented")
         for i in picked:

@@ -1,61 +1,90 @@
 """Cheap, seeded text augmentation for training batches, scaled by one `strength` in [0, 1].
 
-Each call applies, in this order, with ``s`` the strength and each operation's rate multiplied
-by its weight in ``[augment] ops`` (default 1, and 0 for insertion):
+Words are found the way the text's script writes them (hpo/data/scripts.py, ``[augment]
+language``): between spaces (the default), by the jieba segmenter for Chinese, or as characters
+for Japanese, Thai and the other scripts without spaces. Each call applies, in this order, with
+``s`` the strength and each operation's rate multiplied by its weight in ``[augment] ops``
+(default 1, and 0 for insertion):
 
-1. sentence perturbation, with probability ``s``: a text of two or more sentences (split after
-   ``.``, ``!`` or ``?`` followed by whitespace) has its sentences put in a new order; otherwise a
-   text of two or more clauses (split after ``,``, ``;`` or ``:`` followed by whitespace) has its
-   clauses put in a new order, each separator staying in place; otherwise nothing happens;
-2. word deletion: each whitespace token is dropped with probability ``s / 3``; a one-token text
-   is never shortened, and if every token drew deletion one of them is kept;
-3. word substitution: each word-like token (letters, inner apostrophes allowed, surrounding
-   punctuation kept) is replaced with probability ``s / 3`` by a word drawn uniformly from the
-   vocabulary, keeping an upper-case first letter or an all-capitals form; skipped if the
-   vocabulary is empty;
-4. word insertion (off by default): after each token, with probability ``s / 3``, a word drawn
+1. sentence perturbation, with probability ``s``: a text of two or more sentences has its
+   sentences put in a new order; otherwise a text of two or more clauses has its clauses put in
+   a new order, each separator staying in place; otherwise nothing happens. Spaced text splits
+   into sentences after ``.``, ``!`` or ``?`` followed by whitespace or after ``。``, ``！`` or
+   ``？``, and into clauses after ``,``, ``;`` or ``:`` followed by whitespace. Text without
+   spaces splits into sentences after ``。！？｡．!?`` (``…`` and ``.`` only before whitespace),
+   closing quotes included, and into clauses after ``，、；：`` or ``,;:`` (not between digits);
+2. word deletion: each word is dropped with probability ``s / 3``; a one-word text is never
+   shortened, and if every word drew deletion one of them is kept;
+3. word substitution: each word-like word (letters or ideographs, inner apostrophes allowed,
+   surrounding punctuation kept) is replaced with probability ``s / 3`` by a word drawn
+   uniformly from the vocabulary, keeping an upper-case first letter or an all-capitals form;
+   skipped if the vocabulary is empty;
+4. word insertion (off by default): after each word, with probability ``s / 3``, a word drawn
    uniformly from the vocabulary;
-5. word swap: ``round(s * n / 3)`` swaps of two random positions among the ``n`` tokens left.
+5. word swap: ``round(s * n / 3)`` swaps of two random positions among the ``n`` words left.
 
 There is no offline synonym dictionary, so substitution draws from the training corpus's own
-frequent words (see `build_vocabulary`). Tokens are re-joined with single spaces. Strength 0
-returns the input unchanged and draws no random numbers.
+frequent words (see `build_vocabulary`). Spaced words are re-joined with single spaces; words of
+text without spaces carry their own punctuation and whitespace and are re-joined with nothing
+between them, so no space is ever inserted. Strength 0 returns the input unchanged and draws no
+random numbers.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from hpo.data.scripts import SPACED_WORD, WHITESPACE, Script, is_link, is_word
 
 # Weights of the operations when ``[augment] ops`` says nothing: the rates the strength gives.
 DEFAULT_OPS = {"substitute": 1.0, "delete": 1.0, "swap": 1.0, "insert": 0.0, "reorder": 1.0}
 
 T = TypeVar("T")
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+_WORD = SPACED_WORD
 _AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
-_CLAUSE_BREAK = re.compile(r"([,;:])\s+")
 
 
-def _is_link(token: str) -> bool:
-    """True for URLs and @-mentions, whose letters are not vocabulary and are not substituted."""
-    lowered = token.lower()
-    return "://" in lowered or lowered.startswith(("www.", "@"))
-
-
-def build_vocabulary(texts: Iterable[str], max_words: int = 20000) -> tuple[str, ...]:
-    """Most frequent alphabetic words of the training texts: the pool substitution draws from."""
+def build_vocabulary(
+    texts: Iterable[str], max_words: int = 20000, script: Script = WHITESPACE
+) -> tuple[str, ...]:
+    """Most frequent words of the training texts as `script` finds them (letters or ideographs,
+    no digits, punctuation or links), lower-cased: the pool substitution draws from."""
     if max_words < 1:
         raise ValueError(f"`max_words` must be at least 1, got {max_words!r}")
     counts: Counter[str] = Counter()
     for text in texts:
-        for token in text.split():
-            if not _is_link(token):
-                counts.update(word.lower() for word in _WORD.findall(token))
+        counts.update(word.lower() for word in script.vocabulary_words(text))
     return tuple(word for word, _ in counts.most_common(max_words))
+
+
+class TextPool:
+    """What augmenting texts draws from: the script the corpus is written in, found once, and
+    its vocabulary, built from the training texts on first use (segmenting a large Chinese
+    corpus takes a while, and a study that never augments never needs it)."""
+
+    def __init__(self, texts: Sequence[str], script: Script = WHITESPACE) -> None:
+        self.script = script
+        self._texts = texts
+        self._vocabulary: tuple[str, ...] | None = None
+
+    @classmethod
+    def for_language(cls, texts: Sequence[str], language: str = "auto") -> TextPool:
+        """For ``[augment] language``: "auto" detects the script from the texts."""
+        from hpo.data.scripts import script_for
+
+        return cls(texts, script_for(language, texts))
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """`build_vocabulary` of the training texts with the pool's script."""
+        if self._vocabulary is None:
+            self._vocabulary = build_vocabulary(self._texts, script=self.script)
+        return self._vocabulary
 
 
 def _match_case(template: str, word: str) -> str:
@@ -76,11 +105,14 @@ class Augmenter:
         vocabulary: Sequence[str],
         seed: int,
         ops: Mapping[str, float] | None = None,
+        script: Script = WHITESPACE,
     ) -> None:
         """Check the strength; seed a private generator so runs repeat without global state.
 
         ``ops`` weighs each operation (substitute, delete, swap, insert, reorder); left out,
-        insertion is off and the others have weight 1."""
+        insertion is off and the others have weight 1. ``script`` says how texts split into
+        words and sentences and join back (hpo/data/scripts.py); default: words between spaces.
+        """
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"`strength` must be in [0, 1], got {strength!r}")
         weights = {**DEFAULT_OPS, **(ops or {})}
@@ -93,6 +125,7 @@ class Augmenter:
         }
         self._vocabulary = tuple(vocabulary)
         self._rng = random.Random(seed)
+        self.script = script
 
     @property
     def is_identity(self) -> bool:
@@ -105,16 +138,17 @@ class Augmenter:
             return text
         rng = self._rng
         rate = self._rates
+        script = self.script
+        given = text
         if rate["reorder"] > 0 and rng.random() < rate["reorder"]:
             text = self._perturb_sentences(text.strip())
-        tokens = text.split()
+        tokens = script.split(text, remember=text is given)
         if len(tokens) > 1 and rate["delete"] > 0:
             kept = [token for token in tokens if rng.random() >= rate["delete"]]
             tokens = kept or [rng.choice(tokens)]
         if self._vocabulary and rate["substitute"] > 0:
-            tokens = [
-                self._substitute(t) if rng.random() < rate["substitute"] else t for t in tokens
-            ]
+            substitute = self._substitute if script.spaced else self._substitute_unspaced
+            tokens = [substitute(t) if rng.random() < rate["substitute"] else t for t in tokens]
         if self._vocabulary and rate["insert"] > 0:
             grown: list[str] = []
             for token in tokens:
@@ -127,7 +161,7 @@ class Augmenter:
             for _ in range(round(rate["swap"] * n)):
                 i, j = rng.randrange(n), rng.randrange(n)
                 tokens[i], tokens[j] = tokens[j], tokens[i]
-        return " ".join(tokens)
+        return script.join(tokens)
 
     def batch(self, texts: Sequence[str]) -> list[str]:
         """Perturb each text of a batch in turn, so one generator drives the whole stream."""
@@ -137,7 +171,7 @@ class Augmenter:
 
     def _substitute(self, token: str) -> str:
         """Swap the word inside `token` for a vocabulary word, keeping its punctuation and case."""
-        if _is_link(token):
+        if is_link(token):
             return token
         match = _AFFIXES.match(token)
         if match is None:
@@ -146,6 +180,21 @@ class Augmenter:
         if not _WORD.fullmatch(core):
             return token
         return prefix + _match_case(core, self._rng.choice(self._vocabulary)) + suffix
+
+    def _substitute_unspaced(self, token: str) -> str:
+        """The same for a word of text without spaces, which carries its punctuation and
+        whitespace: only the letters between them are replaced."""
+        alnum = [i for i, c in enumerate(token) if c.isalnum()]
+        if not alnum:
+            return token
+        end = alnum[-1] + 1
+        while end < len(token) and unicodedata.category(token[end]).startswith("M"):
+            end += 1  # combining marks after the last letter belong to it
+        core = token[alnum[0] : end]
+        if is_link(core) or not is_word(core):
+            return token
+        replacement = _match_case(core, self._rng.choice(self._vocabulary))
+        return token[: alnum[0]] + replacement + token[end:]
 
     def _reorder(self, parts: list[T]) -> list[T]:
         """Shuffle `parts` into an order that always differs from the original one."""
@@ -157,17 +206,17 @@ class Augmenter:
 
     def _perturb_sentences(self, text: str) -> str:
         """Reorder the sentences of `text`, or failing two of them its clauses, else leave it."""
-        sentences = _SENTENCE_BREAK.split(text)
+        script = self.script
+        sentences = script.sentences(text)
         if len(sentences) > 1:
-            return " ".join(self._reorder(sentences))
-        pieces = _CLAUSE_BREAK.split(text)
-        clauses, separators = pieces[0::2], pieces[1::2]
+            return script.glue.join(self._reorder(sentences))
+        clauses, separators = script.clauses(text)
         if len(clauses) < 2 or not all(clauses):
             return text
         clauses = self._reorder(clauses)
         out = clauses[0]
         for separator, clause in zip(separators, clauses[1:], strict=True):
-            out += f"{separator} {clause}"
+            out += f"{separator}{script.glue}{clause}"
         return out
 
 

@@ -26,6 +26,7 @@ class Task:
     name: str = "task"
     metrics: tuple[str, ...] = ()  # metrics a study may optimise; the first is the default
     minimized: frozenset[str] = frozenset({"eval_loss"})  # metrics where lower is better
+    pretokenized: bool = False  # rows arrive split into words (the tokenizer is told so)
     proportions: frozenset[str] = frozenset()  # metrics that are a share of evaluated units
 
     def load(self, data: DataSection) -> Any:
@@ -75,8 +76,9 @@ class Task:
         """Lines ``hpo validate`` prints about the data (sizes, labels, lengths)."""
         return []
 
-    def augment_pool(self, train: Any) -> Any:
-        """What augmentation draws replacements from, built once from the training rows."""
+    def augment_pool(self, train: Any, language: str = "auto") -> Any:
+        """What augmentation draws replacements from, built once from the training rows;
+        ``language`` is ``[augment] language``, for tasks that split texts into words."""
         raise NotImplementedError
 
     def augmented_batches(

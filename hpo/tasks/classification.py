@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from hpo.config.spec import DataSection
+    from hpo.data.augment import TextPool
     from hpo.data.batches import Encoded
     from hpo.data.dataset import Split, TaskData
 
@@ -42,10 +43,10 @@ class SequenceClassification(Task):
 
         return collate(encoded, indices, pad_id)
 
-    def augment_pool(self, train: Split) -> tuple[str, ...]:
-        from hpo.data.augment import build_vocabulary
+    def augment_pool(self, train: Split, language: str = "auto") -> TextPool:
+        from hpo.data.augment import TextPool
 
-        return build_vocabulary(train.text)
+        return TextPool.for_language(train.text, language)
 
     def augmented_batches(
         self,
@@ -62,7 +63,7 @@ class SequenceClassification(Task):
 
         from hpo.data.augment import Augmenter
 
-        augment = Augmenter(strength, pool, seed, ops)
+        augment = Augmenter(strength, pool.vocabulary, seed, ops, pool.script)
 
         def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, Any]:
             texts = [split.text[i] for i in keep] + augment.batch([split.text[i] for i in indices])

@@ -29,6 +29,7 @@ BOOTSTRAP_SAMPLES = 200
 
 class TokenClassification(Task):
     name = "token_classification"
+    pretokenized = True
     metrics = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy", "eval_loss")
     proportions = frozenset({"token_accuracy"})
 
@@ -115,7 +116,8 @@ class TokenClassification(Task):
             )
         return lines
 
-    def augment_pool(self, train: TokenSplit) -> Any:
+    def augment_pool(self, train: TokenSplit, language: str = "auto") -> Any:
+        # the words are split already: `language` changes nothing here
         from hpo.data.augment import MentionPool
 
         return MentionPool.from_split(train)
