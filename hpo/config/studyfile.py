@@ -50,7 +50,8 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative data files and model folders absolute, relative to the study file."""
     data = raw.get("data")
     files = data.get("files") if isinstance(data, dict) else None
-    if isinstance(files, dict):
+    if isinstance(files, dict) and not (isinstance(data, dict) and data.get("package")):
+        # (with `data.package`, the files are paths inside the package: left as they are)
         for split, name in files.items():
             if isinstance(name, str):
                 files[split] = str((base / Path(name).expanduser()).resolve())
