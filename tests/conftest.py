@@ -207,3 +207,92 @@ def ner_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "validation": str(write_conll(folder / "dev.conll", [*ner_sentences(60, 1), long])),
         "test": str(write_conll(folder / "test.conll", ner_sentences(60, 2))),
     }
+
+
+# ---------------------------------------------------------------- decoders (GPT-2, Llama)
+
+
+def train_decoder_tokenizer(
+    family: str, texts: list[str], eos: bool = True, vocab_size: int = 0
+) -> Any:
+    """A tokenizer trained here on ``texts``, with no pad token, as the real family ships:
+    GPT-2's byte-level BPE, or Llama's SentencePiece-style BPE over "▁"-marked words.
+    ``eos=False`` leaves out the end-of-sequence token too; ``vocab_size`` 0: a few hundred."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast, LlamaTokenizerFast
+
+    if family == "gpt2":
+        end = ["<|endoftext|>"] if eos else []
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size or 400,
+            special_tokens=end,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tok.train_from_iterator(texts, trainer)
+        special = dict.fromkeys(("bos_token", "eos_token", "unk_token"), end[0]) if eos else {}
+        return GPT2TokenizerFast(tokenizer_object=tok, **special)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    specials = ["<unk>", "<s>"] + (["</s>"] if eos else [])
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=vocab_size or 300, special_tokens=specials)
+    )
+    ends = {"eos_token": "</s>" if eos else None}
+    return LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>", **ends)
+
+
+def save_tiny_decoder(folder: Path, family: str, texts: list[str], eos: bool = True) -> Path:
+    """A 2-layer, 32-wide GPT-2 or Llama decoder with a tokenizer trained on ``texts``, saved
+    like a hub model (no head, no pad token)."""
+    import torch
+    from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+
+    tokenizer = train_decoder_tokenizer(family, texts, eos)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    n = len(tokenizer)
+    end = tokenizer.eos_token_id
+    if family == "gpt2":
+        GPT2Model(
+            GPT2Config(
+                vocab_size=n,
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=128,
+                bos_token_id=end,
+                eos_token_id=end,
+            )
+        ).save_pretrained(folder)
+    else:
+        LlamaModel(
+            LlamaConfig(
+                vocab_size=n,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+                max_position_embeddings=128,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=end,
+            )
+        ).save_pretrained(folder)
+    return folder
+
+
+def decoder_texts() -> list[str]:
+    words = [w for text, _ in sentiment_rows(300) for w in text.split()]
+    ner = [" ".join(w) for w, _ in ner_sentences(100)]
+    return [t for t, _ in sentiment_rows(300)] + ner + [" ".join(words)]
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def decoder_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 and a tiny Llama, each with its trained tokenizer and no pad token."""
+    family = str(request.param)
+    return save_tiny_decoder(tmp_path_factory.mktemp(f"tiny-{family}"), family, decoder_texts())

@@ -9,10 +9,9 @@ import torch
 
 from hpo.config.spec import BUNDLED_MINILM, ModelSection
 from hpo.errors import DependencyError, ModelError
+from hpo.models.anatomy import blocks_of, freeze_lower_layers
 from hpo.models.pretrained import (
     PretrainedModel,
-    encoder_layers,
-    freeze_lower_layers,
     load_config,
     load_tokenizer,
     parameter_groups,
@@ -53,7 +52,7 @@ def test_freezing_stops_gradients_of_embeddings_and_lowest_layers(
 ) -> None:
     model = pretrained.fresh(0)
     trainable = freeze_lower_layers(model, k)
-    layers = encoder_layers(model)
+    layers = blocks_of(model)
     assert len(layers) == 2
     for i, layer in enumerate(layers):
         assert all(p.requires_grad == (i >= k) for p in layer.parameters())

@@ -40,7 +40,13 @@ def cli() -> None:
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @set_option
 @click.option("--data/--no-data", default=True, help="Also load the data and model config.")
-def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
+@click.option(
+    "--model/--no-model",
+    default=True,
+    help="With the data, also load the model's config and tokenizer; --no-model checks the "
+    "data alone (offline, before a hub model is downloaded).",
+)
+def validate(study_file: Path, overrides: tuple[str, ...], data: bool, model: bool) -> None:
     """Check a study file (and its data and model) without running anything."""
     from rich.console import Console
 
@@ -48,14 +54,21 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
 
     spec, _ = load_study_file(study_file, overrides)
     lines = []
-    if data:
+    if data and model:
+        from hpo.errors import ModelError
         from hpo.models.pretrained import load_tokenizer
         from hpo.tasks import get_task
 
-        task = preflight(spec)
-        lines += get_task(spec.study.task).describe(
-            task, load_tokenizer(spec.model), spec.train.max_length
-        )
+        try:
+            task = preflight(spec)
+            tokenizer = load_tokenizer(spec.model)
+        except ModelError as exc:
+            raise ModelError(
+                f"{exc} (--no-model checks the study and its data without it)"
+            ) from None
+        lines += get_task(spec.study.task).describe(task, tokenizer, spec.train.max_length)
+    elif data:
+        lines += _data_without_model(spec)
     console = Console()
     console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
     for line in lines:
@@ -72,6 +85,21 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool) -> None:
         )
     for origin, params in spec.first_trials():
         console.print(f"  first trial ({origin}), before sampling: {params}", highlight=False)
+
+
+def _data_without_model(spec: Any) -> list[str]:
+    """Load and check the data as a run would, without the model; lines that describe it."""
+    from hpo.tasks import DEFAULT_TASK, get_task
+
+    kind = get_task(spec.study.task)
+    task = kind.load(spec.data)
+    kind.check(spec.study.metric, task)
+    if spec.study.task == DEFAULT_TASK:  # its description counts rows and labels, not tokens
+        lines = kind.describe(task, None, spec.train.max_length)
+    else:
+        test = len(task.test) if task.test is not None else 0
+        lines = [f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test"]
+    return [*lines, f"model: {spec.model.name!r} not loaded (--no-model)"]
 
 
 @cli.command()

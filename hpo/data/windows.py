@@ -137,6 +137,8 @@ def _tokenize(
             f"token classification needs a fast tokenizer (for word alignment); "
             f"{type(tokenizer).__name__} is not one"
         )
+    if _needs_word_space(tokenizer):
+        sentences = [[" " + w for w in words] for words in sentences]
     enc = tokenizer(
         sentences,
         is_split_into_words=True,
@@ -145,6 +147,32 @@ def _tokenize(
         padding=False,
     )
     return [(list(enc["input_ids"][i]), enc.word_ids(i)) for i in range(len(sentences))]
+
+
+def _needs_word_space(tokenizer: Any) -> bool:
+    """True for a byte-level BPE tokenizer that reads a word given alone without the space
+    before it (GPT-2, RoBERTa, Qwen2, SmolLM2 as shipped): in pre-training a word inside a
+    sentence came with its space ("Ġword"), so each word of a tagged sentence is given one."""
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None:
+        return False
+    try:
+        state = json.loads(pre.__getstate__())
+    except (TypeError, ValueError, AttributeError):
+        return False
+    stack = [state]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+                return True
+            stack += list(node.values())
+        elif isinstance(node, list):
+            stack += node
+    return False
 
 
 def _specials(whole: list[tuple[list[int], list[int | None]]]) -> int:

@@ -1,19 +1,23 @@
-"""Pretrained models: find, load once per process, hand each trial a fresh copy; freeze layers.
+"""Pretrained models: find, load once per process, hand each trial a fresh copy.
 
 Loading weights from disk takes seconds; a deep copy of a model already in memory takes
-milliseconds. ``PretrainedModel`` keeps one pristine copy and gives each trial its own, with the
-new classification head re-initialised from the trial's seed.
+milliseconds. ``PretrainedModel`` keeps one pristine copy in host memory and gives each trial
+its own, with the new head re-initialised from the trial's seed. A model too large to be held
+twice beside what its trial needs is not kept: each trial reads it from disk again (the same
+weights, the same seeded head).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.metadata
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.config.spec import BUNDLED_MINILM, ModelSection
 from hpo.errors import DependencyError, ModelError, first_line
+from hpo.models.anatomy import Anatomy, anatomy, declared_depth, remember
 
 if TYPE_CHECKING:
     import torch
@@ -50,9 +54,20 @@ def resolve(spec: ModelSection) -> str:
     return spec.name
 
 
-def _load_error(spec: ModelSection, exc: Exception) -> ModelError:
+def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
+    if model_class is not None and "Unrecognized configuration class" in str(exc):
+        return no_head_error(spec.name, model_class, str(exc).split("configuration_")[-1])
     where = "folder" if Path(spec.name).exists() else "hub id"
     return ModelError(f"cannot load `model.name` {spec.name!r} ({where}): {first_line(exc)}")
+
+
+def no_head_error(name: str, model_class: Any, kind: str) -> ModelError:
+    """transformers has no model of ``model_class`` (an auto class) for this architecture."""
+    kind = kind.split(".", 1)[0]  # "opt" from "opt.OPTConfig'> for this kind of ..."
+    return ModelError(
+        f"`model.name` {name!r}: transformers has no {model_class.__name__} for {kind} "
+        "models; pick a model that has one for this task"
+    )
 
 
 def load_config(spec: ModelSection) -> Any:
@@ -68,46 +83,91 @@ def load_config(spec: ModelSection) -> Any:
 
 def num_layers(config: Any) -> int:
     """The number of transformer blocks a model's configuration declares (0 if it says none)."""
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return 0
+    return declared_depth(config)
 
 
 def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, ready to pad batches: a decoder's tokenizer without a pad token
+    pads with its end-of-sequence token (or an added ``<pad>`` when it has none), and every
+    batch pads on the right, so a decoder's positions start at 0 and the last real token, which
+    a decoder classifies from, is found by ``config.pad_token_id``."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
     try:
-        return AutoTokenizer.from_pretrained(resolve(spec), revision=spec.revision)
+        tokenizer = AutoTokenizer.from_pretrained(resolve(spec), revision=spec.revision)
     except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 class PretrainedModel:
-    """One pristine pretrained classifier in memory; ``fresh(seed)`` gives a trial its own copy."""
+    """One pristine pretrained model with a new head; ``fresh(seed)`` gives a trial its own copy."""
 
-    def __init__(self, spec: ModelSection, num_labels: int, model_class: Any = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSection,
+        num_labels: int,
+        model_class: Any = None,
+        tokenizer: Any = None,
+        keep_copy: bool | None = None,
+        trains_on_host: bool = True,
+    ) -> None:
         """Load ``spec``'s weights under the task's head (``model_class``, an auto class;
-        default: sequence classification)."""
+        default: sequence classification). ``tokenizer`` (from ``load_tokenizer``) sets the
+        model's pad token. ``keep_copy``: hold the pristine weights in host memory (None: when
+        they fit beside what a trial needs there; ``trains_on_host`` False when trials train on
+        a GPU, whose copy, gradients and optimizer state are not in host memory)."""
         if model_class is None:
             from transformers import AutoModelForSequenceClassification as model_class
 
+        self._spec = spec
+        self._num_labels = num_labels
+        self._model_class = model_class
+        self._pad_id = None if tokenizer is None else tokenizer.pad_token_id
+        self._vocab = 0 if tokenizer is None else len(tokenizer)
+        model, info = self._load()
+        new = set(info["missing_keys"]) | {k for k, *_ in info.get("mismatched_keys", ())}
+        self.new_modules = sorted({key.rsplit(".", 1)[0] for key in new})
+        self.anatomy: Anatomy | None = None
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        if keep_copy is None:
+            keep_copy = keeps_copy(self.model_bytes, available_memory(), trains_on_host)
+        self.keeps_copy = keep_copy
+        self._depth = declared_depth(model.config)
+        self.class_name = type(model).__name__
+        self._read_anatomy(model)
+        self._model: PreTrainedModel | None = model if keep_copy else None
+
+    def _load(self) -> tuple[PreTrainedModel, dict[str, Any]]:
         quiet_transformers()
+        spec = self._spec
         try:
-            model, info = model_class.from_pretrained(
+            model, info = self._model_class.from_pretrained(
                 resolve(spec),
                 revision=spec.revision,
-                num_labels=num_labels,
+                num_labels=self._num_labels,
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,  # a checkpoint with another head size
             )
         except (OSError, ValueError) as exc:
-            raise _load_error(spec, exc) from None
-        self._model: PreTrainedModel = model
-        new = set(info["missing_keys"]) | {k for k, *_ in info.get("mismatched_keys", ())}
-        self.new_modules = sorted({key.rsplit(".", 1)[0] for key in new})
+            raise _load_error(spec, exc, self._model_class) from None
+        set_pad_token(model, self._pad_id, self._vocab)
+        return model, info
+
+    def _read_anatomy(self, model: PreTrainedModel) -> None:
+        """Read where the layers are (once), if the model has a block list at all: a study that
+        uses no layer strategy runs on any model."""
+        try:
+            self.anatomy = anatomy(model)
+        except ModelError:
+            self.anatomy = None
 
     @classmethod
     def from_model(cls, model: PreTrainedModel, new_modules: list[str]) -> PretrainedModel:
@@ -115,17 +175,24 @@ class PretrainedModel:
         self = cls.__new__(cls)
         self._model = model
         self.new_modules = new_modules
+        self.keeps_copy = True
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self._depth = declared_depth(model.config)
+        self.class_name = type(model).__name__
+        self._read_anatomy(model)
         return self
 
     @property
     def num_layers(self) -> int:
-        return len(encoder_layers(self._model))
+        return self._depth
 
     def fresh(self, seed: int) -> PreTrainedModel:
         """A trainable copy whose newly added weights (the head) are drawn from ``seed``."""
         import torch
 
-        model = copy.deepcopy(self._model)
+        model = copy.deepcopy(self._model) if self._model is not None else self._load()[0]
+        if self.anatomy is not None:
+            remember(model, self.anatomy)
         modules = dict(model.named_modules())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -135,71 +202,46 @@ class PretrainedModel:
         return model
 
 
-def encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The stack of transformer blocks: the longest ModuleList of ``num_hidden_layers`` blocks."""
+def set_pad_token(model: PreTrainedModel, pad_id: int | None, vocab: int) -> None:
+    """Tell the model which id pads (decoders classify from the last token that is not it), and
+    give a pad token added to the tokenizer an embedding row: the mean of the others, so loading
+    twice gives the same weights."""
+    if pad_id is None:
+        return
     import torch
 
-    n = getattr(model.config, "num_hidden_layers", None)
-    candidates = [
-        m
-        for m in model.base_model.modules()
-        if isinstance(m, torch.nn.ModuleList) and (n is None or len(m) == n)
-    ]
-    if not candidates:
-        raise ModelError(
-            f"cannot find the transformer layers of {type(model).__name__}; "
-            "the layer strategies need them"
-        )
-    return max(candidates, key=len)
+    model.config.pad_token_id = pad_id
+    table: Any = model.get_input_embeddings()
+    rows = int(table.weight.shape[0])
+    if pad_id >= rows:
+        model.resize_token_embeddings(max(vocab, pad_id + 1), mean_resizing=False)
+        grown: Any = model.get_input_embeddings()
+        weight: torch.Tensor = grown.weight
+        with torch.no_grad():
+            weight[rows:] = weight[:rows].mean(dim=0)
 
 
-def blocks_name(model: PreTrainedModel) -> str:
-    """The qualified name of the transformer block list, e.g. ``bert.encoder.layer``."""
-    layers = encoder_layers(model)
-    return next(name for name, m in model.named_modules() if m is layers)
-
-
-def block_index(param_name: str, prefix: str) -> int | None:
-    """The block a parameter belongs to, from its name and the block list's ``prefix``."""
-    if not param_name.startswith(prefix + "."):
+def available_memory() -> int | None:
+    """Bytes of host memory available now (Linux's MemAvailable), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
         return None
-    return int(param_name[len(prefix) + 1 :].split(".", 1)[0])
 
 
-def embedding_modules(model: PreTrainedModel) -> list[torch.nn.Module]:
-    """The modules below the first block: token (and position, type) embeddings."""
-    embeddings = getattr(model.base_model, "embeddings", None)
-    return [embeddings] if embeddings is not None else [model.get_input_embeddings()]
-
-
-def keep_lower_layers(model: PreTrainedModel, k: int) -> None:
-    """Drop every transformer block above the lowest ``k``; the config says the new depth, so a
-    saved model loads with ``k`` layers."""
-    import torch
-
-    name = blocks_name(model)
-    layers = encoder_layers(model)
-    if not 1 <= k <= len(layers):
-        raise ModelError(f"`num_layers` is {k} but the model has {len(layers)} layers")
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, torch.nn.ModuleList(list(layers)[:k]))
-    model.config.num_hidden_layers = k
-
-
-def freeze_lower_layers(model: PreTrainedModel, k: int) -> int:
-    """Stop gradients for the embeddings and the lowest ``k`` encoder layers; 0 freezes nothing.
-
-    Returns the number of parameters left trainable.
-    """
-    layers = encoder_layers(model)
-    if k > len(layers):
-        raise ModelError(f"`frozen_layers` is {k} but the model has only {len(layers)} layers")
-    if k > 0:
-        for module in [*embedding_modules(model), *layers[:k]]:
-            for p in module.parameters():
-                p.requires_grad_(False)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def keeps_copy(model_bytes: int, available: int | None, trains_on_host: bool = True) -> bool:
+    """Keep the pristine copy when, beside it, host memory still holds what a trial puts there:
+    its copy, gradients and AdamW's two moments (four model sizes) when it trains on the CPU,
+    the copy on its way to the GPU (one) otherwise. Else reading from disk per trial is the
+    price of not running out of memory. Unknown memory: keep it."""
+    return available is None or available >= (4 if trains_on_host else 1) * model_bytes
 
 
 def parameter_groups(model: PreTrainedModel, weight_decay: float) -> list[dict[str, Any]]:

@@ -97,10 +97,24 @@ class Objective:
         task = first.task if first is not None else self.task.load(spec.data)
         section = dataclasses.replace(spec.model, name=name)
         tokenizer = load_tokenizer(section)
+        device = first.device if first else pick_device(spec.train.device, spec.train.precision)
         if pretrained is None:
-            pretrained = PretrainedModel(section, task.num_labels, self.task.model_class())
+            pretrained = PretrainedModel(
+                section,
+                task.num_labels,
+                self.task.model_class(),
+                tokenizer=tokenizer,
+                trains_on_host=device.type == "cpu",
+            )
         self._depths[name] = pretrained.num_layers
-        check_fits(spec, task, pretrained.num_layers, name)
+        check_fits(
+            spec,
+            task,
+            pretrained.num_layers,
+            name,
+            pretrained.anatomy,
+            pretrained.class_name,
+        )
         max_length = spec.train.max_length
         prep = Prepared(
             task=task,
@@ -108,8 +122,10 @@ class Objective:
             train=self.task.encode(task.train, tokenizer, max_length),
             validation=self.task.encode(task.validation, tokenizer, max_length),
             pretrained=pretrained,
-            pool=first.pool if first else self.task.augment_pool(task.train),
-            device=first.device if first else pick_device(spec.train.device, spec.train.precision),
+            pool=(
+                first.pool if first else self.task.augment_pool(task.train, spec.augment.language)
+            ),
+            device=device,
             setup_seconds=0.0,
             kind=self.task,
             model_name=name,

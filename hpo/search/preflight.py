@@ -12,19 +12,29 @@ from hpo.tasks import get_task
 if TYPE_CHECKING:
     from hpo.config.spec import StudySpec
     from hpo.data.dataset import TaskData
+    from hpo.models.anatomy import Anatomy
 
 
-def check_fits(spec: StudySpec, task: TaskData, num_layers: int, model: str = "") -> None:
-    """Refuse, before any trial starts, a study that cannot fit its data or model."""
+def check_fits(
+    spec: StudySpec,
+    task: TaskData,
+    num_layers: int,
+    model: str = "",
+    found: Anatomy | None = None,
+    model_class: str = "",
+) -> None:
+    """Refuse, before any trial starts, a study that cannot fit its data or model (whose layers
+    are ``found``, None where they could not be)."""
     get_task(spec.study.task).check(spec.study.metric, task)
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
     for strategy in REGISTRY:
-        strategy.check_model(spec.space, num_layers, model)
+        strategy.check_model(spec.space, found, model_class or model)
 
 
 def preflight(spec: StudySpec) -> TaskData:
     """Load the data and each model's configuration (not its weights) and check the study."""
+    from hpo.models.anatomy import anatomy_from_config
     from hpo.models.pretrained import load_config, num_layers
     from hpo.search.objective import Objective
 
@@ -32,5 +42,6 @@ def preflight(spec: StudySpec) -> TaskData:
     task = objective.task.load(spec.data)
     for name in objective.model_names():
         config = load_config(dataclasses.replace(spec.model, name=name))
-        check_fits(spec, task, num_layers(config), name)
+        model_class, found = anatomy_from_config(config, objective.task.model_class(), name)
+        check_fits(spec, task, num_layers(config), name, found, model_class)
     return task

@@ -8,7 +8,7 @@ that means "off") and overrides the hooks it needs:
 - ``apply(model, values, ctx)``: the model itself (drop, re-initialise or freeze layers, swap
   the head, wrap it in adapters), in registry order;
 - ``check(space)``: interactions between dimensions, when the study file is read;
-- ``check_model(space, depth, model)``: what the model must offer, before any trial;
+- ``check_model(space, found, model_class)``: what the model must offer, before any trial;
 - ``conditions(space)``: conditions a dimension implies for others (LoRA's rank turns freezing off).
 
 A hook receives only the sampled values, never the Optuna trial: the training loop stays free of
@@ -21,8 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from hpo.errors import ModelError
+
 if TYPE_CHECKING:
     from hpo.config.space import SearchSpace
+    from hpo.models.anatomy import Anatomy
 
 Kind = Literal["float", "int", "str"]
 
@@ -45,7 +48,8 @@ class Dim:
     off: Any = None
     default: Any = None
     depth: bool = False
-    short: str = ""  # the report's column header, when the name is too long for 80 columns
+    short: str = ""
+    layers: bool = False  # acts on the model's layers, so needs its anatomy (hpo/models/anatomy.py)  # the report's column header, when the name is too long for 80 columns
 
 
 @dataclass
@@ -104,13 +108,32 @@ class Strategy:
     def check(self, space: SearchSpace) -> None:
         """Raise SpecError for dimensions of the space that cannot work together."""
 
-    def check_model(self, space: SearchSpace, depth: int, model: str) -> None:
-        """Raise SpecError or ModelError when ``model`` (a name or folder, ``depth`` layers deep)
-        cannot take this strategy's values."""
+    def check_model(self, space: SearchSpace, found: Anatomy | None, model_class: str) -> None:
+        """Raise SpecError or ModelError when the model (of class ``model_class``, with the
+        anatomy ``found``, None where its layers could not be found) cannot take this
+        strategy's values. By default: a strategy with a dimension marked ``layers`` needs the
+        layers wherever the space can turn it on."""
+        if found is not None:
+            return
+        for dim in self.dims:
+            if dim.layers and can_act(space, dim.name, dim.off):
+                raise ModelError(
+                    f"`{dim.name}` cannot find the transformer layers of {model_class}; "
+                    f"leave `space.{dim.name}` out for this model"
+                )
 
     def conditions(self, space: SearchSpace) -> list[Condition]:
         """Conditions this strategy implies for dimensions of the space."""
         return []
+
+
+def can_act(space: SearchSpace, name: str, off: Any) -> bool:
+    """Whether the space can give dimension ``name`` a value other than ``off``."""
+    dim = space.dimensions.get(name)
+    if dim is None:
+        return False
+    values = dim.values()
+    return values is None or any(v != off for v in values)
 
 
 def between(lo: float, hi: float, hi_open: bool = False) -> Callable[[Any], bool]:

@@ -1,4 +1,6 @@
-"""Layer freezing: the embeddings and the lowest k transformer blocks get no gradient."""
+"""Layer freezing: the input modules (token and position embeddings, any projection before the
+first block) and the lowest k transformer blocks get no gradient. Where layers share weights
+(ALBERT) only the input modules freeze: the shared block is every layer at once."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ class Freezing(Strategy):
             default={"low": 0, "high": 3},
             depth=True,
             short="frozen",
+            layers=True,
         ),
     )
 
     def apply(self, model: Any, values: Mapping[str, Any], ctx: ModelContext) -> Any:
-        from hpo.models.pretrained import freeze_lower_layers
+        from hpo.models.anatomy import freeze_lower_layers
 
         freeze_lower_layers(model, int(values["frozen_layers"]))
         return model

@@ -3,6 +3,9 @@
 With L blocks numbered 0 (bottom) to L-1 and factor f, block i trains at lr * f^(L-i), the
 embeddings at lr * f^(L+1), and everything above the blocks (pooler, head) at the full lr
 (Howard & Ruder 2018; Clark et al. 2020 for ELECTRA). A factor of 1 is plain fine-tuning.
+"Embeddings" are the input modules (hpo/models/anatomy.py): token and position embeddings and
+any projection before the first block. Where layers share weights (ALBERT) the one shared block
+trains at lr * f and the embeddings at lr * f^2.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class LayerDecay(Strategy):
             "must be in (0, 1]",
             off=1.0,
             short="llrd",
+            layers=True,
         ),
     )
 
@@ -42,17 +46,17 @@ def layerwise_groups(
 ) -> list[dict[str, Any]]:
     """Split each AdamW group by depth, scaling the group's (or the optimizer's) lr with
     ``lr_scale``, which the loop multiplies in when it builds the optimizer."""
-    from hpo.models.pretrained import block_index, blocks_name, embedding_modules, encoder_layers
+    from hpo.models.anatomy import anatomy, input_modules, unwrap
 
-    n = len(encoder_layers(model))
-    prefix = blocks_name(model)
-    embedded = {id(p) for m in embedding_modules(model) for p in m.parameters()}
-    names = {id(p): name for name, p in model.named_parameters()}
+    found = anatomy(model, "layer_lr_decay")
+    n = found.stored
+    embedded = {id(p) for m in input_modules(model) for p in m.parameters()}
+    names = {id(p): name for name, p in unwrap(model).named_parameters()}
     out: list[dict[str, Any]] = []
     for group in groups:
         by_scale: dict[float, list[Any]] = {}
         for p in group["params"]:
-            index = block_index(names.get(id(p), ""), prefix)
+            index = found.block_of(names.get(id(p), ""))
             if id(p) in embedded:
                 scale = factor ** (n + 1)
             elif index is not None:

@@ -28,6 +28,7 @@ class Lora(Strategy):
             "must be from 0 (off) to 4096",
             off=0,
             short="lora r",
+            layers=True,
         ),
         Dim("lora_alpha", "float", lambda v: 0 < v <= 1e4, "must be in (0, 10000]", short="lora α"),
         Dim(
@@ -81,25 +82,25 @@ class Lora(Strategy):
 
 
 def attention_projections(model: Any) -> list[str]:
-    """Names of the linear (or GPT-2 Conv1D) layers of the attention inside every block."""
+    """Names of the linear (or GPT-2 Conv1D) layers of the attention inside every block; where
+    no module inside a block is named for attention, every linear layer of the blocks."""
     import torch
 
-    from hpo.errors import ModelError
-    from hpo.models.pretrained import blocks_name
+    from hpo.models.anatomy import anatomy
 
-    prefix = blocks_name(model) + "."
-    found = [
+    prefix = anatomy(model, "lora_rank").blocks + "."
+    linear = [
         name
         for name, m in model.named_modules()
         if name.startswith(prefix)
-        and any(part in ("attention", "attn", "self_attn") for part in name.split("."))
         and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
     ]
-    if not found:
-        raise ModelError(
-            f"`lora_rank`: cannot find the attention projections of {type(model).__name__}"
-        )
-    return found
+    attention = [
+        name
+        for name in linear
+        if any(part in ("attention", "attn", "self_attn") for part in name.split("."))
+    ]
+    return attention or linear
 
 
 def head_names(model: Any, new_modules: list[str]) -> list[str]:

@@ -26,7 +26,6 @@ class Task:
     name: str = "task"
     metrics: tuple[str, ...] = ()  # metrics a study may optimise; the first is the default
     minimized: frozenset[str] = frozenset({"eval_loss"})  # metrics where lower is better
-    pretokenized: bool = False  # rows arrive split into words (the tokenizer is told so)
     proportions: frozenset[str] = frozenset()  # metrics that are a share of evaluated units
 
     def load(self, data: DataSection) -> Any:

@@ -29,7 +29,6 @@ BOOTSTRAP_SAMPLES = 200
 
 class TokenClassification(Task):
     name = "token_classification"
-    pretokenized = True
     metrics = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy", "eval_loss")
     proportions = frozenset({"token_accuracy"})
 
