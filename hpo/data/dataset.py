@@ -1,5 +1,5 @@
-"""Datasets: load from the hub, local files or an installed package; split (tokenizing and
-batching the rows is hpo/data/batches.py).
+"""Datasets: load from the hub, local files or an installed package (reading the files is
+hpo/data/files.py); split (tokenizing and batching the rows is hpo/data/batches.py).
 
 Every source ends as the same shape: ``text`` (and ``text_pair``) plus an integer ``label``,
 with train / validation / optional test splits. Splits carved from train are stratified and
@@ -8,34 +8,19 @@ seeded by ``data.seed``, so every trial and every worker sees the same rows.
 
 from __future__ import annotations
 
-import csv
-import importlib.metadata
 import math
-import pickle
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.config.spec import DataSection
-from hpo.errors import DataError, DependencyError, first_line
+from hpo.data.files import data_files, load_hub, read_file
+from hpo.errors import DataError
 
 if TYPE_CHECKING:
     pass
-
-_EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".parquet": "parquet",
-    ".conll": "conll",
-    ".iob": "conll",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-}
 
 
 @dataclass(frozen=True)
@@ -138,245 +123,6 @@ def _load_raw(spec: DataSection) -> dict[str, Any]:
     if spec.hub is not None:
         return load_hub(spec)
     return {split: read_file(path, spec) for split, path in data_files(spec).items()}
-
-
-def load_hub(spec: DataSection) -> dict[str, Any]:
-    """The hub dataset's splits as {split name: datasets.Dataset}."""
-    import datasets
-
-    quiet_datasets()
-    try:
-        loaded = datasets.load_dataset(spec.hub, spec.config)
-    except Exception as exc:  # the hub raises many kinds; all mean the same to a user
-        raise DataError(
-            f"cannot load hub dataset {spec.hub!r}"
-            + (f" (config {spec.config!r})" if spec.config else "")
-            + f": {first_line(exc)}"
-        ) from None
-    return dict(loaded)
-
-
-def quiet_datasets() -> None:
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-
-
-def data_files(spec: DataSection) -> dict[str, str]:
-    """{split: path} of a local or packaged source, each checked to exist."""
-    if spec.package is not None and spec.files is not None:
-        files = {
-            split: str(_package_file(spec.package, name, f"data.files.{split}"))
-            for split, name in spec.files.items()
-        }
-    elif spec.package is not None:
-        assert spec.path is not None
-        files = {"train": str(_package_file(spec.package, spec.path))}
-    else:
-        assert spec.files is not None
-        files = dict(spec.files)
-    for split, name in files.items():
-        if not Path(name).is_file():
-            raise DataError(f"`data.files.{split}` not found: {name}")
-    return files
-
-
-def file_format(path: str, spec: DataSection) -> str | None:
-    """``data.format``, else the one the file's extension names (None: unknown)."""
-    return spec.format or _EXTENSIONS.get(Path(path).suffix.lower())
-
-
-def read_file(path: str, spec: DataSection) -> Any:
-    """One csv, tsv, json, jsonl, parquet or pickle file as a ``datasets.Dataset``."""
-    import datasets
-
-    quiet_datasets()
-    fmt = file_format(path, spec)
-    if fmt == "pickle":
-        table = read_pickle(path, spec.columns)
-        try:
-            return datasets.Dataset.from_dict(table)
-        except Exception as exc:  # pyarrow: mixed or unsupported types in a column
-            raise DataError(
-                f"cannot read {Path(path).name} as a table: {first_line(exc)}"
-            ) from None
-    if fmt == "conll":
-        raise DataError(
-            f"{Path(path).name} is a CoNLL file: it holds tagged words, which "
-            '`study.task = "token_classification"` reads'
-        )
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {Path(path).name}; set `data.format` to csv, tsv, json, "
-            "jsonl, parquet, pickle or conll"
-        )
-    kwargs: dict[str, Any] = {}
-    if fmt in ("csv", "tsv"):
-        builder = "csv"
-        kwargs = {"encoding": spec.encoding}
-        if fmt == "tsv":
-            kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
-        if spec.columns is not None:
-            _check_headerless(path, spec, fmt)
-            kwargs["column_names"] = list(spec.columns)
-    elif spec.columns is not None:
-        raise DataError(
-            f"{Path(path).name} is {fmt}, which names its own columns; `data.columns` is for "
-            "pickles of parallel lists and csv/tsv files without a header row: drop it"
-        )
-    else:
-        builder = "json" if fmt in ("json", "jsonl") else "parquet"
-    try:
-        return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
-    except Exception as exc:  # datasets wraps the reader's errors in its own
-        if _caused_by(exc, UnicodeDecodeError):
-            raise DataError(
-                f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
-                '(for example "latin-1")'
-            ) from None
-        raise DataError(f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}") from None
-
-
-def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
-    """``data.columns`` must name every field of a header-less csv/tsv's rows, and the file
-    must not start with a header (it would be read as a row)."""
-    assert spec.columns is not None
-    name = Path(path).name
-    try:
-        with open(path, encoding=spec.encoding, newline="") as f:
-            if fmt == "tsv":
-                first = next(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), [])
-            else:
-                first = next(csv.reader(f), [])
-    except UnicodeDecodeError:
-        raise DataError(
-            f'{name} is not valid {spec.encoding}; set `data.encoding` (for example "latin-1")'
-        ) from None
-    if [field.strip() for field in first] == list(spec.columns):
-        raise DataError(
-            f"{name} starts with a header row ({', '.join(first)}); `data.columns` is for files "
-            "without one: drop it"
-        )
-    if first and len(first) != len(spec.columns):
-        raise DataError(
-            f"`data.columns` names {len(spec.columns)} columns but the rows of {name} have "
-            f"{len(first)} fields; name each of them"
-        )
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles lists, tuples, dicts, sets, strings, bytes, numbers, booleans and None only:
-    every class or function a pickle names is refused, so loading one can run no code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise _RefusedGlobal(f"{module}.{name}")
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    pass
-
-
-def read_pickle(path: str, columns: Sequence[str] | None = None) -> dict[str, list[Any]]:
-    """A pickle of plain data as {column: values}: a list of row dicts, a dict of equal-length
-    columns, or a tuple (or list) of parallel columns that ``columns`` names."""
-    name = Path(path).name
-    try:
-        with open(path, "rb") as f:
-            data = _PlainUnpickler(f).load()
-    except _RefusedGlobal as exc:
-        raise DataError(
-            f"{name} asks for {exc} while unpickling; hpo refuses to load objects that run code "
-            "from a pickle: save plain lists, dicts, strings and numbers"
-        ) from None
-    except Exception as exc:  # a broken or truncated pickle raises many kinds
-        raise DataError(f"cannot read {name} as a pickle: {first_line(exc)}") from None
-    if isinstance(data, dict):
-        if columns is not None:
-            raise DataError(
-                f"{name} holds a dict, which names its own columns ({_shown(data)}); "
-                "drop `data.columns`"
-            )
-        table = {str(k): v for k, v in data.items()}
-        if len(table) != len(data):
-            raise DataError(f"{name}: two of the dict's keys read as the same column name")
-        for key, values in table.items():
-            if not isinstance(values, (list, tuple)):
-                raise DataError(
-                    f"{name} holds a dict whose {key!r} is a {type(values).__name__}, not a "
-                    "list; a dict must map each column name to a list of values"
-                )
-        return _equal_lengths(table, name, "")
-    if isinstance(data, (list, tuple)) and data and all(isinstance(r, dict) for r in data):
-        if columns is not None:
-            raise DataError(
-                f"{name} holds row dicts, which name their own columns; drop `data.columns`"
-            )
-        keys: dict[str, None] = {}
-        for row in data:
-            keys.update((str(k), None) for k in row)
-        rows = [{str(k): v for k, v in row.items()} for row in data]
-        return {key: [row.get(key) for row in rows] for key in keys}
-    if isinstance(data, (list, tuple)) and data and all(isinstance(c, (list, tuple)) for c in data):
-        if columns is None:
-            raise DataError(
-                f"{name} holds {len(data)} parallel lists but no column names; set "
-                f'`data.columns` to {len(data)} names, e.g. ["text", "label"]'
-            )
-        if len(columns) != len(data):
-            raise DataError(
-                f"`data.columns` names {len(columns)} columns ({', '.join(columns)}) but {name} "
-                f"holds {len(data)} parallel lists; give one name for each"
-            )
-        return _equal_lengths(dict(zip(columns, data, strict=True)), name, " in `data.columns`")
-    kind = type(data).__name__
-    if isinstance(data, (list, tuple)):
-        kinds = sorted({type(x).__name__ for x in data})
-        kind += f" of {', '.join(kinds)}" if data else " with nothing in it"
-    raise DataError(
-        f"{name} holds a {kind}; a data pickle holds a list of row dicts, a dict of "
-        "equal-length columns, or a tuple of parallel columns (named by `data.columns`)"
-    )
-
-
-def _equal_lengths(table: dict[str, Any], name: str, where: str) -> dict[str, list[Any]]:
-    lengths = {key: len(values) for key, values in table.items()}
-    if len(set(lengths.values())) > 1:
-        first = next(iter(lengths))
-        other = next(k for k, n in lengths.items() if n != lengths[first])
-        raise DataError(
-            f"{name}: column {other!r}{where} has {lengths[other]} values but {first!r} has "
-            f"{lengths[first]}; every column needs one value per row"
-        )
-    return {key: list(values) for key, values in table.items()}
-
-
-def _shown(data: dict[Any, Any]) -> str:
-    keys = [str(k) for k in data]
-    return ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _package_file(package: str, path: str, key: str = "data.path") -> Path:
-    """Find a data file shipped inside an installed distribution, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise DependencyError(
-            f"`data.package` {package!r} is not installed; install it: pip install {package}"
-        ) from None
-    located = Path(str(dist.locate_file(path)))
-    if not located.is_file():
-        raise DataError(f"`{key}` {path!r} is not a file of the installed package {package!r}")
-    return located
 
 
 def _unlabelled(y: Any) -> bool:

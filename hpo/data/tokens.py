@@ -289,12 +289,12 @@ def carve(split: TokenSplit, size: int, rng: random.Random) -> tuple[TokenSplit,
 
 def load_tokens(spec: DataSection) -> TokenData:
     """Read, check, convert to IOB2, split and cap the tagged sentences the study file names."""
-    from hpo.data import dataset
+    from hpo.data import files
 
     split_names = {"train": "train", "validation": "validation", "test": "test"}
     read: dict[str, list[Sentence]] = {}
     if spec.hub is not None:
-        tables = dataset.load_hub(spec)
+        tables = files.load_hub(spec)
         split_names = {
             "train": spec.train_split,
             "validation": spec.validation_split,
@@ -308,12 +308,12 @@ def load_tokens(spec: DataSection) -> TokenData:
             if name in tables:
                 read[split] = read_table(tables[name], spec, split)
     else:
-        for split, path in dataset.data_files(spec).items():
-            fmt = dataset.file_format(path, spec)
+        for split, path in files.data_files(spec).items():
+            fmt = files.file_format(path, spec)
             if fmt == "conll":
                 read[split] = read_conll(path, spec.encoding)
             elif fmt in ("json", "jsonl", "parquet"):
-                read[split] = read_table(dataset.read_file(path, spec), spec, split)
+                read[split] = read_table(files.read_file(path, spec), spec, split)
             else:
                 raise DataError(
                     f"{Path(path).name}: token classification reads conll, json, jsonl or "
