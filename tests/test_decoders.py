@@ -7,6 +7,7 @@ built from configs (random weights: what is checked is which parameters each tou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,43 @@ def test_a_tokenizer_without_eos_gets_an_added_pad_token_and_an_embedding_row(
     batch = tokenizer(["good film", "bad"], padding=True, return_tensors="pt")
     assert batch["input_ids"][1, -1] == rows  # right padding with the new token
     assert model(**batch).logits.shape == (2, 2)
+
+
+def test_a_decoder_study_runs_best_and_predict_from_the_shell(
+    decoder_dir: Path, sentiment_csv: Path, ner_files: dict[str, str], tmp_path: Path
+) -> None:
+    """The saved model and tokenizer keep the pad token: `hpo predict` batches padded texts."""
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+    from tests.conftest import toml_text
+
+    raw = decoder_spec(decoder_dir, sentiment_csv, "sequence_classification", ner_files).to_dict()
+    raw["train"]["max_steps"] = 40
+    study = tmp_path / "decoder.toml"
+    study.write_text(toml_text(raw))
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["run", str(study), "--storage", storage, "--n-trials", "1"])
+    assert out.exit_code == 0, out.output
+    model = tmp_path / "model"
+    out = runner.invoke(
+        cli, ["best", "tiny-decoder", "--storage", storage, "--out", str(model), "--seeds", "1"]
+    )
+    assert out.exit_code == 0, out.output
+    saved = tf.AutoTokenizer.from_pretrained(model)
+    config = tf.AutoConfig.from_pretrained(model)
+    assert saved.pad_token == saved.eos_token and config.pad_token_id == saved.pad_token_id
+    texts = ["good", "a truly great and wonderful film with a good cast", "bad"]
+    out = runner.invoke(cli, ["predict", str(model), "--json", *texts])
+    assert out.exit_code == 0, out.output
+    together = [json.loads(line) for line in out.output.splitlines() if line.strip()]
+    for text, batched in zip(texts, together, strict=True):
+        one = json.loads(runner.invoke(cli, ["predict", str(model), "--json", text]).output)
+        # padding the short texts in one batch changes no answer
+        assert one["label"] == batched["label"] and one["score"] == pytest.approx(
+            batched["score"], abs=2e-4
+        )
 
 
 # ---------------------------------------------------------------- memory: keep or reload
