@@ -86,7 +86,9 @@ def flops_per_row(
     So a trained layer costs 6 P + 12 d n per token and a frozen one 2 P + 4 d n. Evaluation
     is the forward pass alone. The embeddings' lookups and the small classifier are left out.
     """
-    d, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    d, layers = config.hidden_size, config.num_hidden_layers
+    # GPT-2 names the feed-forward width n_inner, and None means four times the hidden size
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
     per_layer = 4 * d * d + 2 * d * inner  # attention and feed-forward matrices
     passes = layers + 2 * (layers - frozen) if train else layers  # forward + backward layers
     return statistics.fmean(passes * (2 * per_layer + 4 * d * n) * n for n in lengths)

@@ -4,7 +4,9 @@ Run through bench/gpu.sh on a machine with a CUDA GPU. The pretrained bert-base 
 MB) cannot travel to the lent GPU machine, so the model is BERT-base's architecture (12 layers,
 hidden 768, 12 heads, intermediate 3,072: 110M parameters) initialised at random from code, with
 the bundled MiniLM's tokenizer (the uncased WordPiece vocabulary of bert-base-uncased). Its
-accuracy only shows that training works; the figures that matter are speed.
+accuracy only shows that training works; the figures that matter are speed. ``--arch gpt2``
+runs a decoder of the same sizes (GPT-2 small's shape: 124M parameters with GPT-2's own
+vocabulary, fewer here), which classifies from its last real token.
 
 Settings are the BERT paper's for GLUE: batch 32, max length 128, learning rate searched in
 [1e-5, 1e-4] (log), warmup in [0, 0.2], the three schedules, plus frozen layers (0-3) and
@@ -59,18 +61,33 @@ def prepare(folder: Path) -> None:
     print(f"wrote {folder}/tokenizer and {folder}/sst2")
 
 
-def random_model(tokenizer_dir: Path, out: Path, sizes: dict[str, int]) -> Any:
-    """A randomly initialised BERT of the given sizes, saved with the tokenizer as a model folder."""
+def random_model(tokenizer_dir: Path, out: Path, sizes: dict[str, int], arch: str = "bert") -> Any:
+    """A randomly initialised BERT (or GPT-2 decoder, ``arch="gpt2"``) of the given sizes, saved
+    with the tokenizer as a model folder. The decoder classifies from its last real token."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2ForSequenceClassification,
+    )
 
     from hpo.models.pretrained import quiet_transformers
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = BertConfig(vocab_size=len(tokenizer), num_labels=2, **sizes)
     quiet_transformers()
     torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(out)
+    if arch == "gpt2":
+        config: Any = GPT2Config(
+            vocab_size=len(tokenizer), num_labels=2, n_positions=MAX_LENGTH * 4,
+            n_embd=sizes["hidden_size"], n_layer=sizes["num_hidden_layers"],
+            n_head=sizes["num_attention_heads"], n_inner=sizes["intermediate_size"],
+        )  # fmt: skip
+        GPT2ForSequenceClassification(config).save_pretrained(out)
+    else:
+        config = BertConfig(vocab_size=len(tokenizer), num_labels=2, **sizes)
+        BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return config
 
@@ -90,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only for --quick")
     parser.add_argument("--quick", action="store_true", help="2 trials of 6 steps, tiny model")
+    parser.add_argument(
+        "--arch", choices=("bert", "gpt2"), default="bert",
+        help="bert-base's shape, or GPT-2 small's (the same sizes, as a decoder)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.prepare:
@@ -118,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer_dir = args.tokenizer or Path(resolve(ModelSection()))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        config = random_model(tokenizer_dir, folder / "model", TINY if args.quick else BERT_BASE)
+        config = random_model(
+            tokenizer_dir, folder / "model", TINY if args.quick else BERT_BASE, args.arch
+        )
         spec = StudySpec.from_dict({
             "study": {"name": "gpu-scaling", "n_trials": args.trials, "timeout": args.timeout},
             "sampler": {"name": "tpe", "seed": 0},
@@ -157,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             "device": t.user_attrs.get("device"),
         })  # fmt: skip
     size = "2-layer" if args.quick else "bert-base-sized"
-    table = Table(title=f"hpo on {rows[0]['device'] if rows else args.device}: {size} BERT, "
+    kind = "GPT-2 decoder" if args.arch == "gpt2" else "BERT"
+    table = Table(title=f"hpo on {rows[0]['device'] if rows else args.device}: {size} {kind}, "
                   f"{len(lengths):,} training rows, batch {BATCH}")  # fmt: skip
     for col in ("trial", "state", "steps", "frozen", "samples/s", "tokens/s", "TFLOP/s", "MFU",
                 "val acc", "peak MB"):  # fmt: skip

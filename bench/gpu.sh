@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scaling on a GPU: hpo's search on full SST-2 with a bert-base-sized model (bench/gpu.py).
+# Scaling on a GPU: hpo's search on full SST-2 with a bert-base-sized model, or with
+# --arch gpt2 a GPT-2-small-sized decoder (bench/gpu.py).
 #
 #   bash bench/gpu.sh prepare      here, in the project's virtual environment: writes .gpu/ (the
 #                                  packages the GPU machine lacks, as wheels; tokenizer; SST-2)

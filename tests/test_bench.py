@@ -129,12 +129,17 @@ def test_retest_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_p
     assert "retrained with seeds 0..1" in text
 
 
-def test_gpu_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_gpu_benchmark_quick(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path, arch: str
+) -> None:
     data = str(sentiment_csv)
     text = run(
         "gpu.py", "--quick", "--device", "cpu", "--tokenizer", str(tiny_model_dir), "--train",
         data, "--validation", data, "--text-column", "text", "--json", str(tmp_path / "r.json"),
+        "--arch", arch,
     )  # fmt: skip
+    assert ("GPT-2 decoder" if arch == "gpt2" else "BERT,") in text
     out = json.loads((tmp_path / "r.json").read_text())
     assert [r["trial"] for r in out["rows"]] == [0, 1]
     for r in out["rows"]:
