@@ -446,6 +446,34 @@ def test_a_model_without_blocks_is_refused_in_one_line_naming_the_strategy() -> 
         strategy.check_model(off, None, "NoBlocksModel")
 
 
+class MetaShyConfig(tf.PretrainedConfig):
+    model_type = "meta-shy"
+
+
+class MetaShyModel(NoBlocksModel):
+    """Reads a tensor's value while it is built, which the meta device cannot give."""
+
+    config_class = MetaShyConfig
+
+    def __init__(self, config: MetaShyConfig) -> None:
+        super().__init__(config)
+        self.scale = float(torch.ones(1).sum().item())
+
+
+def test_the_config_check_reads_what_it_can_and_leaves_the_rest_to_loading() -> None:
+    """From the config alone: a model without blocks is known to have none (so layer
+    strategies are refused); one that cannot be built without weights is not judged."""
+    tf.AutoConfig.register("no-blocks", NoBlocksConfig, exist_ok=True)
+    tf.AutoModelForSequenceClassification.register(NoBlocksConfig, NoBlocksModel, exist_ok=True)
+    tf.AutoConfig.register("meta-shy", MetaShyConfig, exist_ok=True)
+    tf.AutoModelForSequenceClassification.register(MetaShyConfig, MetaShyModel, exist_ok=True)
+    auto = tf.AutoModelForSequenceClassification
+    assert anatomy_from_config(NoBlocksConfig(), auto, "x") == ("NoBlocksModel", None)
+    assert anatomy_from_config(MetaShyConfig(), auto, "x") is None
+    with pytest.raises(ModelError, match="cannot find the transformer layers of MetaShyModel"):
+        anatomy(MetaShyModel(MetaShyConfig()))  # with its weights, the check is made
+
+
 def test_a_task_head_the_architecture_lacks_is_refused_before_any_trial(
     tmp_path: Path, ner_files: dict[str, str]
 ) -> None:

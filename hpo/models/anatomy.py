@@ -28,7 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import ModelError, first_line
+from hpo.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -186,23 +186,26 @@ def _call_order(model: Any, blocks: torch.nn.ModuleList) -> dict[int, int]:
     return order
 
 
-def anatomy_from_config(config: Any, model_class: Any, name: str) -> tuple[str, Anatomy | None]:
+def anatomy_from_config(
+    config: Any, model_class: Any, name: str
+) -> tuple[str, Anatomy | None] | None:
     """The class and anatomy (None where it has no block list) of the model ``config``
     describes under ``model_class``, built on the meta device: no weights are read or
     allocated, so this runs before any trial, even for a large model. A one-line ModelError
-    when transformers has no such model for this architecture (``name``: ``model.name``)."""
+    when transformers has no such model for this architecture (``name``: ``model.name``); None
+    when the model cannot be built on the meta device (it is then read when its weights are)."""
     import torch
 
     try:
         with torch.device("meta"):
             model = model_class.from_config(config)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        from hpo.models.pretrained import no_head_error
-
-        kind = getattr(config, "model_type", type(config).__name__)
+    except Exception as exc:  # any failure to build on meta: checked on the real model later
         if "Unrecognized configuration class" in str(exc):
+            from hpo.models.pretrained import no_head_error
+
+            kind = getattr(config, "model_type", type(config).__name__)
             raise no_head_error(name, model_class, kind) from None
-        raise ModelError(f"`model.name` {name!r} ({kind}): {first_line(exc)}") from None
+        return None
     try:
         return type(model).__name__, find_anatomy(model)
     except ModelError:

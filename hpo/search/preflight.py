@@ -22,12 +22,15 @@ def check_fits(
     model: str = "",
     found: Anatomy | None = None,
     model_class: str = "",
+    layers_read: bool = True,
 ) -> None:
     """Refuse, before any trial starts, a study that cannot fit its data or model (whose layers
-    are ``found``, None where they could not be)."""
+    are ``found``, None where it has none; ``layers_read`` False: not read yet)."""
     get_task(spec.study.task).check(spec.study.metric, task)
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
+    if not layers_read:
+        return
     for strategy in REGISTRY:
         strategy.check_model(spec.space, found, model_class or model)
 
@@ -42,6 +45,8 @@ def preflight(spec: StudySpec) -> TaskData:
     task = objective.task.load(spec.data)
     for name in objective.model_names():
         config = load_config(dataclasses.replace(spec.model, name=name))
-        model_class, found = anatomy_from_config(config, objective.task.model_class(), name)
-        check_fits(spec, task, num_layers(config), name, found, model_class)
+        built = anatomy_from_config(config, objective.task.model_class(), name)
+        # a model not buildable without its weights has its layers checked when they load
+        model_class, found = built or ("", None)
+        check_fits(spec, task, num_layers(config), name, found, model_class, built is not None)
     return task
