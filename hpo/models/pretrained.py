@@ -96,14 +96,15 @@ def _options(spec: ModelSection) -> dict[str, Any]:
 
 def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
     if model_class is not None and "Unrecognized configuration class" in str(exc):
-        return no_head_error(spec.name, model_class, str(exc).split("configuration_")[-1])
+        kind = getattr(load_config(spec), "model_type", "these")
+        return no_head_error(spec.name, model_class, kind)
     where = "folder" if Path(spec.name).exists() else "hub id"
     return ModelError(f"cannot load `model.name` {spec.name!r} ({where}): {first_line(exc)}")
 
 
 def no_head_error(name: str, model_class: Any, kind: str) -> ModelError:
-    """transformers has no model of ``model_class`` (an auto class) for this architecture."""
-    kind = kind.split(".", 1)[0]  # "opt" from "opt.OPTConfig'> for this kind of ..."
+    """transformers has no model of ``model_class`` (an auto class) for ``kind`` (the
+    configuration's model type)."""
     return ModelError(
         f"`model.name` {name!r}: transformers has no {model_class.__name__} for {kind} "
         "models; pick a model that has one for this task"
