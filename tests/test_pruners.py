@@ -4,6 +4,7 @@ successive halving with ties counted against the trial judged."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,6 +21,7 @@ from hpo.search.pruners import (
     TolerantMedianPruner,
 )
 from hpo.search.study import build_pruner
+from tests.conftest import spec_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -282,3 +284,38 @@ def test_build_pruner_gives_hpo_hyperband_over_the_trial_length() -> None:
     assert pruner.proportion
     for_loss = build_pruner(spec({"name": "hyperband"}, metric="eval_loss"))
     assert isinstance(for_loss, HyperbandPruner) and not for_loss.proportion
+
+
+@pytest.mark.parametrize("max_steps", [40, 60])
+def test_no_pruner_decides_at_a_trials_last_evaluation(
+    tiny_model_dir: Path, sentiment_csv: Path, max_steps: int
+) -> None:
+    """A trial far behind the median is stopped at step 40 when steps remain after it, and
+    kept as finished when step 40 is its last evaluation: stopping there saves nothing."""
+    from hpo.search.objective import Objective
+    from hpo.search.study import build_sampler
+
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"n_trials": 2},
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0, "margin": 0.0},
+        train={"max_steps": max_steps, "eval_every": 20},
+        sampler={"name": "tpe", "seed": 0, "n_startup_trials": 1,
+                 "first_trials": [{"learning_rate": 5e-3}, {"learning_rate": 1e-5}]},
+        space={"learning_rate": {"low": 1e-5, "high": 5e-3, "log": True}, "frozen_layers": 0},
+    )  # fmt: skip
+    s = StudySpec.from_dict(raw)
+    study = optuna.create_study(
+        direction="maximize", sampler=build_sampler(s), pruner=build_pruner(s)
+    )
+    for params in s.sampler.first_trials or []:
+        study.enqueue_trial(params)
+    study.optimize(Objective(s), n_trials=2)
+    good, slow = study.trials
+    assert good.state == TrialState.COMPLETE
+    assert slow.intermediate_values[40] < good.intermediate_values[40] - 0.1  # far behind
+    if max_steps == 60:
+        assert slow.state == TrialState.PRUNED and slow.last_step == 40
+    else:  # step 40 is its last evaluation
+        assert slow.state == TrialState.COMPLETE and slow.value == slow.intermediate_values[40]

@@ -230,6 +230,8 @@ class Objective:
             trial.report(value, step)
             if self.listener is not None:
                 self.listener.evaluated(step, value)
+            if step >= plan.max_steps:  # stopping at the last evaluation saves no step and
+                return False  # would throw a finished result away: no pruner decides there
             return trial.should_prune()
 
         try:
