@@ -62,9 +62,9 @@ def test_throughput_benchmark_quick(
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == ["hpo", "HF Trainer"]
     for r in rows:
-        assert r["samples_per_s"] > 0 and 0 <= r["accuracy"] <= 1
+        assert r["samples_per_s"] > 0 and r["samples_per_s_cold"] > 0 and 0 <= r["accuracy"] <= 1
     assert rows[0]["later_trial_fixed_s"] < rows[0]["first_trial_fixed_s"]  # setup paid once
-    assert "fixed cost of a later trial" in text
+    assert "fixed cost of a later trial" in text and "hpo / Trainer, warm: " in text
 
 
 def test_search_quality_benchmark_quick(
