@@ -180,3 +180,33 @@ def test_augment_shows_texts_unchanged_at_zero_and_perturbed_above(runner, study
     bad = runner.invoke(cli, ["augment", str(study_file), "--set", "augment.ops={shout=1}"])
     assert bad.exit_code == 1 and "unknown key `augment.ops.shout`" in bad.output
     assert "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("command", ["report", "export", "plot", "best"])
+def test_a_read_only_command_creates_no_database_and_no_folder(
+    tmp_path: Path, command: str
+) -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    missing = tmp_path / "missing" / "dir" / "x.db"
+    where = ["--out", str(tmp_path / "missing" / "out")] if command in ("plot", "best") else []
+    out = CliRunner().invoke(cli, [command, "x", "--storage", f"sqlite:///{missing}", *where])
+    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert out.output.startswith(f"Error: no study database at {missing}; pass the --storage")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_storage_scheme_sqlalchemy_does_not_know_gets_the_right_one() -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    url = "postgres://ana:s3cret@db.example:5432/hpo"
+    out = CliRunner().invoke(cli, ["report", "x", "--storage", url])
+    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert (
+        "storage scheme 'postgres' is not one SQLAlchemy knows; write postgresql://" in out.output
+    )
+    assert "postgresql://ana:***@db.example:5432/hpo" in out.output and "s3cret" not in out.output

@@ -47,7 +47,7 @@ def best(
     """
     from rich.console import Console
 
-    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.storage import open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
     from hpo.final.saved import save, summary
     from hpo.results.export import ensure_folder
@@ -55,7 +55,7 @@ def best(
     from hpo.search.study import load_stored
 
     console = Console()
-    study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    study, spec = load_stored(study_name, open_existing(storage_url(storage)))
     trials = top_trials(study, top, spec.direction == "maximize")
     ensure_folder(out)
     objective = Objective(spec)

@@ -113,11 +113,11 @@ def report(study_name: str, storage: str | None, top: int, as_json: bool) -> Non
     """Show the report of a stored study, from the database alone."""
     from rich.console import Console
 
-    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.storage import open_existing, storage_url
     from hpo.search.study import load_stored
 
     quiet_libraries()
-    study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    study, spec = load_stored(study_name, open_existing(storage_url(storage)))
     if as_json:
         from hpo.results.insights import report_json
 

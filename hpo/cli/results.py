@@ -14,10 +14,10 @@ def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
     """The stored study and its spec, read without starting heartbeats."""
     import optuna
 
-    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.storage import open_existing, storage_url
     from hpo.search.study import load_stored
 
-    study, spec = load_stored(study_name, open_storage(storage_url(storage), heartbeat=False))
+    study, spec = load_stored(study_name, open_existing(storage_url(storage)))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return study, spec
 

@@ -65,6 +65,7 @@ def open_storage(
             f"storage {url!r} is not a URL; use sqlite:///file.db, postgresql+psycopg://..., "
             "mysql+pymysql://... or journal:path.log"
         )
+    _check_scheme(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         _prepare_sqlite(url)
@@ -94,6 +95,35 @@ def open_storage(
         ) from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
         raise StorageError(f"cannot open storage {_redact(url)}: {first_line(exc)}") from None
+
+
+def open_existing(url: str) -> optuna.storages.BaseStorage:
+    """Open a study database to read it (no heartbeats). A read-only command never creates
+    one: a SQLite or journal file that is not there is a one-line error, and nothing (no file,
+    no folder) is made."""
+    file = local_file(url)
+    if file is not None and not file.is_file():
+        raise StorageError(
+            f"no study database at {file}; pass the --storage URL that `hpo run` used "
+            "(or set $HPO_STORAGE)"
+        )
+    return open_storage(url, heartbeat=False)
+
+
+# Schemes people write that SQLAlchemy does not know, and the one it does.
+_SCHEMES = {"postgres": "postgresql", "pg": "postgresql", "psql": "postgresql", "sqlite3": "sqlite"}
+
+
+def _check_scheme(url: str) -> None:
+    """A one-line error with the right scheme for a common misspelling (``postgres://``)."""
+    scheme = url.split("://", 1)[0]
+    backend = scheme.split("+", 1)[0].lower()
+    if backend in _SCHEMES:
+        right = _SCHEMES[backend] + scheme[len(backend) :]
+        raise StorageError(
+            f"storage scheme {scheme!r} is not one SQLAlchemy knows; write {right}:// "
+            f"instead (for example {_redact(right + url[len(scheme) :])})"
+        )
 
 
 def is_journal(url: str) -> bool:

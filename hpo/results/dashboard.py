@@ -11,7 +11,7 @@ import importlib.util
 import json
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import DependencyError, HpoError, StorageError
+from hpo.errors import DependencyError, HpoError
 from hpo.search.study import BASELINE_ATTR, FILE_ATTR, SPEC_ATTR
 
 if TYPE_CHECKING:
@@ -126,14 +126,9 @@ def refresh_notes(storage: optuna.storages.BaseStorage) -> int:
 
 def open_dashboard_storage(url: str) -> optuna.storages.BaseStorage:
     """Open an existing study database read-side (no heartbeats); never creates a new file."""
-    from hpo.execution.storage import local_file, open_storage
+    from hpo.execution.storage import open_existing
 
-    file = local_file(url)
-    if file is not None and not file.is_file():
-        raise StorageError(
-            f"no study database at {file}; pass the --storage URL that `hpo run` used"
-        )
-    return open_storage(url, heartbeat=False)
+    return open_existing(url)
 
 
 def bind(app: Any, host: str, port: int) -> WSGIServer:
