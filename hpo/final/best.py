@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import optuna
 
     from hpo.config.spec import StudySpec
-    from hpo.search.objective import Objective, Prepared
+    from hpo.search.objective import Objective
+    from hpo.search.prepared import Prepared
 
 BEST_ATTR = keys.BEST  # the retraining summary, stored in the study for `hpo report`
 

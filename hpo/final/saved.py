@@ -20,7 +20,7 @@ from hpo.results.export import ensure_folder
 if TYPE_CHECKING:
     from hpo.config.spec import StudySpec
     from hpo.final.best import ConfigResult
-    from hpo.search.objective import Prepared
+    from hpo.search.prepared import Prepared
 
 
 def save(

@@ -176,14 +176,10 @@ class PretrainedModel:
         model, info = self._load()
         new = set(info["missing_keys"]) | {k for k, *_ in info.get("mismatched_keys", ())}
         self.new_modules = sorted({key.rsplit(".", 1)[0] for key in new})
-        self.anatomy: Anatomy | None = None
-        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self._describe(model)
         if keep_copy is None:
             keep_copy = keeps_copy(self.model_bytes, available_memory(), trains_on_host)
         self.keeps_copy = keep_copy
-        self._depth = declared_depth(model.config)
-        self.class_name = type(model).__name__
-        self._read_anatomy(model)
         self._model: PreTrainedModel | None = model if keep_copy else None
 
     def _load(self) -> tuple[PreTrainedModel, dict[str, Any]]:
@@ -209,9 +205,14 @@ class PretrainedModel:
         set_pad_token(model, self._pad_id, self._vocab)
         return model, info
 
-    def _read_anatomy(self, model: PreTrainedModel) -> None:
-        """Read where the layers are (once), if the model has a block list at all: a study that
-        uses no layer strategy runs on any model."""
+    def _describe(self, model: PreTrainedModel) -> None:
+        """What the pristine model is, read once: its size, depth, class and where its layers
+        are (None for a model without a block list: a study that uses no layer strategy runs
+        on any model)."""
+        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self._depth = declared_depth(model.config)
+        self.class_name = type(model).__name__
+        self.anatomy: Anatomy | None
         try:
             self.anatomy = anatomy(model)
         except ModelError:
@@ -224,10 +225,7 @@ class PretrainedModel:
         self._model = model
         self.new_modules = new_modules
         self.keeps_copy = True
-        self.model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        self._depth = declared_depth(model.config)
-        self.class_name = type(model).__name__
-        self._read_anatomy(model)
+        self._describe(model)
         return self
 
     @property

@@ -13,26 +13,24 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hpo import keys
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
-from hpo.search.preflight import check_fits
+from hpo.search.prepared import Prepared, load_prepared
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.tasks import get_task
-from hpo.training.loop import Device, TrainPlan, TrainResult, pick_device, steps_for, train
+from hpo.training.loop import Device, TrainPlan, TrainResult, steps_for, train
 
 if TYPE_CHECKING:
     import optuna
     import torch
 
     from hpo.data.batches import Encoded
-    from hpo.data.dataset import Split, TaskData
+    from hpo.data.dataset import Split
     from hpo.models.pretrained import PretrainedModel
-    from hpo.tasks.base import Task
 
 
 class Listener(Protocol):
@@ -41,27 +39,6 @@ class Listener(Protocol):
     def trial_started(self, number: int, params: Mapping[str, Any], total_steps: int) -> None: ...
     def step(self, step: int) -> None: ...
     def evaluated(self, step: int, value: float) -> None: ...
-
-
-@dataclass
-class Prepared:
-    """What every trial of a process shares for one model: data, its tokenized splits, the
-    tokenizer and the pretrained weights."""
-
-    task: TaskData
-    tokenizer: Any
-    train: Encoded
-    validation: Encoded
-    pretrained: PretrainedModel
-    pool: Any  # what augmentation draws replacements from (the task's augment_pool)
-    device: Device
-    setup_seconds: float
-    kind: Task | None = None  # the task's code (None: sequence classification)
-    model_name: str = ""
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id or 0)
 
 
 class Objective:
@@ -89,48 +66,9 @@ class Objective:
         name = model or self.model_names()[0]
         if name in self._prepared:
             return self._prepared[name]
-        from hpo.models.pretrained import PretrainedModel, load_tokenizer
-
-        start = time.perf_counter()
-        spec = self.spec
         first = next(iter(self._prepared.values()), None)
-        task = first.task if first is not None else self.task.load(spec.data)
-        section = dataclasses.replace(spec.model, name=name)
-        tokenizer = load_tokenizer(section)
-        device = first.device if first else pick_device(spec.train.device, spec.train.precision)
-        if pretrained is None:
-            pretrained = PretrainedModel(
-                section,
-                task.num_labels,
-                self.task.model_class(),
-                tokenizer=tokenizer,
-                trains_on_host=device.type == "cpu",
-            )
-        self._depths[name] = pretrained.num_layers
-        check_fits(
-            spec,
-            task,
-            pretrained.num_layers,
-            name,
-            pretrained.anatomy,
-            pretrained.class_name,
-        )
-        max_length = spec.train.max_length
-        prep = Prepared(
-            task=task,
-            tokenizer=tokenizer,
-            train=self.task.encode(task.train, tokenizer, max_length),
-            validation=self.task.encode(task.validation, tokenizer, max_length),
-            pretrained=pretrained,
-            pool=(
-                first.pool if first else self.task.augment_pool(task.train, spec.augment.language)
-            ),
-            device=device,
-            setup_seconds=0.0,
-            kind=self.task,
-            model_name=name,
-        )
-        prep.setup_seconds = time.perf_counter() - start
+        prep = load_prepared(self.spec, self.task, name, first, pretrained)
+        self._depths[name] = prep.pretrained.num_layers
         self._prepared[name] = prep
         return prep
 
