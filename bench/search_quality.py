@@ -209,7 +209,7 @@ def run_study(
     study, _ = create_or_resume(spec, storage)
     for params in enqueue or []:
         study.enqueue_trial(params)  # claimed before the study's empty slots
-    work(study, objective, spec.study.n_trials)
+    work(study, objective, spec.study.n_trials, spend=spec.study.budget)
     wall = time.perf_counter() - start
     ran = [t for t in study.get_trials() if t.state != TrialState.WAITING]
     best = top_trials(study, 1, maximize=True)[0]

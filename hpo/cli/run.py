@@ -57,7 +57,7 @@ def create(
     write_study_note(study)
     click.echo(
         f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {url} "
-        f"({spec.study.n_trials} trials); join it with: "
+        f"({_budget(spec)}); join it with: "
         f"hpo worker {spec.study.name} --storage URL"
     )
 
@@ -106,11 +106,34 @@ def run(
     print_report(console, study, spec)
 
 
+def _budget(spec: Any) -> str:
+    """The study's budget as the user set it: "20 trials" or "20,000 samples"."""
+    from hpo.search.budget import describe
+
+    if spec.study.budget:
+        ((unit, amount),) = spec.study.budget.items()
+        return describe(amount, unit)
+    return f"{spec.study.n_trials} trials"
+
+
+def progress(trials: Any, used: int, spec: Any) -> str:
+    """ "3 of 20 trials done", or the spend of a study with a ``study.budget``."""
+    from hpo.search import budget
+
+    if spec.study.budget:
+        return budget.progress(trials, spec.study.budget)
+    return f"{used} of {spec.study.n_trials} trials done"
+
+
 def _live(console: Any, spec: Any) -> Any:
     from hpo.results.live import LiveView
 
     return LiveView(
-        console, spec.study.name, spec.study.metric, spec.direction, spec.study.n_trials
+        console,
+        spec.study.name,
+        spec.study.metric,
+        spec.direction,
+        None if spec.study.budget else spec.study.n_trials,
     )
 
 
@@ -126,9 +149,10 @@ def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     extra = {BASELINE_ATTR: baseline(prep.task)}
     study, resumed = create_or_resume(spec, store, text, extra)
     set_deadline(study, spec.study.timeout)
+    done = progress(study.get_trials(deepcopy=False), budget_used(study), spec)
     console.print(
         f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url} "
-        f"({budget_used(study)} of {spec.study.n_trials} trials done) · device "
+        f"({done}) · device "
         f"{prep.device.description} · {len(prep.task.train)} train / "
         f"{len(prep.task.validation)} validation rows · setup {prep.setup_seconds:.1f}s",
         highlight=False,
@@ -136,7 +160,13 @@ def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     try:
         with sigterm_stops_worker(), _live(console, spec) as live:
             objective.listener = live
-            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+            work(
+                study,
+                objective,
+                spec.study.n_trials,
+                on_finished=_announce(live),
+                spend=spec.study.budget,
+            )
     except (KeyboardInterrupt, WorkerStopped):
         console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
         sys.exit(130)
@@ -235,6 +265,12 @@ def worker(
         with sigterm_stops_worker(), _live(console, spec) as live:
             if not quiet:
                 objective.listener = live
-            work(study, objective, spec.study.n_trials, on_finished=_announce(live))
+            work(
+                study,
+                objective,
+                spec.study.n_trials,
+                on_finished=_announce(live),
+                spend=spec.study.budget,
+            )
     except (KeyboardInterrupt, WorkerStopped):
         sys.exit(130)

@@ -28,8 +28,11 @@ class StudySection:
     metric: str = ""  # one of the task's metrics ("": the task's first); f1: binary only
     direction: Literal["maximize", "minimize"] | None = None  # default: from the metric
     objective: Literal["last", "best"] = "last"  # trial value: the last evaluation, or the best
-    n_trials: int = 20  # study-wide: all workers together run this many trials
+    n_trials: int = 20  # study-wide: all workers together run this many trials (see `budget`)
     timeout: float | None = None  # seconds; no new trial starts after it
+    # what the search may spend, one of {samples = N}, {flops = N}, {seconds = N}: trials start
+    # while the study's spend is below it (hpo.search.budget)
+    budget: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", self.name):
@@ -51,6 +54,8 @@ class StudySection:
                 f"which is {natural}d; drop `direction`"
             )
         _at_least("study.n_trials", self.n_trials, 1)
+        if self.budget is not None:
+            _check_budget(self.budget)
         if self.timeout is not None and self.timeout <= 0:
             raise SpecError(f"`study.timeout` must be above 0 seconds, got {self.timeout!r}")
 
@@ -259,6 +264,27 @@ class AugmentSection:
                 "`augment.language` must be 'auto', 'zh', 'ja', 'th', 'lo', 'km', 'my' or another "
                 f"2-3 letter language code (words between spaces), got {self.language!r}"
             )
+
+
+NO_CAP = 100_000  # n_trials under a budget when the study file sets none: the budget decides
+BUDGET_UNITS = ("samples", "flops", "seconds")  # hpo.search.budget.UNITS
+
+
+def _check_budget(budget: dict[str, float]) -> None:
+    units = sorted(budget)
+    if len(units) != 1 or units[0] not in BUDGET_UNITS:
+        raise SpecError(
+            "`study.budget` takes one of samples, flops or seconds, e.g. budget = {samples = "
+            f"20000}}, got {', '.join(units) or 'nothing'}"
+        )
+    value = budget[units[0]]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or (value == float("inf"))
+    ):
+        raise SpecError(f"`study.budget.{units[0]}` must be a number above 0, got {value!r}")
 
 
 def _at_least(where: str, value: int, low: int) -> None:

@@ -20,6 +20,7 @@ from hpo.config.sections import (
     BUNDLED_MINILM,
     BUNDLED_SMOLLM2,
     METRICS,
+    NO_CAP,
     AugmentSection,
     DataSection,
     ModelSection,
@@ -88,6 +89,9 @@ class StudySpec:
                 raise SpecError(f"`{name}` must be a table ([{name}]), got {value!r}")
             if name == "space":
                 parts[name] = SearchSpace.from_dict(value)
+            elif name == "study" and value.get("budget") is not None and "n_trials" not in value:
+                # a spend budget decides how many trials run; n_trials, when given, caps them
+                parts[name] = _build_section(name, StudySection, {**value, "n_trials": NO_CAP})
             else:
                 parts[name] = _build_section(name, _SECTION_TYPES[name], value)
         return cls(**parts)

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, one worker
     fcntl = None  # type: ignore[assignment]
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -64,9 +64,15 @@ def budget_used(study: optuna.Study, include_waiting: bool = False) -> int:
     )
 
 
-def ensure_budget(study: optuna.Study, n_trials: int) -> int:
-    """Enqueue empty trials until the study's queue and history add up to ``n_trials``."""
+def ensure_budget(study: optuna.Study, n_trials: int, ahead: int | None = None) -> int:
+    """Enqueue empty trials until the study's queue and history add up to ``n_trials``; with
+    ``ahead`` (a study with a spend budget), only until that many trials wait in the queue."""
+    from optuna.trial import TrialState
+
     missing = n_trials - budget_used(study, include_waiting=True)
+    if ahead is not None:
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        missing = min(missing, ahead - waiting)
     for _ in range(max(0, missing)):
         study.enqueue_trial({}, skip_if_exists=False)
     return max(0, missing)
@@ -210,8 +216,12 @@ def work(
     n_trials: int,
     on_finished: OnFinished | None = None,
     poll_seconds: float | None = None,
+    spend: Mapping[str, float] | None = None,
 ) -> int:
     """Run queued trials until the budget is used or the deadline passes; returns trials run.
+
+    ``spend`` (``study.budget``: samples, flops or seconds) is a second budget: no trial starts
+    once the study's trials have spent it, and the queue holds one empty slot at a time.
 
     When the queue is empty but other workers' trials still run, the worker waits and sweeps:
     if one of them died, its retry appears in the queue and this worker runs it.
@@ -222,12 +232,15 @@ def work(
     storage = study._storage
     interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
     poll = poll_seconds or interval or 1.0
-    ensure_budget(study, n_trials)  # slots given back by interrupted trials are queued again
+    ahead = None if not spend else 1
+    ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
     ran = 0
     while not _past_deadline(study):
         sweep_stale(study)
-        if budget_used(study) >= n_trials:
+        if budget_used(study) >= n_trials or spend_reached(study, spend):
             break
+        if ahead is not None:
+            ensure_budget(study, n_trials, ahead)
         trial_id = _claim(study)
         if trial_id is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -240,6 +253,16 @@ def work(
         if on_finished is not None:
             on_finished(study, study._storage.get_trial(trial_id))
     return ran
+
+
+def spend_reached(study: optuna.Study, spend: Mapping[str, float] | None) -> bool:
+    """Whether the study's trials have spent its ``study.budget``."""
+    if not spend:
+        return False
+    from hpo.search.budget import spent
+
+    ((unit, amount),) = spend.items()
+    return spent(study.get_trials(deepcopy=False), unit) >= amount
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.config.spec import BUNDLED_MINILM, BUNDLED_SMOLLM2, ModelSection
 from hpo.errors import DependencyError, ModelError, first_line
 from hpo.models.anatomy import Anatomy, anatomy, declared_depth, remember
+from hpo.models.flops import shape_of_model
 
 if TYPE_CHECKING:
     import torch
@@ -217,6 +218,8 @@ class PretrainedModel:
             self.anatomy = anatomy(model)
         except ModelError:
             self.anatomy = None
+        blocks = model.get_submodule(self.anatomy.blocks) if self.anatomy is not None else None
+        self.shape = shape_of_model(model, blocks)  # what its FLOPs per row depend on
 
     @classmethod
     def from_model(cls, model: PreTrainedModel, new_modules: list[str]) -> PretrainedModel:

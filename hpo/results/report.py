@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import keys
+from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 from hpo.tasks.token_classification import per_type_f1
 
@@ -337,6 +338,8 @@ def render_report(
     total, saved = summary.steps_if_unpruned, summary.steps_saved_by_pruning
     pct = f"{100 * saved / total:.1f}" if total else "0.0"
     parts.append(Text(f"pruning saved {saved:,} of {total:,} training steps ({pct}%)"))
+    if (spend := spend_line(trials)) is not None:
+        parts.append(Text(spend))
     if summary.best_number is not None:
         params = Table.grid(padding=(0, 2))
         params.add_column(style="cyan")

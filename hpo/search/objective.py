@@ -19,10 +19,11 @@ from hpo import keys
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
+from hpo.models.flops import trial_flops
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.tasks import get_task
-from hpo.training.loop import Device, TrainPlan, TrainResult, steps_for, train
+from hpo.training.loop import Device, TrainPlan, TrainResult, rows_seen, steps_for, train
 
 if TYPE_CHECKING:
     import optuna
@@ -147,6 +148,7 @@ class Objective:
         trial.set_user_attr(keys.DEVICE, prep.device.description)
         trial.set_user_attr(keys.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr(keys.MAX_STEPS, plan.max_steps)
+        trial.set_user_attr(keys.FULL_TRIAL, self.full_trial_cost(prep, plan, len(train_data)))
         # the pruners' noise margin: units one evaluation scores
         trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
         windowed = {k: getattr(getattr(prep, k), "windowed", 0) for k in ("train", "validation")}
@@ -203,11 +205,39 @@ class Objective:
             trial.set_user_attr(keys.FAIL_REASON, reason)
             raise TrialFailure(reason) from exc
         _record(trial, result, time.perf_counter() - started)
+        trial.set_user_attr(keys.FLOPS, self.flops(prep, hp, result))
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if plan.metric not in result.metrics:
             raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
         return result.metrics[plan.metric]
+
+    def full_trial_cost(self, prep: Prepared, plan: TrainPlan, rows: int) -> dict[str, float]:
+        """What one trial of the whole training budget with nothing frozen costs, as the
+        untuned recipe would (the report sets a study's spend beside it)."""
+        samples = rows_seen(rows, plan.batch_size, plan.gradient_accumulation, plan.max_steps)
+        evaluations = -(-plan.max_steps // max(1, plan.eval_every))
+        shape = prep.pretrained.shape
+        flops = trial_flops(
+            shape, prep.lengths("train"), prep.lengths("validation"), samples, evaluations
+        )
+        return {"samples": samples, "flops": flops}
+
+    def flops(self, prep: Prepared, hp: Hyperparameters, result: TrainResult) -> float:
+        """Model FLOPs the trial spent (hpo.models.flops): its training rows at the cost its
+        depth and frozen layers leave, and each evaluation of the validation split."""
+        shape = prep.pretrained.shape
+        depth = int(hp.get("num_layers") or 0)
+        if depth:
+            shape = shape.with_depth(depth)
+        return trial_flops(
+            shape,
+            prep.lengths("train"),
+            prep.lengths("validation"),
+            result.train_samples,
+            len(result.history),
+            int(hp.get("frozen_layers") or 0),
+        )
 
     def build_model(self, prep: Prepared, hp: Hyperparameters) -> tuple[Any, dict[str, Any]]:
         """A fresh copy of the pretrained model with every strategy applied, in registry order;

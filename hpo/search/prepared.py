@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo.search.preflight import check_fits
@@ -34,6 +34,13 @@ class Prepared:
     setup_seconds: float
     kind: Task | None = None  # the task's code (None: sequence classification)
     model_name: str = ""
+    row_lengths: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    def lengths(self, split: str) -> list[int]:
+        """Tokens per row of a tokenized split ("train" or "validation"), read once."""
+        if split not in self.row_lengths:
+            self.row_lengths[split] = [len(ids) for ids in getattr(self, split).input_ids]
+        return self.row_lengths[split]
 
     @property
     def pad_id(self) -> int:

@@ -24,7 +24,7 @@ SPEC_ATTR = keys.SPEC
 FILE_ATTR = keys.STUDY_FILE
 BASELINE_ATTR = keys.BASELINE
 # Keys that may change between runs of one study without making it a different study.
-_BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout")}
+_BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout"), ("study", "budget")}
 
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -178,7 +178,7 @@ def create_or_resume(
             pruner=build_pruner(spec),
         )
         study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
-        ensure_budget(study, spec.study.n_trials)
+        ensure_budget(study, spec.study.n_trials, _ahead(spec))
         return study, True
     study = optuna.create_study(
         study_name=spec.study.name,
@@ -194,8 +194,14 @@ def create_or_resume(
     for origin, params in spec.first_trials()[: spec.study.n_trials]:
         # claimed before the empty slots; the report compares the best with the recipe
         study.enqueue_trial(params, user_attrs={keys.FIRST_TRIAL: origin}, skip_if_exists=False)
-    ensure_budget(study, spec.study.n_trials)
+    ensure_budget(study, spec.study.n_trials, _ahead(spec))
     return study, False
+
+
+def _ahead(spec: StudySpec) -> int | None:
+    """Empty slots a study keeps queued: all of ``n_trials`` up front, or one at a time when a
+    ``study.budget`` decides how many trials run."""
+    return 1 if spec.study.budget else None
 
 
 def load_stored(

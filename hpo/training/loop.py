@@ -100,6 +100,14 @@ def steps_for(n_train: int, batch_size: int, accumulation: int, epochs: float) -
     return max(1, math.ceil(n_train * epochs / (batch_size * accumulation)))
 
 
+def rows_seen(n_train: int, batch_size: int, accumulation: int, steps: int) -> int:
+    """Training rows ``steps`` optimizer steps read: every epoch's last batch is short when
+    the rows do not divide into batches (exact where the steps end on an epoch's end)."""
+    batches = max(1, math.ceil(n_train / batch_size))  # per epoch
+    epochs, rest = divmod(steps * accumulation, batches)
+    return epochs * n_train + min(rest * batch_size, n_train)
+
+
 @dataclass
 class TrainResult:
     """What a trial did: its last (or best) metrics and how fast and far it got."""
