@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import random
-import statistics
 import subprocess
 import time
 from collections.abc import Sequence
@@ -143,22 +142,12 @@ def hf_tokenized(tokenizer: Any, files: dict[str, str], text: str) -> tuple[Any,
 def flops_per_row(
     config: Any, lengths: Sequence[int], frozen: int = 0, train: bool = True
 ) -> float:
-    """Mean model FLOPs of one row, over rows of ``lengths`` real (not padding) tokens.
+    """Mean model FLOPs of one row, over rows of ``lengths`` real (not padding) tokens: hpo's
+    own count (``hpo.models.flops``: 6 P + 12 d n per token for a trained layer, 2 P + 4 d n
+    for a frozen one and for evaluation; Kaplan et al. 2020, table 1), from the config's sizes."""
+    from hpo.models.flops import shape_of_config
 
-    The usual count (Kaplan et al. 2020, "Scaling laws", table 1; Chowdhery et al. 2022, PaLM,
-    appendix B): the forward pass of one layer costs 2 P + 4 d n per token of a row of n tokens,
-    P the layer's matrix parameters and d the hidden size; the backward pass twice that again.
-    Training (``train``) runs the backward pass through the layers above the ``frozen`` ones
-    only: hpo freezes the embeddings with the lowest layers, so no gradient flows below them.
-    So a trained layer costs 6 P + 12 d n per token and a frozen one 2 P + 4 d n. Evaluation
-    is the forward pass alone. The embeddings' lookups and the small classifier are left out.
-    """
-    d, layers = config.hidden_size, config.num_hidden_layers
-    # GPT-2 names the feed-forward width n_inner, and None means four times the hidden size
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d
-    per_layer = 4 * d * d + 2 * d * inner  # attention and feed-forward matrices
-    passes = layers + 2 * (layers - frozen) if train else layers  # forward + backward layers
-    return statistics.fmean(passes * (2 * per_layer + 4 * d * n) * n for n in lengths)
+    return shape_of_config(config).per_row(lengths, frozen, train)
 
 
 def fake_spec(name: str, n_trials: int, sampler: str, max_steps: int, eval_every: int) -> Any:
