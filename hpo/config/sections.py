@@ -73,6 +73,10 @@ class SamplerSection:
     n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
     multivariate: bool = True  # tpe: model the dimensions jointly
     constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
+    # tpe: which results the model learns from. every_trial: Optuna's TPE (a trial stopped
+    # early ranks below every finished one); largest_rung: BOHB's rule, only the scores at the
+    # largest evaluation step that d + 3 trials reached (hpo.search.fidelity)
+    fit_on: Literal["every_trial", "largest_rung"] = "every_trial"
     # a new study's first trials, run before any is sampled: the Hugging Face Trainer's untuned
     # recipe, then tables of dimension values (dimensions a table leaves out are sampled)
     start_from_recipe: bool = False
@@ -80,6 +84,11 @@ class SamplerSection:
 
     def __post_init__(self) -> None:
         _at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
+        if self.fit_on != "every_trial" and self.name != "tpe":
+            raise SpecError(
+                f"`sampler.fit_on` {self.fit_on!r} is for the tpe sampler, not {self.name!r}; "
+                'drop it or set sampler.name = "tpe"'
+            )
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
     s = dataclasses.replace(
         spec.sampler, seed=None if spec.sampler.seed is None else spec.sampler.seed + seed_offset
     )
+    if s.name == "tpe" and s.fit_on == "largest_rung":
+        from hpo.search.fidelity import BudgetTPESampler
+
+        return BudgetTPESampler(seed=s.seed, multivariate=s.multivariate)
     if s.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=s.seed,
