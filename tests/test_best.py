@@ -44,7 +44,7 @@ def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) 
     url, spec = stored
     out = tmp_path / "model"
     result = CliRunner().invoke(
-        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "2"]
+        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "2", "--top", "1"]
     )
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="tiny", storage=url)
@@ -112,6 +112,59 @@ def test_best_of_several_keeps_one_configuration_throughout(stored, tmp_path: Pa
     score = evaluate(model, test, pick_device("cpu"), 64, tokenizer.pad_token_id)["accuracy"]
     saved = max(chosen["runs"], key=lambda r: r["validation"]["accuracy"])
     assert score == pytest.approx(saved["test"]["accuracy"], abs=1e-6)
+
+
+def test_best_by_default_retrains_what_validation_cannot_rank(stored, tmp_path: Path) -> None:
+    from hpo.cli.best import indistinguishable
+
+    url, spec = stored
+    study = optuna.load_study(study_name="tiny", storage=url)
+    best = study.best_trial
+    twin = optuna.trial.create_trial(  # the best's score again: validation cannot rank the two
+        params=best.params,
+        distributions=best.distributions,
+        value=best.value,
+        user_attrs=best.user_attrs,
+    )
+    study.add_trial(twin)
+    tied = indistinguishable(study, spec)
+    assert len(tied) >= 1
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "within one standard error of the best on validation" in " ".join(result.output.split())
+    configs = json.loads((out / "hpo_results.json").read_text())
+    assert len(configs) == 1 + len(tied)
+
+
+def test_a_best_clear_of_the_noise_is_retrained_alone() -> None:
+    from hpo import keys
+    from hpo.cli.best import indistinguishable
+
+    study = optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
+    for value, rate in ((0.90, 1e-4), (0.70, 2e-5), (0.89, 5e-5)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"learning_rate": rate},
+                distributions={"learning_rate": lr},
+                value=value,
+                user_attrs={keys.EVAL_ROWS: 10_000},  # one standard error: 0.003
+            )
+        )
+    spec = StudySpec.from_dict(spec_dict(Path("m"), Path("d.csv")))
+    assert indistinguishable(study, spec) == []
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"learning_rate": 6e-5},
+            distributions={"learning_rate": lr},
+            value=0.899,
+            user_attrs={keys.EVAL_ROWS: 10_000},
+        )
+    )
+    assert indistinguishable(study, spec) == [3]
 
 
 def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:

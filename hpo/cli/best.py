@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hpo.cli.options import out_folder_option, storage_option
+
+AUTO_TOP = 3  # configurations `hpo best` retrains by default when validation cannot rank them
 
 
 @click.command()
@@ -23,9 +26,9 @@ from hpo.cli.options import out_folder_option, storage_option
 @click.option(
     "--top",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="How many of the best configurations.",
+    default=None,
+    help="How many of the best configurations [default: the best and those validation cannot "
+    f"tell from it (within one standard error), at most {AUTO_TOP}].",
 )
 @click.option(
     "--train-on",
@@ -35,7 +38,7 @@ from hpo.cli.options import out_folder_option, storage_option
     help="train+validation uses more data but leaves no held-out validation score.",
 )
 def best(
-    study_name: str, out: Path, storage: str | None, seeds: int, top: int, train_on: str
+    study_name: str, out: Path, storage: str | None, seeds: int, top: int | None, train_on: str
 ) -> None:
     """Retrain the best configuration with several seeds, test it, and save the best model.
 
@@ -56,6 +59,10 @@ def best(
 
     console = Console()
     study, spec = load_stored(study_name, open_existing(storage_url(storage)))
+    tied: list[int] = []
+    if top is None:  # validation cannot rank trials within its noise: retrain them all
+        tied = indistinguishable(study, spec)[: AUTO_TOP - 1]
+        top = 1 + len(tied)
     trials = top_trials(study, top, spec.direction == "maximize")
     ensure_folder(out)
     objective = Objective(spec)
@@ -65,6 +72,12 @@ def best(
         console.print(
             "[yellow]the study has no test split[/]: scoring validation only; give "
             "data.files.test, data.test_split or data.test_fraction for a held-out score"
+        )
+    if tied:
+        console.print(
+            f"{len(tied)} trial(s) within one standard error of the best on validation "
+            f"({', '.join(f'#{n}' for n in tied)}): retraining them too, to choose by the mean "
+            "over seeds (--top 1 retrains the best alone)"
         )
     console.print(f"retraining {len(trials)} configuration(s) x {seeds} seeds on {train_on} ...")
 
@@ -103,6 +116,14 @@ def best(
             highlight=False,
         )
     console.print(f"saved the model, tokenizer and model card to {out}")
+
+
+def indistinguishable(study: Any, spec: Any) -> list[int]:
+    """Numbers of the complete trials within one standard error of the best, best first."""
+    from hpo.results.report import summarize
+
+    trials = study.get_trials(deepcopy=False)
+    return summarize(study.study_name, spec.study.metric, spec.direction, trials).within_noise
 
 
 @click.command()
