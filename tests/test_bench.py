@@ -78,8 +78,8 @@ def test_search_quality_benchmark_quick(
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
-        "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hf-search",
-        "bert-grid", "default",
+        "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
+        "top-k", "hf-search", "bert-grid", "default",
     ]  # fmt: skip
     for r in rows:
         assert r["samples"] > 0, r
@@ -96,6 +96,9 @@ def test_search_quality_benchmark_quick(
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
     assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
     assert sum(c["samples"] for c in noprune["curves"]) == noprune["samples"]
+    # top-k: both trials to the first evaluation (step 2), then both again for all 10 steps
+    top = next(r for r in rows if r["method"] == "top-k")
+    assert top["trial_steps"] == [2, 2, 10, 10] and top["samples"] == (2 * 2 + 2 * 10) * 16
     assert "mean over 1 seed" in text and "TFLOP" in text
     assert all(r["flops"] > 0 for r in rows)
     again = run("search_quality.py", "--from-json", str(tmp_path / "r.json"))  # trains nothing
@@ -113,6 +116,7 @@ def test_search_quality_benchmark_quick(
     assert "successive halving" in replayed and "of unpruned" in replayed
     assert "optuna hyperband" in replayed and "hpo hyperband" in replayed
     assert "100%" in replayed  # the unpruned row replays to all of its own samples
+    assert "margin one" in replayed and "top-2 at the" in replayed  # cells wrap at 110 columns
 
 
 def test_retest_benchmark_quick(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> None:

@@ -319,3 +319,25 @@ def test_no_pruner_decides_at_a_trials_last_evaluation(
         assert slow.state == TrialState.PRUNED and slow.last_step == 40
     else:  # step 40 is its last evaluation
         assert slow.state == TrialState.COMPLETE and slow.value == slow.intermediate_values[40]
+
+
+def test_successive_halving_lets_a_trial_within_the_margin_of_the_room_go_on() -> None:
+    best = {25: 0.80, 50: 0.81, 75: 0.82, 100: 0.83, 125: 0.83}
+    close = {25: 0.79, 50: 0.80, 75: 0.815, 100: 0.82, 125: 0.83}
+    behind = {25: 0.70, 50: 0.72, 75: 0.74, 100: 0.75, 125: 0.76}
+    curves = [best, close, behind]
+    assert stops(SuccessiveHalvingPruner(25, 3), curves) == [125, 25, 25]
+    # 0.79 is 0.01 behind the last value inside the room (0.80): evaluation cannot tell them apart
+    assert stops(SuccessiveHalvingPruner(25, 3, margin=0.02), curves) == [125, 125, 25]
+    # where nothing has separated yet (every trial at one score), no trial stops at that rung
+    flat = {25: 0.5, 50: 0.5, 75: 0.5, 100: 0.5, 125: 0.5}
+    assert stops(SuccessiveHalvingPruner(25, 3, margin=0.02), [flat] * 6) == [125] * 6
+    with pytest.raises(ValueError, match="margin >= 0"):
+        SuccessiveHalvingPruner(25, 3, margin=-0.1)
+
+
+def test_build_pruner_passes_the_margin_to_successive_halving() -> None:
+    pruner = build_pruner(spec({"name": "successive_halving", "margin": 0.03}))
+    assert isinstance(pruner, SuccessiveHalvingPruner) and pruner.margin == 0.03
+    assert build_pruner(spec({"name": "successive_halving"})).margin == 0.0
+    assert build_pruner(spec({"name": "hyperband", "margin": 0.01})).margin == 0.01

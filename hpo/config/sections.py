@@ -101,7 +101,9 @@ class PrunerSection:
     wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
     n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
     n_warmup_steps: int | None = None  # median: no pruning before this step (default: see below)
-    margin: float | None = None  # median: shortfall ignored (default: one standard error)
+    # median: a shortfall behind the median that is ignored (default: one standard error);
+    # successive_halving, hyperband: a trial within it of the rung's room goes on (default 0)
+    margin: float | None = None
     min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
     reduction_factor: int = 3  # successive_halving, hyperband
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts

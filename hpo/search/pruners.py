@@ -134,16 +134,22 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
         reduction_factor: int = 3,
         min_early_stopping_rate: int = 0,
         proportion: bool = True,
+        margin: float = 0.0,
     ) -> None:
         """Rung k sits at step ``min_resource * reduction_factor ** (min_early_stopping_rate +
         k)``; a trial's value at a rung is its first report at or after that step. With
         ``proportion`` (the metric is a share of validation rows), values within one standard
-        error of the constant answer's score count as that score."""
+        error of the constant answer's score count as that score. A trial outside the rung's
+        room goes on all the same when it is within ``margin`` of the last value inside it: a
+        rung does not decide between trials its evaluation cannot tell apart."""
         _check_rungs(min_resource, reduction_factor, min_early_stopping_rate)
+        if margin < 0:
+            raise ValueError("successive halving needs margin >= 0")
         self.min_resource = min_resource
         self.reduction_factor = reduction_factor
         self.min_early_stopping_rate = min_early_stopping_rate
         self.proportion = proportion
+        self.margin = margin
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         return self._stops(study, trial, lambda t: True)
@@ -178,9 +184,21 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
             better = sum(v > value if maximize else v < value for v, _ in rivals)
             tied_on = sum(v == value and went_on for v, went_on in rivals)
             allowed = max(1, (len(rivals) + 1) // self.reduction_factor)
-            if better + tied_on + 1 > allowed:
+            if better + tied_on + 1 > allowed and not self._close_to_room(
+                [v for v, _ in rivals], value, allowed, maximize
+            ):
                 return True
         return False
+
+    def _close_to_room(
+        self, rivals: list[float], value: float, allowed: int, maximize: bool
+    ) -> bool:
+        """Whether ``value`` is within the margin of the last value inside the rung's room."""
+        if self.margin <= 0:
+            return False
+        ranked = sorted(rivals, reverse=maximize)
+        last_in = ranked[min(allowed, len(ranked)) - 1]
+        return value >= last_in - self.margin if maximize else value <= last_in + self.margin
 
     def _as_learned(self, trial: FrozenTrial) -> Callable[[float], float]:
         """Map a score to what it shows: within noise of a constant answer, that answer's."""
@@ -214,6 +232,7 @@ class HyperbandPruner(optuna.pruners.BasePruner):
         max_resource: int | None = None,
         reduction_factor: int = 3,
         proportion: bool = True,
+        margin: float = 0.0,
     ) -> None:
         """Bracket b is successive halving with its first rung at step ``min_resource *
         reduction_factor ** b``, for every such step up to ``max_resource``; None: the
@@ -225,6 +244,7 @@ class HyperbandPruner(optuna.pruners.BasePruner):
         self.max_resource = max_resource
         self.reduction_factor = reduction_factor
         self.proportion = proportion
+        self.margin = margin
 
     def budgets(self, max_resource: int) -> list[int]:
         """Each bracket's share of the trials, from the most aggressive bracket to the least.
@@ -255,7 +275,7 @@ class HyperbandPruner(optuna.pruners.BasePruner):
         budgets = self.budgets(int(max_resource))
         b = self.bracket(trial.number, budgets)
         halving = SuccessiveHalvingPruner(
-            self.min_resource, self.reduction_factor, b, self.proportion
+            self.min_resource, self.reduction_factor, b, self.proportion, self.margin
         )
         return halving._stops(study, trial, lambda t: self.bracket(t.number, budgets) == b)
 

@@ -105,6 +105,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             min_resource=p.min_resource or first_eval,
             reduction_factor=p.reduction_factor,
             proportion=spec.study.proportion,
+            margin=p.margin or 0.0,
         )
     elif name == "hyperband":
         from hpo.search.pruners import HyperbandPruner
@@ -114,6 +115,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             max_resource=spec.train.max_steps,  # None: each trial's own max_steps
             reduction_factor=p.reduction_factor,
             proportion=spec.study.proportion,
+            margin=p.margin or 0.0,
         )
     else:
         return optuna.pruners.NopPruner()
