@@ -22,6 +22,10 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                search has, no frozen layers, no augmentation: hpo's machinery on equal terms.
   hpo-3d-noprune  hpo-3d without pruning: every trial's whole learning curve, for replaying
                pruners on several tasks (bench/pruner_replay.py).
+  hpo-sha-3d   hpo-3d with hpo's successive halving instead of the median pruner.
+  hpo-bohb-3d  hpo-sha-3d with TPE fitted on the largest rung with enough results (BOHB's rule,
+               sampler.fit_on = "largest_rung") and a rung margin of one standard error of an
+               accuracy near 0.8 on the validation rows (pruner.margin).
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
@@ -88,7 +92,7 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "top-k", "hf-search", "bert-grid", "default",
+    "hpo-sha-3d", "hpo-bohb-3d", "top-k", "hf-search", "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
 # recipe as the noise floor; 11-13 minutes a seed on a 2-core machine (BENCHMARKS.md).
@@ -113,6 +117,7 @@ class Setup:
     eval_every: int
     n_train: int
     max_frozen: int
+    n_validation: int
     folder: Path
     retest_seeds: int = 1  # retrainings of each best configuration on the held-out test
     config: Any = None  # the model's config, for its FLOPs
@@ -235,10 +240,13 @@ def method_hpo(
     method: str = "hpo",
     hpo_dims: bool = True,
     recipe: bool = False,
+    fit_on: str = "every_trial",
+    margin: float | None = None,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
-    from the Trainer's untuned recipe (``sampler.start_from_recipe``)."""
+    from the Trainer's untuned recipe (``sampler.start_from_recipe``); ``fit_on`` and
+    ``margin`` are the sampler's and the pruner's keys of those names."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -248,7 +256,9 @@ def method_hpo(
         "augmentation_strength": {"low": 0.0, "high": 0.3} if hpo_dims else 0.0,
     }
     spec = make_spec(s, f"{name}-{seed}", space, trials or s.trials, seed)
-    spec = spec.replace("pruner", name=pruner).replace("sampler", start_from_recipe=recipe)
+    spec = spec.replace("pruner", name=pruner, margin=margin).replace(
+        "sampler", start_from_recipe=recipe, fit_on=fit_on
+    )
     return run_study(s, method, seed, spec)
 
 
@@ -369,6 +379,20 @@ def method_top_k(s: Setup, seed: int, k: int = 3) -> dict[str, Any]:
 RUNNERS = {
     "hpo-3d-noprune": lambda s, seed: method_hpo(
         s, seed, "none", method="hpo-3d-noprune", hpo_dims=False
+    ),
+    "hpo-sha-3d": lambda s, seed: method_hpo(
+        s, seed, "successive_halving", method="hpo-sha-3d", hpo_dims=False
+    ),
+    # BOHB's rule with successive halving that does not decide within noise: one standard
+    # error of an accuracy near 0.8 on the validation rows
+    "hpo-bohb-3d": lambda s, seed: method_hpo(
+        s,
+        seed,
+        "successive_halving",
+        method="hpo-bohb-3d",
+        hpo_dims=False,
+        fit_on="largest_rung",
+        margin=(0.8 * 0.2 / s.n_validation) ** 0.5,
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,
@@ -510,6 +534,7 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
     return Setup(
         model=args.model, files=files, text=args.text_column, trials=args.trials,
         steps=args.steps, eval_every=max(1, args.steps // 5), n_train=len(task.train),
+        n_validation=len(task.validation),
         max_frozen=min(3, layers), folder=folder, retest_seeds=args.retest_seeds, config=config,
         train_lengths=lengths(task.train), validation_lengths=lengths(task.validation),
     )  # fmt: skip

@@ -79,7 +79,7 @@ def test_search_quality_benchmark_quick(
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["method"] for r in rows] == [
         "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-        "top-k", "hf-search", "bert-grid", "default",
+        "hpo-sha-3d", "hpo-bohb-3d", "top-k", "hf-search", "bert-grid", "default",
     ]  # fmt: skip
     for r in rows:
         assert r["samples"] > 0, r
