@@ -12,6 +12,7 @@ from hpo.errors import (
     SpecError,
     StorageError,
     TrialFailure,
+    UserError,
 )
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "StorageError",
     "StudySpec",
     "TrialFailure",
+    "UserError",
     "__version__",
     "load_model",
     "load_spec",

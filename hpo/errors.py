@@ -4,27 +4,40 @@ from __future__ import annotations
 
 
 class HpoError(Exception):
-    """Base of every error caused by input a user controls (study file, data, storage)."""
+    """Base of every error hpo explains in one line instead of a traceback. ``hpo`` exits 1 for
+    one that stops a correct command (a missing package, a port in use, a folder it cannot
+    write), 2 for a ``UserError``."""
 
 
-class SpecError(HpoError):
+class UserError(HpoError):
+    """The input is wrong: the study file, the data, the model, the storage URL, or a study,
+    database or folder named on the command line. ``hpo`` exits 2, as click does for a bad
+    option, so a script can tell "fix what you gave" from "something else broke"."""
+
+
+class SpecError(UserError):
     """The study file, or a ``--set`` override, breaks a rule."""
 
 
-class DataError(HpoError):
+class DataError(UserError):
     """The dataset cannot be read or does not have what the study file says."""
 
 
-class ModelError(HpoError):
+class ModelError(UserError):
     """The pretrained model or tokenizer cannot be loaded or does not fit the study."""
 
 
-class StorageError(HpoError):
-    """The storage URL is wrong or the database cannot be reached."""
+class StorageError(UserError):
+    """The storage URL is wrong, names no database or study, or the database cannot be reached."""
+
+
+class StorageUnavailable(HpoError):
+    """The storage URL is right but its server does not answer (down, refusing, unreachable):
+    nothing the user wrote is wrong, so ``hpo`` exits 1."""
 
 
 class DependencyError(HpoError):
-    """An optional package the study needs is not installed."""
+    """An optional package the study needs is not installed (the input is fine: exit 1)."""
 
 
 class TrialFailure(Exception):

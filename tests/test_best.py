@@ -190,16 +190,21 @@ def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     runner = CliRunner()
-    for args, message in [
-        (["best", "nope", "--storage", url, "--out", str(tmp_path / "m")], "no study named 'nope'"),
+    for args, message, code in [  # 2: wrong input; 1: a correct command that cannot go on
+        (
+            ["best", "nope", "--storage", url, "--out", str(tmp_path / "m")],
+            "no study named 'nope'",
+            2,
+        ),
         (
             ["best", "tiny", "--storage", url, "--out", str(blocker / "m"), "--seeds", "1"],
             "cannot write to --out",
+            1,
         ),
-        (["predict", str(tmp_path), "text"], "not a saved model folder"),
+        (["predict", str(tmp_path), "text"], "not a saved model folder", 2),
     ]:
         result = runner.invoke(cli, args)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == code, result.output
         assert message in result.output and "Traceback" not in result.output
 
 

@@ -380,7 +380,7 @@ def test_a_model_that_cannot_load_points_to_no_model(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
     missing = ["--set", "model.name=hpo-test/no-such-model"]
     out = CliRunner().invoke(cli, ["validate", str(study_file), *missing])
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "cannot load `model.name` 'hpo-test/no-such-model' (hub id)" in out.output
     assert "(--no-model checks the study and its data without it)" in out.output
     assert out.output.strip().count("\n") == 0, out.output

@@ -73,7 +73,7 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
 def test_a_bad_study_is_one_line_without_traceback(runner, study_file, overrides, message) -> None:
     args = ["validate", str(study_file)] + [x for o in overrides for x in ("--set", o)]
     out = runner.invoke(cli, args)
-    assert out.exit_code == 1
+    assert out.exit_code == 2  # wrong input, as click's usage errors
     assert message in out.output
     assert "Traceback" not in out.output
     assert out.output.strip().count("\n") == 0, out.output  # one line
@@ -84,7 +84,7 @@ def test_a_broken_toml_file_is_one_line(runner, tmp_path: Path) -> None:
     bad.write_text("[study\nname = 'x'\n")
     out = runner.invoke(cli, ["validate", str(bad)])
     assert (
-        out.exit_code == 1 and "is not valid TOML" in out.output and "Traceback" not in out.output
+        out.exit_code == 2 and "is not valid TOML" in out.output and "Traceback" not in out.output
     )
 
 
@@ -133,7 +133,7 @@ def test_report_of_an_unknown_study_is_one_line(runner, study_file, tmp_path) ->
         ["run", str(study_file), "--storage", url, "--n-trials", "1", "--set", "train.max_steps=5"],
     )
     out = runner.invoke(cli, ["report", "nope", "--storage", url])
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "no study named 'nope'" in out.output and "tiny" in out.output
     assert "Traceback" not in out.output
 
@@ -152,7 +152,7 @@ def test_a_changed_study_file_does_not_touch_the_stored_study(runner, study_file
     ]
     assert runner.invoke(cli, args).exit_code == 0
     out = runner.invoke(cli, [*args, "--set", "space.seed=7"])
-    assert out.exit_code == 1 and "already exists with other settings: space.seed" in out.output
+    assert out.exit_code == 2 and "already exists with other settings: space.seed" in out.output
     study = optuna.load_study(study_name="tiny", storage=url)
     assert len(study.trials) == 1 and study.user_attrs[SPEC_ATTR]["space"]["seed"] == 0
 
@@ -161,9 +161,13 @@ def test_an_unreachable_database_is_one_line(runner, study_file) -> None:
     out = runner.invoke(
         cli, ["run", str(study_file), "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none"]
     )
+    # the URL is right and the server does not answer: not the user's mistake, exit 1
     assert (
         out.exit_code == 1 and "cannot open storage" in out.output and "Traceback" not in out.output
     )
+    # a URL SQLAlchemy cannot read is the user's: exit 2
+    bad = runner.invoke(cli, ["run", str(study_file), "--storage", "postgresql+nodriver://x/y"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
 
 
 def test_augment_shows_texts_unchanged_at_zero_and_perturbed_above(runner, study_file) -> None:
@@ -178,7 +182,7 @@ def test_augment_shows_texts_unchanged_at_zero_and_perturbed_above(runner, study
     cells = [[c.strip() for c in row.strip("│").split("│")] for row in rows]
     assert any(c[1] != c[2] for c in cells)
     bad = runner.invoke(cli, ["augment", str(study_file), "--set", "augment.ops={shout=1}"])
-    assert bad.exit_code == 1 and "unknown key `augment.ops.shout`" in bad.output
+    assert bad.exit_code == 2 and "unknown key `augment.ops.shout`" in bad.output
     assert "Traceback" not in bad.output
 
 
@@ -193,7 +197,7 @@ def test_a_read_only_command_creates_no_database_and_no_folder(
     missing = tmp_path / "missing" / "dir" / "x.db"
     where = ["--out", str(tmp_path / "missing" / "out")] if command in ("plot", "best") else []
     out = CliRunner().invoke(cli, [command, "x", "--storage", f"sqlite:///{missing}", *where])
-    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
     assert out.output.startswith(f"Error: no study database at {missing}; pass the --storage")
     assert not (tmp_path / "missing").exists()
 
@@ -205,8 +209,35 @@ def test_a_storage_scheme_sqlalchemy_does_not_know_gets_the_right_one() -> None:
 
     url = "postgres://ana:s3cret@db.example:5432/hpo"
     out = CliRunner().invoke(cli, ["report", "x", "--storage", url])
-    assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
     assert (
         "storage scheme 'postgres' is not one SQLAlchemy knows; write postgresql://" in out.output
     )
     assert "postgresql://ana:***@db.example:5432/hpo" in out.output and "s3cret" not in out.output
+
+
+def test_an_unknown_key_in_the_study_file_exits_2_in_one_line_on_stderr(
+    runner, tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import spec_dict, toml_text
+
+    raw = spec_dict(tiny_model_dir, sentiment_csv)
+    raw["train"]["max_stepz"] = 30
+    bad = tmp_path / "typo.toml"
+    bad.write_text(toml_text(raw))
+    out = runner.invoke(cli, ["validate", str(bad)])
+    assert out.exit_code == 2, out.output
+    assert out.stdout == "" and out.stderr.count("\n") == 1, out.output
+    assert out.stderr.startswith("Error: unknown key `train.max_stepz`; [train] has: max_steps")
+
+
+def test_report_of_a_study_in_a_missing_database_exits_2_and_creates_nothing(
+    runner, tmp_path: Path
+) -> None:
+    before = sorted(tmp_path.iterdir())
+    out = runner.invoke(cli, ["report", "nosuch", "--storage", f"sqlite:///{tmp_path}/none.db"])
+    assert out.exit_code == 2, out.output
+    assert out.stderr == f"Error: no study database at {tmp_path}/none.db; pass the --storage " + (
+        "URL that `hpo run` used (or set $HPO_STORAGE)\n"
+    )
+    assert sorted(tmp_path.iterdir()) == before

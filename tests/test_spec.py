@@ -296,6 +296,15 @@ def test_hub_and_bundled_model_names_stay(tmp_path, name) -> None:
     assert load(tmp_path, doc(f'[model]\nname = "{name}"')).model.name == name
 
 
+@pytest.mark.parametrize("key", ["trust_remote_code", "allow_pickle"])
+def test_the_model_safety_switches_are_off_unless_set_to_true(tmp_path, key: str) -> None:
+    assert getattr(load(tmp_path).model, key) is False
+    assert getattr(load(tmp_path, doc(f"[model]\n{key} = true")).model, key) is True
+    assert getattr(load(tmp_path, overrides=(f"model.{key}=true",)).model, key) is True
+    message = error_of(tmp_path, doc(f'[model]\n{key} = "yes"'))
+    assert message == f"`model.{key}` must be true or false, got 'yes'"
+
+
 def test_defaults_of_a_minimal_file(tmp_path) -> None:
     spec = load(tmp_path)
     assert (spec.study.name, spec.study.metric, spec.direction) == ("demo", "accuracy", "maximize")
@@ -337,9 +346,9 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 
 FULL = {
     "study": {"name": "full.1", "task": "sequence_classification", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5},
-    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
+    "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "multivariate": False, "constant_liar": False, "fit_on": "every_trial", "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
     "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 10, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
-    "model": {"name": "org/model", "revision": "main"},
+    "model": {"name": "org/model", "revision": "main", "trust_remote_code": True, "allow_pickle": True},
     "data": {
         "files": {"train": "/d/train.csv", "validation": "/d/v.csv", "test": "/d/t.csv"},
         "format": "csv", "encoding": "latin-1", "text_column": "sentence", "text_pair_column": "second",

@@ -13,7 +13,7 @@ from hpo.cli.options import storage_option
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (0.0.0.0 lets other machines in).",
+    help="Address to listen on. 0.0.0.0 lets other machines in, and the dashboard has no login.",
 )
 @click.option(
     "--port",
@@ -29,8 +29,11 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     shows its device, steps, samples per second and failure reason. Needs hpo[dashboard].
     """
     from hpo.execution.storage import storage_url
-    from hpo.results.dashboard import prepare
+    from hpo.results.dashboard import exposure_warning, prepare
 
+    warning = exposure_warning(host, port)
+    if warning is not None:  # said first, so it is seen even when serving fails
+        click.echo(warning, err=True)
     url = storage_url(storage)
     server, count = prepare(url, host, port)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host

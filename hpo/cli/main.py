@@ -13,15 +13,25 @@ import click
 from hpo import __version__
 from hpo.cli.common import load_study_file, print_report, quiet_libraries
 from hpo.cli.options import set_option, storage_option
-from hpo.errors import HpoError
+from hpo.errors import HpoError, UserError
+
+
+class _WrongInput(click.ClickException):
+    """A ``UserError`` shown as ``Error: <one line>``: exit 2, the code of click's own usage
+    errors, without their usage text (the line names the field to fix)."""
+
+    exit_code = 2
 
 
 class _Group(click.Group):
-    """A click group that shows library errors as ``Error: <one line>`` (exit 1), not a traceback."""
+    """A click group that shows library errors as ``Error: <one line>`` on stderr, not a
+    traceback: exit 2 for wrong input (``UserError``), 1 for the rest."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UserError as exc:
+            raise _WrongInput(str(exc)) from None
         except HpoError as exc:
             raise click.ClickException(str(exc)) from None
 

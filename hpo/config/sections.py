@@ -128,6 +128,8 @@ class ModelSection:
     # A hub id ("bert-base-uncased"), a local folder, or the bundled MiniLM (offline).
     name: str = BUNDLED_MINILM
     revision: str | None = None  # hub revision (branch, tag or commit)
+    trust_remote_code: bool = False  # run the Python code a model repository ships (config, model)
+    allow_pickle: bool = False  # also load pickled weights (pytorch_model.bin), which can run code
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import DependencyError, StorageError, first_line
+from hpo.errors import DependencyError, StorageError, StorageUnavailable, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -94,7 +94,26 @@ def open_storage(
             f"storage {_redact(url)} needs the driver {exc.name}: {hint}"
         ) from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
-        raise StorageError(f"cannot open storage {_redact(url)}: {first_line(exc)}") from None
+        message = f"cannot open storage {_redact(url)}: {first_line(exc)}"
+        if _server_down(exc):
+            raise StorageUnavailable(message) from None
+        raise StorageError(message) from None
+
+
+def _server_down(exc: BaseException) -> bool:
+    """Whether opening the storage failed because its server did not answer (sqlalchemy's
+    OperationalError around a refused or timed-out connection), not because of the URL."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    text = str(exc).lower()
+    return any(
+        sign in text
+        for sign in ("connection refused", "could not connect", "can't connect", "timed out",
+                     "timeout expired", "no route to host", "name or service not known",
+                     "could not translate host name", "server closed the connection")
+    )  # fmt: skip
 
 
 def open_existing(url: str) -> optuna.storages.BaseStorage:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import HpoError
+from hpo.errors import UserError
 from hpo.results.export import ensure_folder
 
 if TYPE_CHECKING:
@@ -75,12 +75,18 @@ def load_model(folder: str | Path) -> Any:
     quiet_transformers()
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise HpoError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
+        raise UserError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
     config = AutoConfig.from_pretrained(folder)
     auto = _auto_class(config)
     head = getattr(config, HEAD_CONFIG, None)
     if not head:
-        return auto.from_pretrained(folder)
+        try:  # hpo saves safetensors; a pickle file in a foreign folder could run code
+            return auto.from_pretrained(folder, use_safetensors=True)
+        except OSError:
+            raise UserError(
+                f"{folder} holds no model.safetensors: hpo saves its models as safetensors and "
+                "does not unpickle weights, which can run code"
+            ) from None
     import torch
     from safetensors.torch import load_file
 
@@ -101,7 +107,7 @@ def load_model(folder: str | Path) -> Any:
     model.load_state_dict(state, strict=False)
     missing = [k for k in model.state_dict() if k not in state and not k.endswith("position_ids")]
     if missing:
-        raise HpoError(f"{folder}: the saved weights lack {missing[0]}; was it saved by hpo best?")
+        raise UserError(f"{folder}: the saved weights lack {missing[0]}; was it saved by hpo best?")
     return model
 
 

@@ -88,19 +88,54 @@ def resolve(spec: ModelSection) -> str:
 
 
 def _options(spec: ModelSection) -> dict[str, Any]:
-    """Keyword arguments of every ``from_pretrained`` call for ``spec``."""
+    """Keyword arguments of every ``from_pretrained`` call for ``spec``. ``trust_remote_code``
+    is always passed: left out, transformers stops to ask on stdin for a model with code."""
     bundle = _BUNDLED.get(spec.name)
     if bundle is not None and bundle.gguf_file:
-        return {"gguf_file": bundle.gguf_file}
-    return {"revision": spec.revision}
+        options: dict[str, Any] = {"gguf_file": bundle.gguf_file}
+    else:
+        options = {"revision": spec.revision}
+    return {**options, "trust_remote_code": spec.trust_remote_code}
+
+
+def _weight_options(spec: ModelSection) -> dict[str, Any]:
+    """``_options`` for the model's weights: safetensors only, since unpickling a
+    ``pytorch_model.bin`` can run any code, unless ``model.allow_pickle`` (then the library
+    default: safetensors first, else the pickle). A GGUF file is neither; transformers reads it
+    with the gguf package and ignores ``use_safetensors``, so it is not passed."""
+    options = _options(spec)
+    if "gguf_file" not in options and not spec.allow_pickle:
+        options["use_safetensors"] = True
+    return options
+
+
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
-    if model_class is not None and "Unrecognized configuration class" in str(exc):
+    text = str(exc)
+    if model_class is not None and "Unrecognized configuration class" in text:
         kind = getattr(load_config(spec), "model_type", "these")
         return no_head_error(spec.name, model_class, kind)
-    where = "folder" if Path(spec.name).exists() else "hub id"
-    return ModelError(f"cannot load `model.name` {spec.name!r} ({where}): {first_line(exc)}")
+    folder = Path(spec.name)
+    where = "folder" if folder.exists() else "hub id"
+    what = f"cannot load `model.name` {spec.name!r} ({where})"
+    if "trust_remote_code" in text and not spec.trust_remote_code:
+        return ModelError(
+            f"{what}: it needs Python code from its repository; set model.trust_remote_code = "
+            "true to run it (only for a repository you trust)"
+        )
+    # transformers 5 with use_safetensors=True: "Error no file named model.safetensors found in
+    # directory ..." for a folder, "... cannot be loaded with `safetensors`" for a hub repository
+    pickled = any((folder / name).is_file() for name in PICKLE_FILES) or (
+        "cannot be loaded with `safetensors`" in text
+    )
+    if pickled and "model.safetensors" in text and not spec.allow_pickle:
+        return ModelError(
+            f"{what}: its weights are a pickle file (pytorch_model.bin), not safetensors; set "
+            "model.allow_pickle = true to load it (pickle can run code)"
+        )
+    return ModelError(f"{what}: {first_line(exc)}")
 
 
 def no_head_error(name: str, model_class: Any, kind: str) -> ModelError:
@@ -195,7 +230,7 @@ class PretrainedModel:
                     num_labels=self._num_labels,
                     output_loading_info=True,
                     ignore_mismatched_sizes=True,  # a checkpoint with another head size
-                    **_options(spec),
+                    **_weight_options(spec),
                 )
         except (OSError, ValueError) as exc:
             raise _load_error(spec, exc, self._model_class) from None

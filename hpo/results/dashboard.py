@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,23 @@ def open_dashboard_storage(url: str) -> optuna.storages.BaseStorage:
     from hpo.execution.storage import open_existing
 
     return open_existing(url)
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning to print before serving on a host other than this machine's loopback; None
+    for a loopback one. optuna-dashboard has no login, so listening anywhere else hands the
+    study database (study files, data paths, every trial) to whoever can connect."""
+    if host.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:  # a host name: it may resolve to any interface
+        pass
+    return (
+        "warning: optuna-dashboard has no authentication, so anyone who can reach "
+        f"{host}:{port} can read every study and trial in the database"
+    )
 
 
 def bind(app: Any, host: str, port: int) -> WSGIServer:

@@ -12,7 +12,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import DependencyError, HpoError
+from hpo.errors import DependencyError, HpoError, UserError
 from hpo.results.insights import ATTR_ORDER, FORMATS, _jsonable
 from hpo.results.report import infeasible
 
@@ -115,9 +115,9 @@ def _write(out: Path, data: str | bytes) -> None:
 def check_export(fmt: str, out: Path | None) -> None:
     """Refuse an unknown format, and parquet without a file, before any work is done."""
     if fmt not in FORMATS:
-        raise HpoError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and out is None:
-        raise HpoError("--format parquet is binary: give --out FILE.parquet")
+        raise UserError("--format parquet is binary: give --out FILE.parquet")
 
 
 def export_trials(

@@ -25,6 +25,8 @@ FILE_ATTR = keys.STUDY_FILE
 BASELINE_ATTR = keys.BASELINE
 # Keys that may change between runs of one study without making it a different study.
 _BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout"), ("study", "budget")}
+# Keys that decide whether a model may load, not what is learned: a rerun may turn them on.
+_LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -128,7 +130,7 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            if (path.strip("."), key) in _BUDGET_KEYS:
+            if (path.strip("."), key) in _BUDGET_KEYS | _LOAD_KEYS:
                 continue
             out += _differences(old.get(key), new.get(key), f"{path}{key}.")
         return out
