@@ -241,3 +241,25 @@ def test_report_of_a_study_in_a_missing_database_exits_2_and_creates_nothing(
         "URL that `hpo run` used (or set $HPO_STORAGE)\n"
     )
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_storage_password_never_reaches_the_output(runner, study_file, tmp_path) -> None:
+    from tests.databases import database
+
+    secret = "s3cret-pw"
+    with database("postgresql", tmp_path) as url:  # trust auth: any password is accepted
+        scheme, rest = url.split("://", 1)
+        user, host = rest.split("@", 1)
+        with_password = f"{scheme}://{user}:{secret}@{host}"
+        outputs = [
+            runner.invoke(cli, ["create", str(study_file), "--storage", with_password]),
+            runner.invoke(cli, ["report", "tiny", "--storage", with_password]),
+            runner.invoke(cli, ["export", "tiny", "--storage", with_password, "--format", "json"]),
+            runner.invoke(cli, ["report", "nosuch", "--storage", with_password]),
+        ]
+    down = f"{scheme}://{user}:{secret}@127.0.0.1:1/none"
+    outputs.append(runner.invoke(cli, ["run", str(study_file), "--storage", down]))
+    assert [o.exit_code for o in outputs] == [0, 0, 0, 2, 1], [o.output for o in outputs]
+    assert "created study 'tiny' in" in outputs[0].output and ":***@" in outputs[0].output
+    for out in outputs:
+        assert secret not in out.output

@@ -28,7 +28,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     Each hpo study gets a note with its study file and a summary (refreshed at start); each trial
     shows its device, steps, samples per second and failure reason. Needs hpo[dashboard].
     """
-    from hpo.execution.storage import storage_url
+    from hpo.execution.storage import masked_url, storage_url
     from hpo.results.dashboard import exposure_warning, prepare
 
     warning = exposure_warning(host, port)
@@ -38,7 +38,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     server, count = prepare(url, host, port)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     click.echo(
-        f"dashboard of {count} hpo {'study' if count == 1 else 'studies'} in {url} at "
+        f"dashboard of {count} hpo {'study' if count == 1 else 'studies'} in {masked_url(url)} at "
         f"http://{shown}:{port}/dashboard/ (Ctrl-C stops it)"
     )
     try:

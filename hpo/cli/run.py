@@ -11,6 +11,7 @@ import click
 
 from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
 from hpo.cli.options import F, set_option, storage_option
+from hpo.execution.storage import masked_url
 from hpo.execution.workers import WorkerStopped
 from hpo.results.dashboard import write_study_note
 
@@ -56,7 +57,7 @@ def create(
     set_deadline(study, spec.study.timeout)
     write_study_note(study)
     click.echo(
-        f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {url} "
+        f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {masked_url(url)} "
         f"({_budget(spec)}); join it with: "
         f"hpo worker {spec.study.name} --storage URL"
     )
@@ -151,7 +152,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     set_deadline(study, spec.study.timeout)
     done = progress(study.get_trials(deepcopy=False), budget_used(study), spec)
     console.print(
-        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url} "
+        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {masked_url(url)} "
         f"({done}) · device "
         f"{prep.device.description} · {len(prep.task.train)} train / "
         f"{len(prep.task.validation)} validation rows · setup {prep.setup_seconds:.1f}s",
@@ -194,7 +195,7 @@ def _run_parallel(
         f"GPU {s.gpu}" if s.gpu is not None else f"{s.threads} CPU threads" for s in slots
     )
     console.print(
-        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {url}; "
+        f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {masked_url(url)}; "
         f"{len(slots)} workers ({where})",
         highlight=False,
     )

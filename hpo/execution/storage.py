@@ -91,10 +91,10 @@ def open_storage(
         extra = _DRIVERS.get(exc.name or "")
         hint = f"pip install 'hpo[{extra}]'" if extra else f"pip install {exc.name}"
         raise DependencyError(
-            f"storage {_redact(url)} needs the driver {exc.name}: {hint}"
+            f"storage {masked_url(url)} needs the driver {exc.name}: {hint}"
         ) from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
-        message = f"cannot open storage {_redact(url)}: {first_line(exc)}"
+        message = f"cannot open storage {masked_url(url)}: {without_secret(first_line(exc), url)}"
         if _server_down(exc):
             raise StorageUnavailable(message) from None
         raise StorageError(message) from None
@@ -141,7 +141,7 @@ def _check_scheme(url: str) -> None:
         right = _SCHEMES[backend] + scheme[len(backend) :]
         raise StorageError(
             f"storage scheme {scheme!r} is not one SQLAlchemy knows; write {right}:// "
-            f"instead (for example {_redact(right + url[len(scheme) :])})"
+            f"instead (for example {masked_url(right + url[len(scheme) :])})"
         )
 
 
@@ -186,6 +186,29 @@ def _journal(url: str) -> optuna.storages.BaseStorage:
         return JournalStorage(backend)
     except OSError as exc:
         raise StorageError(f"cannot open journal file {path}: {exc}") from None
+
+
+def masked_url(url: str) -> str:
+    """The storage URL as hpo prints it anywhere: its password masked (``***``) by SQLAlchemy's
+    own URL rendering; URLs SQLAlchemy cannot read (journal files, gRPC) by hand."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _redact(url)
+
+
+def without_secret(text: str, url: str) -> str:
+    """``text`` (a driver's error message, say) with the URL's password masked wherever it
+    appears."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def _redact(url: str) -> str:
