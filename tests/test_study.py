@@ -395,3 +395,22 @@ def test_no_trial_starts_after_the_study_wide_deadline(
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 0
     set_deadline(study, None)  # a rerun without a timeout clears the deadline
     assert work(study, Objective(spec), 3) == 3
+
+
+def test_a_trial_past_its_timeout_fails_with_the_reason_and_the_worker_goes_on(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    spec = make_spec(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"n_trials": 2},
+        train={"max_steps": 100_000, "eval_every": 50, "trial_timeout": 0.5},
+    )
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    assert work(study, Objective(spec), 2) == 2  # both trials ran: the first did not stop it
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    for t in trials:
+        reason = t.user_attrs["fail_reason"]
+        assert reason.startswith("ran past train.trial_timeout (0.5 s): ")
+        assert int(reason.split("at step ")[1].split()[0]) < 100_000

@@ -225,14 +225,21 @@ class TrainSection:
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable CUDA
     group_by_length: bool = True  # batches of similar length: less padding, faster steps
+    # seconds one trial's training may take; past it the trial fails with the reason and the
+    # worker goes on (checked after every step and evaluation); None: no limit
+    trial_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.epochs is not None:
             raise SpecError("`train` has both `max_steps` and `epochs`; keep one")
         if self.max_steps is not None:
             _at_least("train.max_steps", self.max_steps, 1)
-        if self.epochs is not None and self.epochs <= 0:
-            raise SpecError(f"`train.epochs` must be above 0, got {self.epochs!r}")
+        if self.epochs is not None and not 0 < self.epochs < float("inf"):  # NaN too
+            raise SpecError(f"`train.epochs` must be a number above 0, got {self.epochs!r}")
+        if self.trial_timeout is not None and not self.trial_timeout > 0:
+            raise SpecError(
+                f"`train.trial_timeout` must be above 0 seconds, got {self.trial_timeout!r}"
+            )
         _at_least("train.eval_every", self.eval_every, 1)
         _at_least("train.max_length", self.max_length, 8)
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)

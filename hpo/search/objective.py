@@ -117,6 +117,7 @@ class Objective:
             max_grad_norm=t.max_grad_norm if s.max_grad_norm is None else s.max_grad_norm,
             eval_batch_size=t.eval_batch_size,
             group_by_length=t.group_by_length,
+            timeout=t.trial_timeout,
             loss_options=dict(s.loss_options),
             group_hooks=tuple(s.group_hooks),
         )

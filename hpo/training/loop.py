@@ -86,6 +86,7 @@ class TrainPlan:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 128
     group_by_length: bool = True
+    timeout: float | None = None  # seconds a run may take, checked after each step and evaluation
     loss_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. label_smoothing
     # strategies' hooks (model, AdamW groups) -> groups, e.g. layer-wise learning rates
     group_hooks: tuple[Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]], ...] = ()
@@ -259,11 +260,13 @@ def train(
         result.train_samples += rows  # the real rows: an epoch's last batch may be short
         if on_step is not None:
             on_step(step)
+        _check_time(plan, start, step)
         if step % plan.eval_every == 0 or step == plan.max_steps:
             t0 = time.perf_counter()
             last = evaluate(model, validation, device, plan.eval_batch_size, pad_id, task)
             result.eval_seconds += time.perf_counter() - t0
             result.history.append((step, last))
+            _check_time(plan, start, step)
             if best is None or _better(last[plan.metric], best[plan.metric], plan):
                 best = last
             if on_eval is not None and on_eval(step, last):
@@ -273,6 +276,15 @@ def train(
     result.metrics = dict((best if plan.keep == "best" else last) or {})
     result.peak_memory_mb = _peak_memory_mb(device)
     return result
+
+
+def _check_time(plan: TrainPlan, start: float, step: int) -> None:
+    """End a run past ``plan.timeout`` as a failed trial that says why (the worker goes on)."""
+    if plan.timeout is not None and (spent := time.perf_counter() - start) > plan.timeout:
+        raise TrialFailure(
+            f"ran past train.trial_timeout ({plan.timeout:g} s): {spent:.1f} s at step {step} "
+            f"of {plan.max_steps}"
+        )
 
 
 def _step(
