@@ -43,12 +43,17 @@ def sst2_small(folder: Path) -> dict[str, str]:
     rows = read("train.tsv")
     random.Random(0).shuffle(rows)
     parts = {"train": rows[:2000], "validation": rows[2000:2500], "test": read("dev.tsv")}
+    return _write_csvs(folder, parts, ["sentence", "label"])
+
+
+def _write_csvs(folder: Path, parts: dict[str, Any], header: list[str]) -> dict[str, str]:
+    """Each split's rows as ``folder/<split>.csv`` under ``header``; the files by split."""
     files = {}
     for name, part in parts.items():
         path = folder / f"{name}.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["sentence", "label"])
+            writer.writerow(header)
             writer.writerows(part)
         files[name] = str(path)
     return files
@@ -80,15 +85,7 @@ def _write_splits(
     random.Random(0).shuffle(unique)
     parts = {"train": unique[:2000], "validation": unique[2000:2500],
              "test": unique[2500 : 2500 + test_cap]}  # fmt: skip
-    files = {}
-    for name, part in parts.items():
-        path = folder / f"{name}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label"])
-            writer.writerows(part)
-        files[name] = str(path)
-    return files
+    return _write_csvs(folder, parts, ["text", "label"])
 
 
 def tweets_small(folder: Path) -> dict[str, str] | str:

@@ -126,6 +126,20 @@ def progress(trials: Any, used: int, spec: Any) -> str:
     return f"{used} of {spec.study.n_trials} trials done"
 
 
+def _work(study: Any, objective: Any, spec: Any, live: Any) -> None:
+    """This process's share of the study: trials until the trial count or the spend budget is
+    used, each announced on the live view."""
+    from hpo.execution.workers import work
+
+    work(
+        study,
+        objective,
+        spec.study.n_trials,
+        on_finished=_announce(live),
+        spend=spec.study.budget,
+    )
+
+
 def _live(console: Any, spec: Any) -> Any:
     from hpo.results.live import LiveView
 
@@ -140,7 +154,7 @@ def _live(console: Any, spec: Any) -> Any:
 
 def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     """One worker in this process, with the live view."""
-    from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker, work
+    from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker
     from hpo.search.objective import Objective
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
@@ -161,13 +175,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     try:
         with sigterm_stops_worker(), _live(console, spec) as live:
             objective.listener = live
-            work(
-                study,
-                objective,
-                spec.study.n_trials,
-                on_finished=_announce(live),
-                spend=spec.study.budget,
-            )
+            _work(study, objective, spec, live)
     except (KeyboardInterrupt, WorkerStopped):
         console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
         sys.exit(130)
@@ -246,7 +254,7 @@ def worker(
     from rich.console import Console
 
     from hpo.execution.storage import open_storage, storage_url
-    from hpo.execution.workers import sigterm_stops_worker, work
+    from hpo.execution.workers import sigterm_stops_worker
     from hpo.search.objective import Objective
     from hpo.search.study import BASELINE_ATTR, load_stored
 
@@ -266,12 +274,6 @@ def worker(
         with sigterm_stops_worker(), _live(console, spec) as live:
             if not quiet:
                 objective.listener = live
-            work(
-                study,
-                objective,
-                spec.study.n_trials,
-                on_finished=_announce(live),
-                spend=spec.study.budget,
-            )
+            _work(study, objective, spec, live)
     except (KeyboardInterrupt, WorkerStopped):
         sys.exit(130)
