@@ -40,6 +40,11 @@ class DependencyError(HpoError):
     """An optional package the study needs is not installed (the input is fine: exit 1)."""
 
 
+class WriteFailed(HpoError):
+    """Files could not be written (a full disk, a quota, a file-size limit): nothing the user
+    gave is wrong, so ``hpo`` exits 1; whatever was half-written has been removed."""
+
+
 class TrialFailure(Exception):
     """One trial cannot go on (NaN loss, out of memory, a bad batch); the study carries on."""
 

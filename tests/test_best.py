@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -256,3 +263,80 @@ def test_best_of_a_lora_study_with_a_hidden_head_saves_a_merged_model(
     assert scores["accuracy"] == pytest.approx(facts["test_mean"])  # the run it came from
     predicted = CliRunner().invoke(cli, ["predict", str(out), "a great film", "an awful film"])
     assert predicted.exit_code == 0 and len(predicted.output.splitlines()) == 2
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """A subprocess whose writes past ``limit`` bytes fail with EFBIG (an OSError) instead of
+    killing it with SIGXFSZ: a real write failure, like a full disk, at a size we choose."""
+
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def test_a_failed_save_leaves_nothing_and_no_best_attribute(
+    stored, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A write that fails while `hpo best` saves leaves no half-written model folder that
+    looks complete, no hidden partial folder, and no `hpo_best` in the study; a rerun then
+    saves to the same folder."""
+    from hpo.execution.storage import local_file
+
+    url, _ = stored
+    source = local_file(url)
+    assert source is not None
+    db = tmp_path / "copy.db"  # every page in one file (none left in a WAL): its size is known
+    src, dst = sqlite3.connect(source), sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    copy_url = f"sqlite:///{db}"
+    # Reading the study writes SQLite's 32 KiB WAL index and nothing past the database's end;
+    # the saved weights are the encoder's and a head, more than the encoder alone.
+    wal_index = 32 * 1024
+    weights = (tiny_model_dir / "model.safetensors").stat().st_size
+    limit = (wal_index + weights) // 2
+    assert wal_index + 8 * 1024 < limit < weights - 8 * 1024
+
+    parent = tmp_path / "models"
+    parent.mkdir()
+    out = parent / "model"
+    args = [sys.executable, "-m", "hpo", "best", "tiny", "--storage", copy_url,
+            "--out", str(out), "--seeds", "1", "--top", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for existed in (False, True):  # no folder yet, then an empty one made beforehand
+        if existed:
+            out.mkdir()
+        failed = subprocess.run(
+            args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+            preexec_fn=_file_size_limit(limit),
+        )  # fmt: skip
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1, failed.stderr
+        assert lines[0].startswith(f"Error: cannot save the model to {out}: [Errno 27] ")
+        assert lines[0].endswith("; nothing was saved")
+        assert "Traceback" not in failed.stdout + failed.stderr
+        if existed:
+            assert out.is_dir() and not any(out.iterdir())  # as it was
+        else:
+            assert not out.exists()
+        assert [p.name for p in parent.iterdir()] == (["model"] if existed else [])
+        study = optuna.load_study(study_name="tiny", storage=copy_url)
+        assert "hpo_best" not in study.user_attrs
+
+    # nothing of the failed attempts is in the way: the same command without the limit saves
+    result = CliRunner().invoke(cli, args[3:])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in parent.iterdir()) == ["model"]
+    assert {"config.json", "model.safetensors", "README.md", "hpo_results.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    facts = optuna.load_study(study_name="tiny", storage=copy_url).user_attrs["hpo_best"]
+    assert facts["out"] == str(out)
+    predicted = CliRunner().invoke(cli, ["predict", str(out), "a great fun film"])
+    assert predicted.exit_code == 0, predicted.output
+    label, prob, _ = predicted.output.strip().split("\t")
+    assert label in {"neg", "pos"} and 0.5 <= float(prob) <= 1.0

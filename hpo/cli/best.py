@@ -53,7 +53,7 @@ def best(
     from hpo.execution.storage import open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
     from hpo.final.saved import save, summary
-    from hpo.results.export import ensure_folder
+    from hpo.results.export import probe_folder
     from hpo.search.objective import Objective
     from hpo.search.study import load_stored
 
@@ -64,7 +64,7 @@ def best(
         tied = indistinguishable(study, spec)[: AUTO_TOP - 1]
         top = 1 + len(tied)
     trials = top_trials(study, top, spec.direction == "maximize")
-    ensure_folder(out)
+    probe_folder(out)  # fail before hours of retraining; the save itself creates the folder
     objective = Objective(spec)
     prep = objective.prepare()
     metric = spec.study.metric
@@ -95,6 +95,7 @@ def best(
     facts = summary(results, metric, value, chosen)
     kept = objective.prepare(model=results[chosen].params.get("model"))  # its own tokenizer
     save(model, kept, out, spec, study_name, results, train_on, value, chosen)
+    # only now: a study never claims a model its failed save did not leave
     study.set_user_attr(BEST_ATTR, {**facts, "train_on": train_on, "out": str(out)})
     if len(results) > 1 and train_on == "train":
         console.print(f"chose trial #{facts['trial']}: the best mean validation {metric} of the "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UserError
-from hpo.results.export import ensure_folder
+from hpo.results.export import write_folder
 
 if TYPE_CHECKING:
     from hpo.config.spec import StudySpec
@@ -35,20 +35,25 @@ def save(
     chosen: int = 0,
 ) -> Path:
     """Write the model and tokenizer in Hugging Face format plus a model card (README.md);
-    ``chosen`` indexes the configuration in ``results`` that the model was trained with."""
-    ensure_folder(out)
+    ``chosen`` indexes the configuration in ``results`` that the model was trained with.
+
+    Everything is written to a hidden sibling folder and moved into place only once every file
+    is written (``write_folder``): a full disk leaves no half-written folder that looks
+    complete, but a one-line ``WriteFailed`` and ``out`` as it was."""
     model = plain_model(model)
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
-    model.save_pretrained(out)
-    prep.tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(
-        model_card(spec, study_name, results, train_on, search_value, chosen), encoding="utf-8"
-    )
-    (out / "hpo_results.json").write_text(
-        json.dumps([dataclasses.asdict(r) for r in results], indent=1), encoding="utf-8"
-    )
+    card = model_card(spec, study_name, results, train_on, search_value, chosen)
+    table = json.dumps([dataclasses.asdict(r) for r in results], indent=1)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        prep.tokenizer.save_pretrained(folder)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        (folder / "hpo_results.json").write_text(table, encoding="utf-8")
+
+    write_folder(out, write, "the model")
     return out
 
 

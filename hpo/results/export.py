@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import DependencyError, HpoError, UserError
+from hpo.errors import DependencyError, HpoError, UserError, WriteFailed, first_line
 from hpo.results.insights import ATTR_ORDER, FORMATS, _jsonable
 from hpo.results.report import infeasible
 
@@ -151,3 +155,96 @@ def ensure_folder(out: Path) -> None:
         raise HpoError(
             f"cannot write to --out {out}: {exc.strerror or exc}; give a folder you can write to"
         ) from None
+
+
+def probe_folder(out: Path) -> None:
+    """``ensure_folder``'s check, leaving no trace: a folder this call had to create is removed
+    again, so a command that fails before it writes leaves no empty --out behind."""
+    existed = out.exists() or out.is_symlink()
+    ensure_folder(out)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
+def write_folder(out: Path, write: Callable[[Path], None], what: str) -> None:
+    """Call ``write`` on a hidden sibling of ``out`` (``.<name>.partial-<pid>``), then move it
+    into place: a folder that does not exist, or an empty one, by one atomic rename, so a full
+    disk or any failed write never leaves a half-written ``out`` that looks complete. Into a
+    folder that already holds files (``ensure_folder`` accepts one: a re-save over an earlier
+    model) each file moves by its own atomic rename, once every file is written.
+
+    On a write failure (an ``OSError``, or a Rust writer's "... (os error N)") the sibling is
+    removed, ``out`` is left as it was, and ``WriteFailed`` names ``out`` and the OS reason.
+    """
+    target = Path(os.path.abspath(out))  # "." and "a/.." have a name and a parent too
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if partial.exists():  # left by a killed run of a process with the same id
+                shutil.rmtree(partial)
+            partial.mkdir()
+            write(partial)
+            _move_into_place(partial, target)
+        finally:
+            if partial.exists():
+                shutil.rmtree(partial, ignore_errors=True)
+    except Exception as exc:
+        reason = _write_failure(exc)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot save {what} to {out}: {reason}; nothing was saved") from None
+
+
+def _move_into_place(partial: Path, target: Path) -> None:
+    """Rename the written folder to ``target``; see ``write_folder``."""
+    if not target.exists() and not target.is_symlink():
+        os.rename(partial, target)
+        return
+    empty = target.is_dir() and not any(target.iterdir())
+    if empty and not target.is_symlink() and not _is_cwd(target):
+        target.rmdir()
+        try:
+            os.rename(partial, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                target.mkdir()  # as it was
+            raise
+        return
+    _merge(partial, target)
+
+
+def _merge(partial: Path, target: Path) -> None:
+    for entry in sorted(partial.iterdir()):
+        dest = target / entry.name
+        if entry.is_dir() and dest.is_dir() and not dest.is_symlink():
+            _merge(entry, dest)
+            entry.rmdir()
+        else:
+            os.replace(entry, dest)
+
+
+def _is_cwd(folder: Path) -> bool:
+    try:
+        return folder.samefile(Path.cwd())
+    except OSError:
+        return False
+
+
+_RUST_IO = re.compile(r"\(os error (\d+)\)")
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """The OS reason a write failed, as ``[Errno N] reason``; None when ``exc`` is no write
+    failure. safetensors and tokenizers write from Rust and raise their own exceptions whose
+    text ends in Rust's "... (os error N)"."""
+    if isinstance(exc, OSError):
+        if exc.errno is not None and exc.strerror:
+            return f"[Errno {exc.errno}] {exc.strerror}"  # without the hidden folder's path
+        return first_line(exc)
+    found = _RUST_IO.search(str(exc))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return f"[Errno {number}] {os.strerror(number)}"
