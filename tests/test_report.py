@@ -383,3 +383,22 @@ def test_summary_is_frozen() -> None:
     assert isinstance(s, StudySummary)
     with pytest.raises(AttributeError):
         s.n_complete = 3  # type: ignore[misc]
+
+
+def test_a_failure_whose_worker_died_names_its_retry() -> None:
+    """A trial failed for missing heartbeats is reported with the retry Optuna's callback
+    queued for it (read from the retry's history)."""
+    import warnings
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)
+    study.tell(trial, state=TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    retry(study, study.get_trials()[0])
+    summary = summarize("s", "accuracy", "maximize", study.get_trials())
+    assert summary.failures == [
+        (0, "its worker stopped sending heartbeats (killed or lost); retried as trial #1")
+    ]

@@ -24,6 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from hpo import keys
 from hpo.errors import TrialFailure
+from hpo.execution.optuna_private import (
+    backend_of,
+    claim_waiting,
+    enqueued_params,
+    heartbeat_of,
+    retry_history,
+    storage_of,
+    trial_id_of,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +51,7 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of failed trials that a heartbeat retry has replaced."""
     out: set[int] = set()
     for t in trials:
-        out.update(t.system_attrs.get("retry_history", ()))
+        out.update(retry_history(t))
     return out
 
 
@@ -93,19 +102,15 @@ def _claim(study: optuna.Study) -> int | None:
 
     Trials with parameters (retries, or ones a user enqueued) go before the empty slots.
     """
-    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
+    storage = storage_of(study)
     with _sqlite_claim_lock(study):
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        waiting.sort(key=lambda t: (not (t.params or t.system_attrs.get("fixed_params")), t.number))
+        waiting.sort(key=lambda t: (not (t.params or enqueued_params(t)), t.number))
         for t in waiting:
-            try:
-                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                    return t._trial_id
-            except UpdateFinishedTrialError:
-                continue
+            if claim_waiting(storage, trial_id_of(t)):
+                return trial_id_of(t)
     return None
 
 
@@ -120,8 +125,7 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
     """
     from hpo.execution.storage import local_file
 
-    backend = getattr(study._storage, "_backend", study._storage)
-    url = str(getattr(backend, "url", ""))
+    url = str(getattr(backend_of(storage_of(study)), "url", ""))
     path = local_file(url) if url.startswith("sqlite") else None
     if path is None or fcntl is None:
         yield
@@ -137,10 +141,8 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
 @contextmanager
 def _heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     """Record a heartbeat for the trial every interval while it runs (RDB storages only)."""
-    from optuna.storages._heartbeat import BaseHeartbeat
-
-    storage = study._storage
-    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+    storage = heartbeat_of(storage_of(study))
+    if storage is None:
         yield
         return
     interval = storage.get_heartbeat_interval() or 60
@@ -226,11 +228,10 @@ def work(
     When the queue is empty but other workers' trials still run, the worker waits and sweeps:
     if one of them died, its retry appears in the queue and this worker runs it.
     """
-    from optuna.storages._heartbeat import BaseHeartbeat
     from optuna.trial import TrialState
 
-    storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+    heartbeat = heartbeat_of(storage_of(study))
+    interval = None if heartbeat is None else heartbeat.get_heartbeat_interval()
     poll = poll_seconds or interval or 1.0
     ahead = None if not spend else 1
     ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
@@ -251,7 +252,7 @@ def work(
         run_trial(study, trial_id, objective)
         ran += 1
         if on_finished is not None:
-            on_finished(study, study._storage.get_trial(trial_id))
+            on_finished(study, storage_of(study).get_trial(trial_id))
     return ran
 
 

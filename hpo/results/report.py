@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import keys
+from hpo.execution.optuna_private import retry_history
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 from hpo.tasks.token_classification import per_type_f1
@@ -146,7 +147,7 @@ def summarize(
         if (planned := _int_attr(t, keys.MAX_STEPS)) is not None
     )
     recipe = next((t for t in feasible if t.user_attrs.get(keys.FIRST_TRIAL) == keys.RECIPE), None)
-    retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", ())}
+    retried_as = {n: t.number for t in trials for n in retry_history(t)}
     failures = [
         (t.number, _failure_reason(t, retried_as.get(t.number)))
         for t in sorted(by_state[TrialState.FAIL] + broken, key=lambda t: t.number)
