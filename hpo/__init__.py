@@ -1,5 +1,11 @@
 """hpo: hyperparameter search for fine-tuning pretrained transformers, on Optuna."""
 
+import os
+
+# Nothing about a user's runs is sent anywhere: the Hugging Face libraries' usage telemetry is
+# off unless the environment turns it on (HF_HUB_DISABLE_TELEMETRY=0). Set before they load.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.space import SearchSpace
 from hpo.config.spec import StudySpec

@@ -257,3 +257,34 @@ def test_turning_a_load_key_on_resumes_the_same_study(
     assert resumed  # whether a model may load does not change what the study learns
     with pytest.raises(SpecError, match=r"already exists with other settings: model\.revision"):
         create_or_resume(spec.replace("model", revision="v2"), storage)
+
+
+def test_offline_hub_and_no_telemetry_are_said_and_honoured(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hpo, huggingface_hub.constants as c\n"
+        "from hpo.config.spec import ModelSection\n"
+        "from hpo.models.pretrained import load_config\n"
+        "print('telemetry off:', c.HF_HUB_DISABLE_TELEMETRY)\n"
+        "try:\n"
+        "    load_config(ModelSection(name='hpo-test/no-such-model'))\n"
+        "except hpo.ModelError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_DISABLE_TELEMETRY", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "telemetry off: True"
+    assert lines[1] == (
+        "cannot load `model.name` 'hpo-test/no-such-model' (hub id): HF_HUB_OFFLINE is set and "
+        "the model is not in the local Hugging Face cache; download it once with the network on, "
+        "or give the path of a local folder"
+    )
+    env["HF_HUB_DISABLE_TELEMETRY"] = "0"  # a user who wants it on keeps it on
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert again.stdout.startswith("telemetry off: False")

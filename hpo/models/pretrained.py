@@ -120,6 +120,11 @@ def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> 
     folder = Path(spec.name)
     where = "folder" if folder.exists() else "hub id"
     what = f"cannot load `model.name` {spec.name!r} ({where})"
+    if where == "hub id" and _hub_offline() and "cached" in text:
+        return ModelError(
+            f"{what}: HF_HUB_OFFLINE is set and the model is not in the local Hugging Face "
+            "cache; download it once with the network on, or give the path of a local folder"
+        )
     if "trust_remote_code" in text and not spec.trust_remote_code:
         return ModelError(
             f"{what}: it needs Python code from its repository; set model.trust_remote_code = "
@@ -136,6 +141,13 @@ def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> 
             "model.allow_pickle = true to load it (pickle can run code)"
         )
     return ModelError(f"{what}: {first_line(exc)}")
+
+
+def _hub_offline() -> bool:
+    """Whether huggingface_hub runs offline (HF_HUB_OFFLINE), as it read the environment."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def no_head_error(name: str, model_class: Any, kind: str) -> ModelError:
