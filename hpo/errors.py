@@ -53,6 +53,12 @@ class OutOfMemory(TrialFailure):
     """The trial's batch does not fit in the device's memory."""
 
 
+def shown(name: str) -> str:
+    """A name from the input as a one-line message shows it: as written when it is printable,
+    else with line breaks, control and direction characters escaped (as ``repr`` does)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors run to many lines)."""
     lines = str(exc).strip().splitlines()

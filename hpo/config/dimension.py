@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 from hpo.strategies import Dim, dimensions
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _kind_word(kind: str) -> str:
 
 def parse_dimension(name: str, raw: Any) -> Dimension:
     """Turn one ``[space]`` entry into a validated Dimension; errors name field, value and rule."""
-    where = f"space.{name}"
+    where = f"space.{shown(name)}"
     known = dimensions()
     if name not in known:
         raise SpecError(f"unknown key `{where}`; the space has: {', '.join(known)}")
@@ -157,7 +157,7 @@ def parse_dimension(name: str, raw: Any) -> Dimension:
         when = _parse_when(raw.pop("when", None), where)
         if "choices" in raw:
             if set(raw) != {"choices"}:
-                extra = sorted(set(raw) - {"choices"})[0]
+                extra = shown(sorted(set(raw) - {"choices"})[0])
                 raise SpecError(
                     f"unknown key `{where}.{extra}`; a choice table has choices and when"
                 )
@@ -191,7 +191,9 @@ def _parse_when(raw: Any, where: str) -> tuple[tuple[str, tuple[Any, ...]], ...]
     for other, values in raw.items():
         listed = values if isinstance(values, list) else [values]
         if not listed:
-            raise SpecError(f"`{where}.when.{other}` is an empty list; give the values it needs")
+            raise SpecError(
+                f"`{where}.when.{shown(str(other))}` is an empty list; give the values it needs"
+            )
         out.append((str(other), tuple(listed)))
     return tuple(sorted(out))
 
@@ -202,7 +204,8 @@ def _parse_range(name: str, raw: dict[str, Any], where: str, kind: str) -> Dimen
     unknown = set(raw) - {"low", "high", "log", "step"}
     if unknown:
         raise SpecError(
-            f"unknown key `{where}.{sorted(unknown)[0]}`; a range has low, high, log, step, when"
+            f"unknown key `{where}.{shown(sorted(unknown)[0])}`; a range has low, high, log, step, "
+            "when"
         )
     for key in ("low", "high"):
         if key not in raw:
@@ -222,10 +225,19 @@ def _parse_range(name: str, raw: dict[str, Any], where: str, kind: str) -> Dimen
         raise SpecError(f"`{where}` is a log range, so low must be above 0, got {low!r}")
     step = raw.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf:
+            # (NaN and inf too)
             raise SpecError(f"`{where}.step` must be a positive number, got {step!r}")
         if log:
             raise SpecError(f"`{where}` cannot have both log = true and a step; drop one")
         if kind == "int" and not isinstance(step, int):
             raise SpecError(f"`{where}.step` must be an integer for an integer range, got {step!r}")
+        if step > high - low:  # Optuna would sample low alone
+            raise SpecError(
+                f"`{where}.step` {step!r} is larger than the range from {low!r} to {high!r}"
+            )
+        if kind == "float" and not (high - low) / step <= 2**53:  # finer than floats go
+            raise SpecError(
+                f"`{where}.step` {step!r} is too small for the range from {low!r} to {high!r}"
+            )
     return Dimension(name, low=low, high=high, log=log, step=step)

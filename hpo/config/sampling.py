@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hpo import keys
 from hpo.config.dimension import typed_value
 from hpo.config.space import SearchSpace
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 from hpo.strategies import dimensions
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def first_trials(
     for i, raw in enumerate(given or ()):
         point = {}
         for name, value in raw.items():
-            where = f"sampler.first_trials[{i}].{name}"
+            where = f"sampler.first_trials[{i}].{shown(name)}"
             if name not in space.dimensions:
                 raise SpecError(
                     f"unknown key `{where}`; the space has: {', '.join(space.dimensions)}"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 from hpo.tasks import DEFAULT_TASK, get_task
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
@@ -177,7 +177,8 @@ class DataSection:
             unknown = set(self.files) - {"train", "validation", "test"}
             if unknown:
                 raise SpecError(
-                    f"unknown key `data.files.{sorted(unknown)[0]}`; use train, validation, test"
+                    f"unknown key `data.files.{shown(sorted(unknown)[0])}`; use train, "
+                    "validation, test"
                 )
             if "train" not in self.files:
                 raise SpecError("`data.files` needs a `train` file")
@@ -269,7 +270,8 @@ class AugmentSection:
         unknown = [k for k in self.ops if k not in AUGMENT_OPS]
         if unknown:
             raise SpecError(
-                f"unknown key `augment.ops.{unknown[0]}`; operations: {', '.join(AUGMENT_OPS)}"
+                f"unknown key `augment.ops.{shown(unknown[0])}`; operations: "
+                f"{', '.join(AUGMENT_OPS)}"
             )
         for op, weight in self.ops.items():
             ok = isinstance(weight, (int, float)) and not isinstance(weight, bool)
@@ -295,7 +297,7 @@ def _check_budget(budget: dict[str, float]) -> None:
     if len(units) != 1 or units[0] not in BUDGET_UNITS:
         raise SpecError(
             "`study.budget` takes one of samples, flops or seconds, e.g. budget = {samples = "
-            f"20000}}, got {', '.join(units) or 'nothing'}"
+            f"20000}}, got {', '.join(map(shown, units)) or 'nothing'}"
         )
     value = budget[units[0]]
     if (

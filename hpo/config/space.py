@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo.config.dimension import Dimension, parse_dimension
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 from hpo.strategies import REGISTRY, Condition, dimensions
 
 if TYPE_CHECKING:
@@ -96,7 +96,11 @@ class SearchSpace:
         conditions = self.conditions()
         for name, dim in self.dimensions.items():
             for other, values in dim.when:
-                where = f"space.{name}.when.{other}"
+                where = f"space.{name}.when.{shown(other)}"
+                if other == name:  # visit() below skips a dimension's own name
+                    raise SpecError(
+                        f"`space.{name}.when` forms a cycle: {name} -> {name}; break it"
+                    )
                 if other not in self.dimensions:
                     raise SpecError(
                         f"`{where}`: {other!r} is not a dimension of the space; "

@@ -30,7 +30,7 @@ from hpo.config.sections import (
     TrainSection,
 )
 from hpo.config.space import SearchSpace
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 from hpo.tasks import get_task
 
 # The sections are defined in hpo/config/sections.py; importers read them from here too.
@@ -78,8 +78,9 @@ class StudySpec:
         unknown = set(raw) - set(sections)
         if unknown:
             raise SpecError(
-                f"unknown section `{sorted(unknown)[0]}`; sections: {', '.join(sections)}"
+                f"unknown section `{shown(sorted(unknown)[0])}`; sections: {', '.join(sections)}"
             )
+        _check_integers(raw)
         for name in ("study", "data"):
             if name not in raw:
                 raise SpecError(f"the study file needs a [{name}] section")
@@ -139,7 +140,7 @@ def _build_section(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
     unknown = [k for k in raw if k not in hints]
     if unknown:
         raise SpecError(
-            f"unknown key `{section}.{unknown[0]}`; [{section}] has: {', '.join(names)}"
+            f"unknown key `{section}.{shown(unknown[0])}`; [{section}] has: {', '.join(names)}"
         )
     values = {key: _check_type(f"{section}.{key}", value, hints[key]) for key, value in raw.items()}
     try:
@@ -147,6 +148,23 @@ def _build_section(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
     except TypeError as exc:  # a required key is missing
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
         raise SpecError(f"[{section}] needs `{missing[0]}`" if missing else str(exc)) from None
+
+
+def _check_integers(raw: Mapping[str, Any]) -> None:
+    """TOML integers are 64-bit; tomllib reads longer ones, which would overflow a float (or a
+    message) further on: refused here, naming where (nesting walked without recursion)."""
+    todo: list[tuple[str, Any]] = [(shown(str(k)), v) for k, v in raw.items()]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise SpecError(
+                f"`{where}` is an integer of {value.bit_length()} bits; TOML integers go from "
+                "-2**63 to 2**63 - 1 (about 9.2e18): write a smaller one"
+            )
+        if isinstance(value, Mapping):
+            todo += [(f"{where}.{shown(str(k))}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _is_number(v: Any) -> bool:

@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from hpo.config.spec import StudySpec
-from hpo.errors import SpecError
+from hpo.errors import SpecError, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# tomllib raises ValueError for an integer of over 4300 digits, RecursionError for arrays or
+# tables nested some hundreds deep
+_TOO_BIG = "it holds an integer of over 4300 digits or values nested hundreds deep; shorten it"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -29,6 +34,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw_value.strip()  # a bare word: take it as a string
+    except (ValueError, RecursionError):  # TOML, but past what tomllib reads
+        raise SpecError(f"--set {'.'.join(map(shown, path))}: {_TOO_BIG}") from None
     return path, value
 
 
@@ -40,7 +47,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise SpecError(f"--set {text!r}: `{part}` is not a table")
+                raise SpecError(f"--set {text!r}: `{shown(part)}` is not a table")
             node = child
         node[path[-1]] = value
     return raw
@@ -54,25 +61,40 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         # (with `data.package`, the files are paths inside the package: left as they are)
         for split, name in files.items():
             if isinstance(name, str):
-                files[split] = str((base / Path(name).expanduser()).resolve())
+                files[split] = str(_resolved(f"data.files.{shown(split)}", name, base))
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
-        model["name"] = _model_path(model["name"], base)
+        model["name"] = _model_path("model.name", model["name"], base)
     space = raw.get("space")
     choice = space.get("model") if isinstance(space, dict) else None
     if isinstance(space, dict) and isinstance(choice, list):
-        space["model"] = [_model_path(m, base) if isinstance(m, str) else m for m in choice]
+        space["model"] = [
+            _model_path(f"space.model[{i}]", m, base) if isinstance(m, str) else m
+            for i, m in enumerate(choice)
+        ]
     return raw
 
 
-def _model_path(name: str, base: Path) -> str:
+def _model_path(where: str, name: str, base: Path) -> str:
     """A model folder relative to the study file, made absolute; hub ids stay as they are."""
     if name.startswith("bundled:"):
         return name
-    local = base / Path(name).expanduser()
-    if name.startswith((".", "~", "/")) or local.is_dir():
-        return str(local.resolve())
+    local = _resolved(where, name, base)
+    try:
+        folder = local.is_dir()
+    except OSError:  # a name too long for a path, say: no folder here
+        folder = False
+    if name.startswith((".", "~", "/")) or folder:
+        return str(local)
     return name
+
+
+def _resolved(where: str, name: str, base: Path) -> Path:
+    """``name`` as an absolute path, relative to ``base``, with ``~`` expanded."""
+    try:
+        return (base / Path(name).expanduser()).resolve()
+    except (RuntimeError, ValueError) as exc:  # ~user of no user, a symlink loop, a NUL
+        raise SpecError(f"`{where}` {name!r} is not a path: {exc}") from None
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpec, str]:
@@ -88,6 +110,8 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpe
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    except (ValueError, RecursionError):  # TOML, but past what tomllib reads
+        raise SpecError(f"{path} cannot be read: {_TOO_BIG}") from None
     raw = apply_overrides(raw, overrides)
     raw = resolve_paths(raw, path.parent.resolve())
     return StudySpec.from_dict(raw), text
