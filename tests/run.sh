@@ -13,5 +13,9 @@ pip install -q -e ".[quickstart,dev,lora,postgres,mysql,dashboard,samplers,plots
 ruff check hpo tests
 ruff format --check hpo tests
 mypy hpo
-# pytest exits 5 when it collects no test: that fails this script, as it should.
-pytest "$@"
+# One pytest process per core (pytest-xdist), each with one torch thread: the suite waits on
+# worker subprocesses and database servers as much as it computes, and two-thread torch in every
+# process oversubscribes a small machine. HPO_TEST_PROCESSES picks another count (0: no xdist).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# pytest exits 5 when it collects no test (with or without xdist): that fails this script.
+pytest -n "${HPO_TEST_PROCESSES:-auto}" "$@"
