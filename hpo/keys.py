@@ -38,6 +38,8 @@ WINDOWED = "windowed_sentences"  # {split: sentences split into windows} (token 
 EVAL_NOISE = "eval_noise"  # standard error of the last evaluation, where the task measures it
 CONSTANT_SCORE = "constant_score"  # the metric of the best constant answer
 INFEASIBLE = "infeasible"  # why a trial's configuration cannot run (out of memory twice)
+RACE_OF = "race_of"  # a racing trial: the number of the first trial of the configuration it re-runs
+RACE_SEED = "race_seed"  # the seed a racing trial trained with
 
 # Constraint names (``Trial.set_constraint``); a value above 0 marks the trial infeasible.
 FITS_IN_MEMORY = "fits_in_memory"

@@ -33,6 +33,9 @@ class StudySection:
     # what the search may spend, one of {samples = N}, {flops = N}, {seconds = N}: trials start
     # while the study's spend is below it (hpo.search.budget)
     budget: dict[str, float] | None = None
+    # the last trials of the budget re-run the leading configurations with new seeds, so the
+    # best is a configuration's mean over seeds, not a lucky run (hpo.search.racing)
+    race_trials: int = 0
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", self.name):
@@ -54,6 +57,12 @@ class StudySection:
                 f"which is {natural}d; drop `direction`"
             )
         _at_least("study.n_trials", self.n_trials, 1)
+        _at_least("study.race_trials", self.race_trials, 0)
+        if self.race_trials >= self.n_trials:
+            raise SpecError(
+                f"`study.race_trials` ({self.race_trials}) must be below `study.n_trials` "
+                f"({self.n_trials}): the search needs trials of its own to race"
+            )
         if self.budget is not None:
             _check_budget(self.budget)
         if self.timeout is not None and self.timeout <= 0:

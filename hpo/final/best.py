@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hpo import keys
 from hpo.config.sampling import Hyperparameters
 from hpo.errors import HpoError
+from hpo.search.racing import configurations, raced
 
 if TYPE_CHECKING:
     import optuna
@@ -62,7 +63,8 @@ class ConfigResult:
 
 
 def top_trials(study: optuna.Study, k: int, maximize: bool) -> list[optuna.trial.FrozenTrial]:
-    """The k best complete, feasible trials."""
+    """The k best complete, feasible trials; after a race, the first trials of the k
+    configurations with the best mean over their seeds."""
     from optuna.trial import TrialState
 
     done = [
@@ -72,6 +74,8 @@ def top_trials(study: optuna.Study, k: int, maximize: bool) -> list[optuna.trial
     ]
     if not done:
         raise HpoError(f"study {study.study_name!r} has no complete trial to retrain yet")
+    if raced(done):  # a race re-ran the leaders: rank configurations by their mean over seeds
+        return [c.first for c in configurations(done, maximize)[:k]]
     done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))  # type: ignore[operator]
     return done[:k]
 

@@ -18,6 +18,7 @@ from hpo import keys
 from hpo.execution.optuna_private import retry_history
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
+from hpo.search.racing import race_summary
 from hpo.tasks.token_classification import per_type_f1
 
 FAIL_REASON_WIDTH = 120
@@ -368,6 +369,8 @@ def render_report(
         )
     if summary.within_noise:
         parts.append(_noise_line(summary))
+    if (race := race_summary(trials, summary.direction == "maximize", summary.metric)) is not None:
+        parts.append(Text(race))
     if (line := _recipe_line(summary)) is not None:
         parts.append(line)
     if baseline is not None:

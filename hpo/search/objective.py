@@ -21,6 +21,7 @@ from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
 from hpo.models.flops import trial_flops
 from hpo.search.prepared import Prepared, load_prepared
+from hpo.search.racing import race_seed
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.tasks import get_task
 from hpo.training.loop import Device, TrainPlan, TrainResult, rows_seen, steps_for, train
@@ -141,6 +142,8 @@ class Objective:
 
         started = time.perf_counter()
         hp = sample(self.spec.space, trial, self.depths())
+        racing = race_seed(trial, hp)  # a re-run of a leading configuration: a new seed
+        hp = racing or hp
         name = hp["model"] or self.model_names()[0]
         loads = name not in self._prepared  # this trial pays for reading the model
         prep = self.prepare(model=name)
@@ -173,7 +176,7 @@ class Objective:
                 self.listener.evaluated(step, value)
             if step >= plan.max_steps:  # stopping at the last evaluation saves no step and
                 return False  # would throw a finished result away: no pruner decides there
-            return trial.should_prune()
+            return racing is None and trial.should_prune()  # every run of a race is whole
 
         try:
             try:

@@ -24,17 +24,38 @@ SPEC_ATTR = keys.SPEC
 FILE_ATTR = keys.STUDY_FILE
 BASELINE_ATTR = keys.BASELINE
 # Keys that may change between runs of one study without making it a different study.
-_BUDGET_KEYS = {("study", "n_trials"), ("study", "timeout"), ("study", "budget")}
+_BUDGET_KEYS = {
+    ("study", "n_trials"),
+    ("study", "timeout"),
+    ("study", "budget"),
+    ("study", "race_trials"),
+}
 # Keys that decide whether a model may load, not what is learned: a rerun may turn them on.
 _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``[sampler]``, seeded when a seed is given.
+    """The sampler named in ``[sampler]``, seeded when a seed is given; with
+    ``study.race_trials``, wrapped to re-run the leading configurations at the end.
 
     ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
     the random draws of its first run, which would propose the same configurations again.
     """
+    sampler = _search_sampler(spec, seed_offset)
+    if not spec.study.race_trials:
+        return sampler
+    from hpo.search.racing import RacingSampler
+
+    return RacingSampler(
+        sampler,
+        spec.study.n_trials,
+        spec.study.race_trials,
+        maximize=spec.direction == "maximize",
+        budget=spec.study.budget,
+    )
+
+
+def _search_sampler(spec: StudySpec, seed_offset: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     s = dataclasses.replace(

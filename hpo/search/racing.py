@@ -1,0 +1,253 @@
+"""Racing: the last trials of a study re-run its leading configurations with new seeds.
+
+One fine-tuning run's score moves with its seed about as much as with its hyperparameters
+(Dodge et al. 2020), so the best single trial of a search is partly a lucky seed. With
+``[study] race_trials = R``, the last R trials of the budget do not sample a new configuration:
+each re-runs one of the three configurations with the best mean score so far, the one with the
+fewest runs (ties: the better mean), with a seed no earlier run of it used. Racing trials are
+never pruned, so every run of a configuration is scored at the same step. The report and
+``hpo best`` then rank configurations by their mean over seeds, not by their luckiest run.
+
+``RacingSampler`` wraps the study's sampler and makes the choice in ``before_trial``, which
+Optuna calls when a trial starts; the objective asks ``raced(trial)`` which configuration it
+re-runs (``race_seed``), to change its seed and keep the pruner away. A study with a spend budget
+(``study.budget``) starts racing when what is left of it would pay for R unpruned trials.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from hpo import keys
+from hpo.execution.optuna_private import enqueued_params
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial, Trial
+
+    from hpo.config.sampling import Hyperparameters
+
+FINALISTS = 3  # configurations a race shares its trials among
+SEED_STRIDE = 1000  # a re-run's seed: its first run's seed + SEED_STRIDE x (runs before it)
+_STARTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration's runs: its first trial, every trial that ran it, and their scores."""
+
+    first: FrozenTrial
+    numbers: tuple[int, ...]  # complete runs, first first
+    values: tuple[float, ...]
+    running: int = 0  # runs under way, not scored yet
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def runs(self) -> int:
+        return len(self.values) + self.running
+
+
+def configuration_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """What makes two trials the same configuration: every parameter but the seed."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "seed"))
+
+
+def _feasible(t: FrozenTrial) -> bool:
+    return keys.INFEASIBLE not in t.user_attrs and not any(
+        v > 0 for v in (t.constraints or {}).values()
+    )
+
+
+def configurations(trials: Sequence[FrozenTrial], maximize: bool) -> list[Configuration]:
+    """The complete, feasible configurations of a study, best mean first (ties: fewer runs
+    last, then the earlier first trial)."""
+    groups: dict[tuple[tuple[str, str], ...], list[FrozenTrial]] = {}
+    running: dict[tuple[tuple[str, str], ...], int] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        key = configuration_key(t.params)
+        if t.state == TrialState.COMPLETE and t.value is not None and _feasible(t):
+            groups.setdefault(key, []).append(t)
+        elif t.state == TrialState.RUNNING and keys.RACE_OF in t.user_attrs:
+            running[key] = running.get(key, 0) + 1
+    out = [
+        Configuration(
+            first=runs[0],
+            numbers=tuple(t.number for t in runs),
+            values=tuple(float(t.value) for t in runs),  # type: ignore[arg-type]
+            running=running.get(key, 0),
+        )
+        for key, runs in groups.items()
+    ]
+    sign = -1.0 if maximize else 1.0
+    out.sort(key=lambda c: (sign * c.mean, -len(c.values), c.first.number))
+    return out
+
+
+def raced(trials: Sequence[FrozenTrial]) -> bool:
+    """Whether any trial of the study re-ran a configuration in a race."""
+    return any(keys.RACE_OF in t.user_attrs for t in trials)
+
+
+def next_finalist(trials: Sequence[FrozenTrial], maximize: bool) -> Configuration | None:
+    """The configuration the next racing trial re-runs: among the FINALISTS best by mean, the
+    one with the fewest runs (complete or under way); ties go to the better mean."""
+    leading = configurations(trials, maximize)[:FINALISTS]
+    if not leading:
+        return None
+    return min(leading, key=lambda c: (c.runs, leading.index(c)))
+
+
+class RacingSampler(BaseSampler):
+    """The study's sampler for the search; the configuration to re-run once the race is due.
+
+    ``n_trials`` and ``race_trials`` as in ``[study]``; ``budget`` (``study.budget``, one unit)
+    starts the race when what is left of it would pay for ``race_trials`` unpruned trials."""
+
+    def __init__(
+        self,
+        base: BaseSampler,
+        n_trials: int,
+        race_trials: int,
+        maximize: bool,
+        budget: Mapping[str, float] | None = None,
+    ) -> None:
+        self._base = base
+        self._n_trials = n_trials
+        self._race_trials = race_trials
+        self._maximize = maximize
+        self._budget = dict(budget or {})
+        self._assigned: dict[int, FrozenTrial] = {}  # trial number -> first run it repeats
+
+    @property
+    def base(self) -> BaseSampler:
+        return self._base
+
+    def due(self, trials: Sequence[FrozenTrial], number: int) -> bool:
+        """Whether trial ``number`` falls in the race: the last ``race_trials`` of the budget."""
+        others = [t for t in trials if t.number != number]
+        started = sum(1 for t in others if t.state in _STARTED)
+        if started >= self._n_trials - self._race_trials:
+            return True
+        if not self._budget:
+            return False
+        from hpo.search.budget import spent
+
+        ((unit, amount),) = self._budget.items()
+        return spent(others, unit) + self._race_trials * _full_cost(others, unit) >= amount
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._base.before_trial(study, trial)
+        if enqueued_params(trial):  # the recipe, a given first trial or a retry: run as asked
+            return
+        trials = study.get_trials(deepcopy=False)
+        if not self.due(trials, trial.number):
+            return
+        finalist = next_finalist(trials, self._maximize)
+        if finalist is not None:
+            self._assigned[trial.number] = finalist.first
+
+    def repeats(self, number: int) -> FrozenTrial | None:
+        """The first run of the configuration trial ``number`` re-runs, if it races."""
+        return self._assigned.get(number)
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if trial.number in self._assigned:
+            return {}
+        return self._base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial.number in self._assigned:
+            return {}
+        return self._base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        first = self._assigned.get(trial.number)
+        if first is not None and param_name in first.params:
+            return first.params[param_name]
+        return self._base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._assigned.pop(trial.number, None)
+        self._base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._base.reseed_rng()
+
+
+def _full_cost(trials: Sequence[FrozenTrial], unit: str) -> float:
+    """What one unpruned trial costs in ``unit``: the stored figure for samples and FLOPs, the
+    slowest complete trial's wall time for seconds."""
+    if unit == "seconds":
+        walls = [
+            float(t.user_attrs[keys.WALL_SECONDS])
+            for t in trials
+            if t.state == TrialState.COMPLETE and keys.WALL_SECONDS in t.user_attrs
+        ]
+        return max(walls, default=0.0)
+    costs = [
+        t.user_attrs[keys.FULL_TRIAL].get(unit) for t in trials if keys.FULL_TRIAL in t.user_attrs
+    ]
+    finite = [float(c) for c in costs if isinstance(c, (int, float)) and math.isfinite(c)]
+    return finite[-1] if finite else 0.0
+
+
+def race_seed(trial: Trial, hp: Hyperparameters) -> Hyperparameters | None:
+    """For a trial that re-runs a configuration in a race, its hyperparameters with a seed no
+    earlier run of it used (the first run's seed plus SEED_STRIDE for each run before this
+    one), recorded on the trial; None for a trial of the search."""
+    sampler = trial.study.sampler
+    first = sampler.repeats(trial.number) if isinstance(sampler, RacingSampler) else None
+    if first is None:
+        return None
+    key = configuration_key(first.params)
+    before = sum(
+        1
+        for t in trial.study.get_trials(deepcopy=False, states=_STARTED)
+        if t.number != trial.number and configuration_key(t.params) == key
+    )
+    seed = int(hp["seed"]) + SEED_STRIDE * max(1, before)
+    trial.set_user_attr(keys.RACE_OF, first.number)
+    trial.set_user_attr(keys.RACE_SEED, seed)
+    return hp.replace(seed=seed)
+
+
+def race_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -> str | None:
+    """The report's line on a race: the leading configurations' means over their seeds."""
+    if not raced(trials):
+        return None
+    parts = [
+        f"#{c.first.number} {c.mean:.4f} ± {c.sd:.4f} over {len(c.values)} seed(s)"
+        for c in configurations(trials, maximize)[:FINALISTS]
+    ]
+    return f"raced: mean validation {metric} per configuration (first trial): " + "; ".join(parts)
