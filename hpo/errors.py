@@ -2,8 +2,53 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 
-class HpoError(Exception):
+# A Hugging Face access token ("hf_" and 30 or more letters and digits), and the environment
+# variables huggingface_hub reads one from.
+_HUB_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_SHORTEST_SECRET = 8  # a shorter variable's value would mask common words, not a secret
+
+
+def without_tokens(text: str) -> str:
+    """``text`` with every Hugging Face token masked (``hf_***``): the values of ``HF_TOKEN``
+    and ``HUGGING_FACE_HUB_TOKEN``, and anything shaped like a token. Every message hpo shows
+    or stores passes through it (errors' ``__init__``, ``first_line``)."""
+    for variable in _TOKEN_VARIABLES:
+        secret = os.environ.get(variable, "").strip()
+        if len(secret) >= _SHORTEST_SECRET:
+            text = text.replace(secret, "hf_***")
+    return _HUB_TOKEN.sub("hf_***", text)
+
+
+class _TokenMask(logging.Filter):
+    """Masks Hugging Face tokens in a log record before its handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = without_tokens(record.getMessage()), None
+        return True
+
+
+def mask_tokens_in_logs() -> None:
+    """Mask tokens in what huggingface_hub and transformers log (the hub client's "Retrying
+    ... HEAD https://huggingface.co/NAME/..." lines echo a model or dataset name)."""
+    for name in ("huggingface_hub", "transformers"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _TokenMask) for f in handler.filters):
+                handler.addFilter(_TokenMask())
+
+
+class _Scrubbed(Exception):
+    """An exception whose text arguments have their Hugging Face tokens masked."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(without_tokens(a) if isinstance(a, str) else a for a in args))
+
+
+class HpoError(_Scrubbed):
     """Base of every error hpo explains in one line instead of a traceback. ``hpo`` exits 1 for
     one that stops a correct command (a missing package, a port in use, a folder it cannot
     write), 2 for a ``UserError``."""
@@ -45,7 +90,7 @@ class WriteFailed(HpoError):
     gave is wrong, so ``hpo`` exits 1; whatever was half-written has been removed."""
 
 
-class TrialFailure(Exception):
+class TrialFailure(_Scrubbed):
     """One trial cannot go on (NaN loss, out of memory, a bad batch); the study carries on."""
 
 
@@ -62,4 +107,4 @@ def shown(name: str) -> str:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors run to many lines)."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return without_tokens(lines[0]) if lines else type(exc).__name__

@@ -11,7 +11,7 @@ import click
 
 from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
 from hpo.cli.options import F, set_option, storage_option
-from hpo.execution.storage import masked_url
+from hpo.execution.storage import masked_url, open_storage
 from hpo.execution.workers import WorkerStopped
 from hpo.results.dashboard import write_study_note
 
@@ -90,19 +90,19 @@ def run(
     from rich.console import Console
 
     from hpo.execution import launch
-    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.storage import storage_url
 
     spec, text = load_study_file(study_file, overrides, n_trials, timeout)
     url = storage_url(storage)
     console = Console()
     quiet_libraries()
-    store = open_storage(url)
     gpu_ids = launch.parse_gpus(gpus)
+    # the database is opened once the data and model have loaded: bad data leaves no database
     if gpu_ids or (workers or 1) > 1:
         slots = launch.plan_slots(workers, gpu_ids, per_gpu)
-        study = _run_parallel(console, spec, text, url, store, slots)
+        study = _run_parallel(console, spec, text, url, slots)
     else:
-        study = _run_here(console, spec, text, url, store)
+        study = _run_here(console, spec, text, url)
     write_study_note(study)
     print_report(console, study, spec)
 
@@ -152,7 +152,7 @@ def _live(console: Any, spec: Any) -> Any:
     )
 
 
-def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
+def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     """One worker in this process, with the live view."""
     from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker
     from hpo.search.objective import Objective
@@ -162,7 +162,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str, store: Any) -> Any:
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
     prep = objective.prepare()
     extra = {BASELINE_ATTR: baseline(prep.task)}
-    study, resumed = create_or_resume(spec, store, text, extra)
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
     set_deadline(study, spec.study.timeout)
     done = progress(study.get_trials(deepcopy=False), budget_used(study), spec)
     console.print(
@@ -186,9 +186,7 @@ def _announce(live: Any) -> Callable[[Any, Any], None]:
     return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value)
 
 
-def _run_parallel(
-    console: Any, spec: Any, text: str, url: str, store: Any, slots: list[Any]
-) -> Any:
+def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]) -> Any:
     """Create the study here, then start one worker process per slot and watch the database."""
     from hpo.execution import launch
     from hpo.execution.workers import set_deadline, sigterm_stops_worker
@@ -197,7 +195,7 @@ def _run_parallel(
 
     task = preflight(spec)
     extra = {BASELINE_ATTR: baseline(task)}
-    study, resumed = create_or_resume(spec, store, text, extra)
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
     set_deadline(study, spec.study.timeout)
     where = ", ".join(
         f"GPU {s.gpu}" if s.gpu is not None else f"{s.threads} CPU threads" for s in slots

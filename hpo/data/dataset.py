@@ -4,23 +4,26 @@ hpo/data/files.py); split (tokenizing and batching the rows is hpo/data/batches.
 Every source ends as the same shape: ``text`` (and ``text_pair``) plus an integer ``label``,
 with train / validation / optional test splits. Splits carved from train are stratified and
 seeded by ``data.seed``, so every trial and every worker sees the same rows.
+
+Bad data stops the study with one ``DataError`` before any trial; what is only suspicious (rows
+dropped for an empty text, texts shared between train and a held-out split) is said once, as
+a ``warning:`` line on stderr, and kept in ``TaskData.notes``.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from hpo.config.spec import DataSection
 from hpo.data.files import data_files, load_hub, read_file
 from hpo.errors import DataError
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class TaskData:
     validation: Split
     test: Split | None
     label_names: list[str]
+    notes: tuple[str, ...] = ()  # the warnings printed when the data was loaded
 
     @property
     def num_labels(self) -> int:
@@ -92,11 +96,16 @@ def load_task(spec: DataSection) -> TaskData:
                     f"its columns are: {', '.join(table.column_names)}"
                 )
     label_names, encode = _label_encoder(train_rows, spec.label_column)
-    splits = {
-        name: _to_split(table, spec, encode, name)
-        for name, table in tables.items()
-        if table is not None
-    }
+    splits: dict[str, Split] = {}
+    blank: dict[str, int] = {}
+    for name, table in tables.items():
+        if table is not None:
+            splits[name], blank[name] = _to_split(table, spec, encode, label_names, name)
+            if spec.hub is None and len(splits[name]) == 0:
+                raise DataError(
+                    f"the {name} split ({Path(data_files(spec)[name]).name}) has no row with "
+                    "both a text and a label"
+                )
     rng = random.Random(spec.seed)
     train = splits["train"]
     test = splits.get("test")
@@ -115,14 +124,47 @@ def load_task(spec: DataSection) -> TaskData:
         raise DataError(
             f"too little data: {len(train)} training and {len(validation)} validation rows"
         )
-    return TaskData(train, validation, test, label_names)
+    notes = _blank_note(blank) + _leakage_notes(train, {"validation": validation, "test": test})
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    return TaskData(train, validation, test, label_names, tuple(notes))
+
+
+def _blank_note(blank: dict[str, int]) -> list[str]:
+    """How many labelled rows of each split were dropped for an empty or whitespace text."""
+    counts = [f"{n} in {split}" for split, n in blank.items() if n]
+    if not counts:
+        return []
+    return [f"dropped rows whose text is empty or only whitespace: {', '.join(counts)}"]
+
+
+def _leakage_notes(train: Split, held_out: dict[str, Split | None]) -> list[str]:
+    """A note for each held-out split holding rows whose text (and pair) train has too: its
+    scores would flatter a model that memorised them."""
+    seen = set(_row_texts(train))
+    notes = []
+    for name, split in held_out.items():
+        shared = sum(1 for row in _row_texts(split) if row in seen) if split else 0
+        if shared:
+            notes.append(f"{shared} {name} rows also appear in train: {name} leakage")
+    return notes
+
+
+def _row_texts(split: Split) -> list[tuple[str, str | None]]:
+    pairs = split.text_pair if split.text_pair is not None else [None] * len(split)
+    return list(zip(split.text, pairs, strict=True))
 
 
 def _load_raw(spec: DataSection) -> dict[str, Any]:
-    """Read the source into {split name: datasets.Dataset}."""
+    """Read the source into {split name: datasets.Dataset}; a local file must hold rows."""
     if spec.hub is not None:
         return load_hub(spec)
-    return {split: read_file(path, spec) for split, path in data_files(spec).items()}
+    tables = {}
+    for split, path in data_files(spec).items():
+        tables[split] = read_file(path, spec)
+        if len(tables[split]) == 0:
+            raise DataError(f"`data.files.{split}` has no rows: {path}")
+    return tables
 
 
 def _unlabelled(y: Any) -> bool:
@@ -130,13 +172,27 @@ def _unlabelled(y: Any) -> bool:
     return y is None or y == -1 or (isinstance(y, float) and math.isnan(y))
 
 
-def _label_encoder(table: Any, column: str) -> tuple[list[str], dict[Any, int]]:
-    """Label names and a value -> index map; class-label features keep their own order."""
+def _label_name(value: Any) -> str:
+    """A label as text: 1, 1.0 and "1" are the same label "1" (a column of integers with a gap
+    is read as floats, and a json or pickle column may mix numbers with text)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label_encoder(table: Any, column: str) -> tuple[list[str], Callable[[Any], int | None]]:
+    """Label names and a value -> index function (None: a label train never has); class-label
+    features keep their own order, other labels are read as text, numbers in numeric order."""
     feature = table.features.get(column)
     names = getattr(feature, "names", None)
     if names:
-        return list(names), {i: i for i in range(len(names))}
-    values = {v for v in table[column] if not _unlabelled(v)}
+        return list(names), lambda y: y if isinstance(y, int) and 0 <= y < len(names) else None
+    try:
+        values = {v for v in table[column] if not _unlabelled(v)}
+    except TypeError:  # unhashable: a list or a dict in a cell
+        raise DataError(
+            f"`data.label_column` {column!r} holds lists or tables, not one label per row"
+        ) from None
     if not values:
         raise DataError(f"`data.label_column` {column!r} has no labels in the train split")
     if len(values) < 2:
@@ -147,31 +203,46 @@ def _label_encoder(table: Any, column: str) -> tuple[list[str], dict[Any, int]]:
             "is it really a class label?"
         )
     ordered = sorted(values, key=lambda v: (isinstance(v, str), v))
-    # A column of integers with a gap is read as floats (0.0, 1.0): name them as integers.
-    names = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in ordered]
-    return names, {v: i for i, v in enumerate(ordered)}
+    names = list(dict.fromkeys(_label_name(v) for v in ordered))
+    if len(names) < 2:
+        raise DataError(f"`data.label_column` {column!r} has only one class: {names[0]!r}")
+    index = {name: i for i, name in enumerate(names)}
+    return names, lambda y: index.get(_label_name(y))
 
 
-def _to_split(table: Any, spec: DataSection, encode: dict[Any, int], name: str) -> Split:
+def _to_split(
+    table: Any,
+    spec: DataSection,
+    encode: Callable[[Any], int | None],
+    label_names: list[str],
+    name: str,
+) -> tuple[Split, int]:
+    """The split's labelled rows with a text, and how many labelled rows had none (an empty or
+    whitespace-only text)."""
     texts = table[spec.text_column]
     pairs = table[spec.text_pair_column] if spec.text_pair_column else None
     labels = table[spec.label_column]
     keep_text: list[str] = []
     keep_pair: list[str] | None = [] if pairs is not None else None
     keep_label: list[int] = []
+    blank = 0
     for i, (text, y) in enumerate(zip(texts, labels, strict=True)):
-        if _unlabelled(y) or not isinstance(text, str) or not text.strip():
-            continue  # unlabelled or empty rows carry nothing to learn or score
-        if y not in encode:
+        if _unlabelled(y):
+            continue  # unlabelled rows carry nothing to learn or score
+        if not isinstance(text, str) or not text.strip():
+            blank += 1  # nor do rows without a text: dropped, and counted in a warning
+            continue
+        index = encode(y)
+        if index is None:
             raise DataError(
                 f"the {name} split has label {y!r}, which the train split never uses; "
-                f"train labels: {', '.join(map(str, encode))}"
+                f"train labels: {', '.join(label_names)}"
             )
         keep_text.append(text)
         if keep_pair is not None and pairs is not None:
             keep_pair.append(pairs[i] if isinstance(pairs[i], str) else "")
-        keep_label.append(encode[y])
-    return Split(keep_text, keep_pair, keep_label)
+        keep_label.append(index)
+    return Split(keep_text, keep_pair, keep_label), blank
 
 
 def _by_label(split: Split, rng: random.Random) -> list[list[int]]:

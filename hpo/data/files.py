@@ -5,15 +5,18 @@ read without running any code they ask for).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.metadata
+import math
 import pickle
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hpo.config.spec import DataSection
-from hpo.errors import DataError, DependencyError, first_line
+from hpo.errors import DataError, DependencyError, first_line, mask_tokens_in_logs
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -49,6 +52,7 @@ def quiet_datasets() -> None:
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    mask_tokens_in_logs()  # the hub client's retry lines name the dataset
 
 
 def data_files(spec: DataSection) -> dict[str, str]:
@@ -67,6 +71,8 @@ def data_files(spec: DataSection) -> dict[str, str]:
     for split, name in files.items():
         if not Path(name).is_file():
             raise DataError(f"`data.files.{split}` not found: {name}")
+        if Path(name).stat().st_size == 0:
+            raise DataError(f"`data.files.{split}` is an empty file (0 bytes): {name}")
     return files
 
 
@@ -82,7 +88,7 @@ def read_file(path: str, spec: DataSection) -> Any:
     quiet_datasets()
     fmt = file_format(path, spec)
     if fmt == "pickle":
-        table = read_pickle(path, spec.columns)
+        table = {key: _one_type(values) for key, values in read_pickle(path, spec.columns).items()}
         try:
             return datasets.Dataset.from_dict(table)
         except Exception as exc:  # pyarrow: mixed or unsupported types in a column
@@ -116,14 +122,84 @@ def read_file(path: str, spec: DataSection) -> Any:
     else:
         builder = "json" if fmt in ("json", "jsonl") else "parquet"
     try:
-        return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
+        with _silent_readers():
+            return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
     except Exception as exc:  # datasets wraps the reader's errors in its own
         if _caused_by(exc, UnicodeDecodeError):
             raise DataError(
                 f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
                 '(for example "latin-1")'
             ) from None
-        raise DataError(f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}") from None
+        problem = _csv_problem(path, spec, fmt) if fmt in ("csv", "tsv") else _no_rows(path, fmt)
+        raise DataError(
+            problem or f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}"
+        ) from None
+
+
+def _no_rows(path: str, fmt: str) -> str | None:
+    """The message for a json, jsonl or parquet file that holds no rows; else None."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            empty = pq.read_metadata(path).num_rows == 0
+        else:
+            empty = Path(path).read_bytes().strip() in (b"", b"[]", b"{}")
+    except Exception:  # unreadable in another way: the reader's own message says how
+        return None
+    return f"{Path(path).name} has no rows" if empty else None
+
+
+@contextlib.contextmanager
+def _silent_readers() -> Iterator[None]:
+    """No log line from datasets ("Failed to read file ...") nor warning from pandas while a
+    file is read: a failure becomes hpo's one-line ``DataError``, and nothing is printed
+    before it."""
+    import datasets
+
+    before = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        datasets.logging.set_verbosity(before)
+
+
+def _csv_reader(f: IO[str], fmt: str, strict: bool = False) -> Any:
+    """Rows of a csv or tsv (no quoting) file, fields of any length; ``strict``: a quoting
+    mistake in a csv is a ``csv.Error``."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    if fmt == "tsv":
+        return csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(f, strict=strict)
+
+
+def _csv_problem(path: str, spec: DataSection, fmt: str) -> str | None:
+    """Why a csv/tsv file the reader refused cannot be read, in one line naming the file and
+    the line (an unterminated quote, a header with no rows); None when no reason is found."""
+    name = Path(path).name
+    rows = 0
+    line = 0
+    try:
+        with open(path, encoding=spec.encoding, newline="") as f:
+            reader = _csv_reader(f, fmt, strict=True)
+            for row in reader:
+                rows += bool(row)  # blank lines are no rows (pandas skips them)
+                line = reader.line_num
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            return (
+                f'{name} line {line + 1}: a quoted field starts here and its closing quote (") '
+                'never comes; close it, or double each quote inside a field ("")'
+            )
+        return f"{name} line {line + 1}: {first_line(exc)}"
+    except (OSError, UnicodeDecodeError):
+        return None
+    if rows == 1 and spec.columns is None:
+        return f"{name} has a header row but no data rows"
+    return None
 
 
 def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
@@ -133,22 +209,22 @@ def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
     name = Path(path).name
     try:
         with open(path, encoding=spec.encoding, newline="") as f:
-            if fmt == "tsv":
-                first = next(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), [])
-            else:
-                first = next(csv.reader(f), [])
+            first: list[str] = next(_csv_reader(f, fmt), [])
     except UnicodeDecodeError:
         raise DataError(
             f'{name} is not valid {spec.encoding}; set `data.encoding` (for example "latin-1")'
         ) from None
+    except csv.Error:
+        raise DataError(_csv_problem(path, spec, fmt) or f"cannot read {name} as {fmt}") from None
     if [field.strip() for field in first] == list(spec.columns):
         raise DataError(
             f"{name} starts with a header row ({', '.join(first)}); `data.columns` is for files "
             "without one: drop it"
         )
     if first and len(first) != len(spec.columns):
-        raise DataError(
-            f"`data.columns` names {len(spec.columns)} columns but the rows of {name} have "
+        raise DataError(  # an unterminated quote on the first line makes one long field
+            _csv_problem(path, spec, fmt)
+            or f"`data.columns` names {len(spec.columns)} columns but the rows of {name} have "
             f"{len(first)} fields; name each of them"
         )
 
@@ -225,6 +301,26 @@ def read_pickle(path: str, columns: Sequence[str] | None = None) -> dict[str, li
         f"{name} holds a {kind}; a data pickle holds a list of row dicts, a dict of "
         "equal-length columns, or a tuple of parallel columns (named by `data.columns`)"
     )
+
+
+def _one_type(values: list[Any]) -> list[Any]:
+    """A column that mixes text with numbers (labels "1" and 2, say) as text throughout, as a
+    csv reader would give it: 1, 1.0 and "1" are the same label. Missing values stay None."""
+    kinds = {isinstance(v, str) for v in values if v is not None and not _nan(v)}
+    if kinds != {True, False}:
+        return values
+    return [None if v is None or _nan(v) else _as_text(v) for v in values]
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _as_text(value: Any) -> str:
+    """A value as text; a whole float as an integer ("2", not "2.0")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _equal_lengths(table: dict[str, Any], name: str, where: str) -> dict[str, list[Any]]:

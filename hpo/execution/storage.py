@@ -12,7 +12,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import DependencyError, StorageError, StorageUnavailable, first_line
+from hpo.errors import (
+    DependencyError,
+    StorageError,
+    StorageUnavailable,
+    first_line,
+    without_tokens,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -200,8 +206,9 @@ def masked_url(url: str) -> str:
 
 
 def without_secret(text: str, url: str) -> str:
-    """``text`` (a driver's error message, say) with the URL's password masked wherever it
-    appears."""
+    """``text`` (a driver's error message, say) with the URL's password, and any Hugging Face
+    token, masked wherever they appear."""
+    text = without_tokens(text)
     try:
         from sqlalchemy.engine import make_url
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.config.spec import BUNDLED_MINILM, BUNDLED_SMOLLM2, ModelSection
-from hpo.errors import DependencyError, ModelError, first_line
+from hpo.errors import DependencyError, ModelError, first_line, mask_tokens_in_logs
 from hpo.models.anatomy import Anatomy, anatomy, declared_depth, remember
 from hpo.models.flops import shape_of_model
 
@@ -62,6 +62,7 @@ def quiet_transformers() -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    mask_tokens_in_logs()  # the hub client's retry lines name the model
 
 
 def resolve(spec: ModelSection) -> str:
