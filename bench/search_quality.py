@@ -26,6 +26,9 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   hpo-bohb-3d  hpo-sha-3d with TPE fitted on the largest rung with enough results (BOHB's rule,
                sampler.fit_on = "largest_rung") and a rung margin of one standard error of an
                accuracy near 0.8 on the validation rows (pruner.margin).
+  hpo-small-3d  hpo-bohb-3d started from the Trainer's untuned recipe, with study.budget set
+               to a quarter of the protocol's samples (trials x steps x batch) instead of a
+               trial count: a candidate for "at most a third of the peer's compute".
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
@@ -47,8 +50,9 @@ in hpo's loop and scored on the held-out test, so the retraining is identical ac
 (hf-search's best too). One retraining moves the held-out score by about 0.01 between training
 seeds, as much as the methods differ, so ``--retest-seeds K`` also retrains it with seeds
 1..K-1 (the default recipe: its seed + 1..K-1) and reports the mean: the quality of the
-configuration a search chose, with less of the luck of one run. bert-grid does not depend on
-the seed: it runs once and its row is reused for the other seeds.
+configuration a search chose, with less of the luck of one run. bert-grid has no sampler: its
+six runs train with the run's seed, so its spread over seeds is the grid's own, measured (rows
+saved before this, marked *, reused seed 0's grid for every seed).
 
 Compute is counted three ways. Samples are training rows seen by the search (steps x batch).
 TFLOP are model FLOPs (common.flops_per_row): each trial's training rows at the cost its frozen
@@ -92,12 +96,11 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "hpo-sha-3d", "hpo-bohb-3d", "top-k", "hf-search", "bert-grid", "default",
+    "hpo-sha-3d", "hpo-bohb-3d", "hpo-small-3d", "top-k", "hf-search", "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
 # recipe as the noise floor; 11-13 minutes a seed on a 2-core machine (BENCHMARKS.md).
 HEADLINE = ("hpo-sha", "hf-search", "default")
-SEED_FREE = ("bert-grid",)  # no sampler and training seed 0: the same result for every seed
 TASKS = {"sst2": None, "tweets": tweets_small, "trec": trec_small}
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 LR_LOW, LR_HIGH = 1e-5, 2e-4
@@ -242,11 +245,14 @@ def method_hpo(
     recipe: bool = False,
     fit_on: str = "every_trial",
     margin: float | None = None,
+    share: float | None = None,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
     from the Trainer's untuned recipe (``sampler.start_from_recipe``); ``fit_on`` and
-    ``margin`` are the sampler's and the pruner's keys of those names."""
+    ``margin`` are the sampler's and the pruner's keys of those names; ``share`` replaces the
+    trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
+    batch."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -259,6 +265,11 @@ def method_hpo(
     spec = spec.replace("pruner", name=pruner, margin=margin).replace(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
+    if share is not None:
+        from hpo.config.sections import NO_CAP
+
+        budget = {"samples": share * (trials or s.trials) * s.steps * BATCH}
+        spec = spec.replace("study", budget=budget, n_trials=NO_CAP)
     return run_study(s, method, seed, spec)
 
 
@@ -266,7 +277,7 @@ def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
     """Six fixed configurations; one epoch's worth of the batch-16 budget at either batch size."""
     lrs, batches = [2e-5, 3e-5, 5e-5], [16, 32]
     space = {"learning_rate": lrs, "batch_size": batches, "warmup_ratio": 0.1,
-             "lr_schedule": "linear"}  # fmt: skip
+             "lr_schedule": "linear", "seed": seed}  # fmt: skip
     epochs = s.steps * BATCH / s.n_train  # 1.0 in the protocol: 125 steps at 16, 63 at 32
     spec = make_spec(s, f"bert-grid-{seed}", space, 6, epochs=epochs)
     grid = [{"learning_rate": lr, "batch_size": b} for b in batches for lr in lrs]
@@ -393,6 +404,19 @@ RUNNERS = {
         hpo_dims=False,
         fit_on="largest_rung",
         margin=(0.8 * 0.2 / s.n_validation) ** 0.5,
+    ),
+    # a candidate for small budgets: the untuned recipe first, then hpo-bohb-3d's search, all
+    # within a quarter of the protocol's samples (a trial that starts under it runs to its end)
+    "hpo-small-3d": lambda s, seed: method_hpo(
+        s,
+        seed,
+        "successive_halving",
+        method="hpo-small-3d",
+        hpo_dims=False,
+        recipe=True,
+        fit_on="largest_rung",
+        margin=(0.8 * 0.2 / s.n_validation) ** 0.5,
+        share=0.25,
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,
@@ -590,18 +614,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(setup, str):
             print(setup, file=sys.stderr)
             return 1
-        reused: dict[str, dict[str, Any]] = {}
         for seed in args.seeds:
             mine = []
             for m in methods:
-                if m in reused:
-                    row = {**reused[m], "seed": seed, "reused": True}
-                else:
-                    console.print(f"[dim]seed {seed}: {m} ...[/dim]")
-                    row = RUNNERS[m](setup, seed)
-                    row["flops"] = search_flops(setup, row["curves"])
-                    if m in SEED_FREE:
-                        reused[m] = row
+                console.print(f"[dim]seed {seed}: {m} ...[/dim]")
+                row = RUNNERS[m](setup, seed)
+                row["flops"] = search_flops(setup, row["curves"])
                 mine.append(row)
             rows += mine
             console.print(table(f"seed {seed}", seed_lines(mine)))

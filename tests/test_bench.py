@@ -69,7 +69,7 @@ def test_throughput_benchmark_quick(
 
 # one method per code path of bench/search_quality.py (the other hpo-* rows only change the
 # sampler's or pruner's settings): keeps the suite inside CI's time
-METHODS = ("hpo", "hpo-noprune", "hpo-sha-recipe", "hpo-bohb-3d", "top-k", "hf-search",
+METHODS = ("hpo", "hpo-noprune", "hpo-sha-recipe", "hpo-small-3d", "top-k", "hf-search",
            "bert-grid", "default")  # fmt: skip
 
 
