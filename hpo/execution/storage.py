@@ -92,7 +92,12 @@ def open_storage(
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
                 }
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        if heartbeat:  # workers and runs ride out a database restart; readers fail at once
+            from hpo.execution.resilient import retried
+
+            return retried(rdb, url)
+        return rdb
     except ModuleNotFoundError as exc:
         extra = _DRIVERS.get(exc.name or "")
         hint = f"pip install 'hpo[{extra}]'" if extra else f"pip install {exc.name}"
