@@ -38,11 +38,15 @@ WINDOWED = "windowed_sentences"  # {split: sentences split into windows} (token 
 EVAL_NOISE = "eval_noise"  # standard error of the last evaluation, where the task measures it
 CONSTANT_SCORE = "constant_score"  # the metric of the best constant answer
 INFEASIBLE = "infeasible"  # why a trial's configuration cannot run (out of memory twice)
+DP_EPSILON = "dp_epsilon"  # the privacy a DP-SGD trial spent: the accountant's epsilon at delta
+DP_DELTA = "dp_delta"  # the delta that epsilon is stated at
+DP_FROZEN = "dp_frozen_layers"  # layers DP-SGD froze because opacus cannot train them privately
 RACE_OF = "race_of"  # a racing trial: the number of the first trial of the configuration it re-runs
 RACE_SEED = "race_seed"  # the seed a racing trial trained with
 
 # Constraint names (``Trial.set_constraint``); a value above 0 marks the trial infeasible.
 FITS_IN_MEMORY = "fits_in_memory"
+WITHIN_EPSILON = "within_target_epsilon"  # epsilon spent minus `privacy.target_epsilon`
 
 # Values of FIRST_TRIAL.
 RECIPE, GIVEN = "trainer recipe", "study file"

@@ -9,7 +9,7 @@ venv=${HPO_VENV:-.venv}
 . "$venv/bin/activate"
 # A CPU build of torch keeps the install small where there is no GPU; an installed torch is kept.
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-pip install -q -e ".[quickstart,dev,lora,postgres,mysql,dashboard,samplers,plots,bench,zh]"
+pip install -q -e ".[quickstart,dev,lora,privacy,postgres,mysql,proxy,dashboard,samplers,plots,bench,zh]"
 ruff check hpo tests
 ruff format --check hpo tests
 mypy hpo

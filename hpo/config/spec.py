@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from hpo.config.privacy import PrivacySection, check_private_study
 from hpo.config.sampling import first_trials
 from hpo.config.sections import (
     AUGMENT_OPS,
@@ -42,6 +43,7 @@ __all__ = [
     "AugmentSection",
     "DataSection",
     "ModelSection",
+    "PrivacySection",
     "PrunerSection",
     "SamplerSection",
     "StudySection",
@@ -61,10 +63,13 @@ class StudySpec:
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    privacy: PrivacySection | None = None  # the DP-SGD budget (hpo/config/privacy.py)
     space: SearchSpace = field(default_factory=lambda: SearchSpace.from_dict({}))
 
     def __post_init__(self) -> None:
         self.first_trials()  # every first trial's values must be ones the space can take
+        given = self.privacy is not None
+        check_private_study(self.privacy or PrivacySection(), self.space, self.augment, given)
 
     def first_trials(self) -> list[tuple[str, dict[str, Any]]]:
         """(origin, parameters) of the trials a new study runs before sampling any: the
@@ -102,6 +107,8 @@ class StudySpec:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             part = getattr(self, f.name)
+            if part is None:  # an optional section the study file leaves out
+                continue
             if isinstance(part, SearchSpace):
                 out[f.name] = part.to_dict()
             else:
@@ -119,7 +126,7 @@ class StudySpec:
     def replace(self, section: str, **changes: Any) -> StudySpec:
         """A copy with some keys of one section changed, validated again."""
         raw = self.to_dict()
-        raw[section] = {**raw[section], **changes}
+        raw[section] = {**raw.get(section, {}), **changes}
         return StudySpec.from_dict(raw)
 
 
@@ -131,6 +138,7 @@ _SECTION_TYPES: dict[str, type] = {
     "data": DataSection,
     "train": TrainSection,
     "augment": AugmentSection,
+    "privacy": PrivacySection,
 }
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from hpo import keys
 from hpo.execution.optuna_private import retry_history
+from hpo.results.privacy import epsilon_table
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 from hpo.search.racing import race_summary
@@ -367,6 +368,8 @@ def render_report(
                 "scored per word: " + ", ".join(f"{k} {v}" for k, v in windowed.items())
             )
         )
+    if (private := epsilon_table(trials, summary.metric, summary.direction)) is not None:
+        parts.append(private)
     if summary.within_noise:
         parts.append(_noise_line(summary))
     if (race := race_summary(trials, summary.direction == "maximize", summary.metric)) is not None:

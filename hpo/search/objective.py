@@ -23,6 +23,7 @@ from hpo.models.flops import trial_flops
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
+from hpo.strategies.privacy import over_budget, private_plan
 from hpo.tasks import get_task
 from hpo.training.loop import Device, TrainPlan, TrainResult, rows_seen, steps_for, train
 
@@ -121,6 +122,7 @@ class Objective:
             timeout=t.trial_timeout,
             loss_options=dict(s.loss_options),
             group_hooks=tuple(s.group_hooks),
+            privacy=private_plan(self.spec.privacy, s, n_train),
         )
 
     @property
@@ -210,6 +212,8 @@ class Objective:
             raise TrialFailure(reason) from exc
         _record(trial, result, time.perf_counter() - started)
         trial.set_user_attr(keys.FLOPS, self.flops(prep, hp, result))
+        if plan.privacy is not None and result.epsilon is not None:
+            _record_privacy(trial, result.epsilon, plan.privacy.delta, self.spec)
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if plan.metric not in result.metrics:
@@ -360,6 +364,18 @@ def _infeasible(trial: optuna.Trial, reason: str, plan: TrainPlan) -> float:
     trial.set_user_attr(keys.INFEASIBLE, reason)
     trial.set_constraint(keys.FITS_IN_MEMORY, 1.0)
     return 0.0 if plan.maximize else 1e9
+
+
+def _record_privacy(trial: optuna.Trial, epsilon: float, delta: float, spec: StudySpec) -> None:
+    """Store the privacy a trial spent; over ``privacy.target_epsilon`` it is kept as infeasible
+    (its value stays, but it is never the best and TPE ranks it below every feasible trial)."""
+    trial.set_user_attr(keys.DP_EPSILON, epsilon)
+    trial.set_user_attr(keys.DP_DELTA, delta)
+    if spec.privacy is not None and spec.privacy.target_epsilon is not None:
+        if (reason := over_budget(epsilon, spec.privacy.target_epsilon)) is not None:
+            trial.set_user_attr(keys.FAIL_REASON, reason)
+            trial.set_user_attr(keys.INFEASIBLE, reason)
+        trial.set_constraint(keys.WITHIN_EPSILON, epsilon - spec.privacy.target_epsilon)
 
 
 def _record(trial: optuna.Trial, result: TrainResult, wall: float) -> None:

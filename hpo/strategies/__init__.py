@@ -3,7 +3,7 @@
 Adding a strategy: write a module with a ``Strategy`` subclass (hpo/strategies/base.py), its
 tests, and one line in ``REGISTRY``. The order matters where strategies act on the model: the
 model choice first, then layers are dropped, the head is swapped, layers are re-initialised and
-frozen, and LoRA wraps what is left.
+frozen, LoRA wraps what is left, and differential privacy freezes what opacus cannot train.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hpo.strategies.layers import Layers
 from hpo.strategies.llrd import LayerDecay
 from hpo.strategies.lora import Lora
 from hpo.strategies.model_choice import ModelChoice
+from hpo.strategies.privacy import Privacy
 from hpo.strategies.reinit import Reinit
 from hpo.strategies.schedule import SCHEDULES, Schedule
 from hpo.strategies.weight_decay import WeightDecay
@@ -50,6 +51,7 @@ REGISTRY: list[Strategy] = [
     Reinit(),
     Freezing(),
     Lora(),
+    Privacy(),  # last: freezes what opacus cannot train privately, of whatever is left
 ]
 
 

@@ -64,6 +64,8 @@ class Settings:
     seed: int = 0
     max_grad_norm: float | None = None  # None: `train.max_grad_norm`
     augmentation_strength: float = 0.0
+    dp_noise_multiplier: float = 0.0  # DP-SGD's noise, in units of the clipping norm; 0: off
+    dp_max_grad_norm: float = 1.0  # DP-SGD's per-sample clipping norm
     loss_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the loss
     # each takes (model, AdamW parameter groups) and returns the groups it wants instead
     group_hooks: list[Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]]] = field(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from hpo.tasks.base import Task
+    from hpo.training.private import PrivacyPlan
 
 Batch = dict[str, "torch.Tensor"]
 OnEval = Callable[[int, dict[str, float]], bool]
@@ -90,6 +91,7 @@ class TrainPlan:
     loss_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. label_smoothing
     # strategies' hooks (model, AdamW groups) -> groups, e.g. layer-wise learning rates
     group_hooks: tuple[Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]], ...] = ()
+    privacy: PrivacyPlan | None = None  # DP-SGD (hpo/training/private.py); None: plain training
 
     @property
     def warmup_steps(self) -> int:
@@ -121,6 +123,7 @@ class TrainResult:
     peak_memory_mb: float
     stopped_early: bool
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    epsilon: float | None = None  # privacy spent, for a differentially private run
 
     @property
     def samples_per_second(self) -> float:
@@ -235,6 +238,11 @@ def train(
     make_batch = make_batch or (lambda idx: task.collate(train_data, idx, pad_id))
     lengths = [len(x) for x in train_data.input_ids]
     batches = train_batches(lengths, plan.batch_size, plan.seed, plan.group_by_length)
+    private = None
+    if plan.privacy is not None:  # DP-SGD: Poisson batches, per-sample clipping, noise
+        from hpo.training.private import PrivateSteps
+
+        private = PrivateSteps(model, optimizer, plan, len(train_data), device)
 
     result = TrainResult({}, 0, 0, 0.0, 0.0, 0.0, stopped_early=False)
     best: dict[str, float] | None = None
@@ -242,9 +250,12 @@ def train(
     start = time.perf_counter()
     for step in range(1, plan.max_steps + 1):
         try:
-            loss, rows = _step(
-                model, optimizer, trainable, scaler, batches, make_batch, plan, device, task
-            )
+            if private is not None:
+                loss, rows = private.step(make_batch, lengths, task)
+            else:
+                loss, rows = _step(
+                    model, optimizer, trainable, scaler, batches, make_batch, plan, device, task
+                )
         except (torch.OutOfMemoryError, MemoryError):
             raise OutOfMemory(
                 f"out of memory at step {step} with batch size {plan.batch_size}; "
@@ -273,6 +284,8 @@ def train(
                 result.stopped_early = True
                 break
     result.train_seconds = time.perf_counter() - start - result.eval_seconds
+    if private is not None:
+        result.epsilon = private.close()
     result.metrics = dict((best if plan.keep == "best" else last) or {})
     result.peak_memory_mb = _peak_memory_mb(device)
     return result
