@@ -156,6 +156,10 @@ from hpo.cli.dashboard import dashboard  # noqa: E402
 
 cli.add_command(dashboard)
 
+from hpo.cli.proxy import proxy  # noqa: E402
+
+cli.add_command(proxy)
+
 from hpo.cli.augment import augment  # noqa: E402
 from hpo.cli.results import export, plot  # noqa: E402
 

@@ -17,7 +17,8 @@ def storage_option(f: F) -> F:
         metavar="URL",
         default=None,
         help="Database URL (default: $HPO_STORAGE, else sqlite:///hpo.db). "
-        "postgresql+psycopg://..., mysql+pymysql://..., journal:FILE also work.",
+        "postgresql+psycopg://..., mysql+pymysql://..., journal:FILE and "
+        "grpc://HOST:PORT (an `hpo proxy`) also work.",
     )(f)
 
 

@@ -66,10 +66,14 @@ def open_storage(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if is_journal(url):
         return _journal(url)
+    if url.startswith("grpc://"):  # Optuna's storage proxy (``hpo proxy``) in front of a database
+        from hpo.execution.proxy import open_client
+
+        return open_client(url)
     if "://" not in url:
         raise StorageError(
             f"storage {url!r} is not a URL; use sqlite:///file.db, postgresql+psycopg://..., "
-            "mysql+pymysql://... or journal:path.log"
+            "mysql+pymysql://..., journal:path.log or grpc://host:port (hpo proxy)"
         )
     _check_scheme(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -106,6 +110,14 @@ def open_storage(
         ) from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
         message = f"cannot open storage {masked_url(url)}: {without_secret(first_line(exc), url)}"
+        # The server is full ("too many clients", or a per-role or per-database limit): nothing
+        # in the URL is wrong. Optuna may wrap the driver's error in its own, hence the cause.
+        if "too many c" in f"{exc} {exc.__cause__}".lower():
+            raise StorageUnavailable(
+                f"database {masked_url(url)} refuses more connections (its max_connections is "
+                "used up; each worker holds up to 3): run fewer workers, or put `hpo proxy` in "
+                "front of it (deploy/README.md)"
+            ) from None
         if _server_down(exc):
             raise StorageUnavailable(message) from None
         raise StorageError(message) from None

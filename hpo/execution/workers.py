@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo import keys
 from hpo.errors import TrialFailure
+from hpo.execution.liveness import Liveness, beating
 from hpo.execution.optuna_private import (
     backend_of,
     claim_waiting,
@@ -140,10 +141,12 @@ def _sqlite_claim_lock(study: optuna.Study) -> Iterator[None]:
 
 @contextmanager
 def _heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
-    """Record a heartbeat for the trial every interval while it runs (RDB storages only)."""
+    """Record a heartbeat for the trial every interval while it runs: Optuna's on RDB
+    storages, hpo's own (``liveness``) through the gRPC proxy."""
     storage = heartbeat_of(storage_of(study))
     if storage is None:
-        yield
+        with beating(study, trial_id):
+            yield
         return
     interval = storage.get_heartbeat_interval() or 60
     stop = threading.Event()
@@ -201,8 +204,11 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def sweep_stale(study: optuna.Study) -> None:
-    """Fail trials whose worker stopped sending heartbeats; the storage's callback retries them."""
+def sweep_stale(study: optuna.Study, liveness: Liveness | None = None) -> None:
+    """Fail trials whose worker stopped sending heartbeats; the storage's callback retries them
+    (``liveness`` does both where the storage has no heartbeat of Optuna's)."""
+    if liveness is not None:
+        liveness.sweep(study)
     import warnings
 
     import optuna
@@ -231,13 +237,18 @@ def work(
     from optuna.trial import TrialState
 
     heartbeat = heartbeat_of(storage_of(study))
-    interval = None if heartbeat is None else heartbeat.get_heartbeat_interval()
+    liveness = None if heartbeat is not None else Liveness.for_study(study)
+    interval = (
+        heartbeat.get_heartbeat_interval()
+        if heartbeat is not None
+        else (liveness.interval if liveness is not None else None)
+    )
     poll = poll_seconds or interval or 1.0
     ahead = None if not spend else 1
     ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
     ran = 0
     while not _past_deadline(study):
-        sweep_stale(study)
+        sweep_stale(study, liveness)
         if budget_used(study) >= n_trials or spend_reached(study, spend):
             break
         if ahead is not None:
