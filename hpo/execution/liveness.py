@@ -64,21 +64,31 @@ def beating(study: optuna.Study, trial_id: int, interval: float | None = None) -
     if not covers(storage):
         yield
         return
-    every = interval if interval is not None else settings()[0]
+
+    def beat() -> bool:
+        try:
+            storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:
+            return False  # the trial ended (or a sweeper failed it): nothing left to keep alive
+        except Exception:
+            pass
+        return True
+
+    with repeating(beat, interval if interval is not None else settings()[0], trial_id):
+        yield
+
+
+@contextmanager
+def repeating(beat: Callable[[], bool], seconds: float, trial_id: int) -> Iterator[None]:
+    """Call ``beat`` now and every ``seconds`` in a background thread while the block runs,
+    until it returns False; the thread is stopped and joined when the block ends."""
     stop = threading.Event()
 
-    def beat() -> None:
-        while True:
-            try:
-                storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
-            except UpdateFinishedTrialError:
-                return  # the trial ended (or a sweeper failed it): nothing left to keep alive
-            except Exception:
-                pass
-            if stop.wait(every):
-                return
+    def loop() -> None:
+        while beat() and not stop.wait(seconds):
+            pass
 
-    thread = threading.Thread(target=beat, name=f"hpo-beat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=loop, name=f"hpo-heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:
         yield

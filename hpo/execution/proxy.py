@@ -105,15 +105,21 @@ def open_client(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine's loopback ("localhost", 127.0.0.0/8, ::1); a host name
+    may resolve to any interface, so it is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def exposure_warning(host: str, port: int) -> str | None:
     """The warning to print before listening beyond this machine; None on loopback."""
-    if host.lower() == "localhost":
+    if is_loopback(host):
         return None
-    try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return None
-    except ValueError:  # a host name: it may resolve to any interface
-        pass
     return (
         "warning: the storage proxy has no authentication and no encryption, so anyone who can "
         f"reach {host}:{port} can read and change every study in the database"

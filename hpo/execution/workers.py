@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo import keys
 from hpo.errors import TrialFailure
-from hpo.execution.liveness import Liveness, beating
+from hpo.execution.liveness import Liveness, beating, repeating
 from hpo.execution.optuna_private import (
     backend_of,
     claim_waiting,
@@ -148,22 +148,13 @@ def _heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
         with beating(study, trial_id):
             yield
         return
-    interval = storage.get_heartbeat_interval() or 60
-    stop = threading.Event()
 
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if stop.wait(interval):
-                return
+    def beat() -> bool:
+        storage.record_heartbeat(trial_id)
+        return True
 
-    thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
+    with repeating(beat, storage.get_heartbeat_interval() or 60, trial_id):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], float]) -> None:

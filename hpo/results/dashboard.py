@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -136,13 +135,10 @@ def exposure_warning(host: str, port: int) -> str | None:
     """The warning to print before serving on a host other than this machine's loopback; None
     for a loopback one. optuna-dashboard has no login, so listening anywhere else hands the
     study database (study files, data paths, every trial) to whoever can connect."""
-    if host.lower() == "localhost":
+    from hpo.execution.proxy import is_loopback
+
+    if is_loopback(host):
         return None
-    try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return None
-    except ValueError:  # a host name: it may resolve to any interface
-        pass
     return (
         "warning: optuna-dashboard has no authentication, so anyone who can reach "
         f"{host}:{port} can read every study and trial in the database"
