@@ -553,3 +553,29 @@ def _trials_or_none(url: str) -> list[optuna.trial.FrozenTrial]:
         return fresh_trials(url, "ctrlc")
     except Exception:  # no database or no study yet
         return []
+
+
+def test_a_trial_a_sweeper_failed_while_it_ran_does_not_stop_its_worker(tmp_path: Path) -> None:
+    """A database outage longer than the grace period lets another worker fail a live trial;
+    when its own worker then reports or tells, the worker goes on to the next trial."""
+    from hpo.execution.optuna_private import storage_of, trial_id_of
+    from hpo.execution.workers import work
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'swept.db'}")
+    study = optuna.create_study(storage=storage, study_name="swept", direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number < 2:  # what a sweeper does to a trial it takes for dead
+            frozen = study.get_trials(deepcopy=False)[trial.number]
+            storage_of(study).set_trial_state_values(trial_id_of(frozen), TrialState.FAIL)
+        if trial.number == 1:
+            trial.report(x, 1)  # the worker, back, reports into a finished trial
+        return x
+
+    assert work(study, objective, 3) == 3  # the worker went on after each swept trial
+    assert [t.state for t in study.get_trials()] == [
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]

@@ -160,14 +160,19 @@ def _heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
 def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], float]) -> None:
     """Run one claimed trial and record its end: complete, pruned, or failed with a reason."""
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     trial = optuna.Trial(study, trial_id)
     with _heartbeat(study, trial_id):
         try:
             value = objective(trial)
+        except UpdateFinishedTrialError:
+            # another worker took this trial for dead (a database outage longer than the grace
+            # period) and failed it, queueing its retry: its end is stored, this worker goes on
+            return
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             return
         except TrialFailure as exc:
             _fail(study, trial, str(exc))
@@ -184,15 +189,19 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], flo
         except Exception as exc:
             _fail(study, trial, f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
-    study.tell(trial, value)
+    study.tell(trial, value, skip_if_finished=True)  # a sweeper may have failed it meanwhile
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    if keys.FAIL_REASON not in trial.user_attrs:
-        trial.set_user_attr(keys.FAIL_REASON, reason)
-    study.tell(trial, state=TrialState.FAIL)
+    try:
+        if keys.FAIL_REASON not in trial.user_attrs:
+            trial.set_user_attr(keys.FAIL_REASON, reason)
+    except UpdateFinishedTrialError:
+        return  # already ended by another worker's sweep, with its own reason
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def sweep_stale(study: optuna.Study, liveness: Liveness | None = None) -> None:
