@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import click
 
-from hpo.cli.options import storage_option
+from hpo.cli.options import listen_options, storage_option
 
 
 @click.command()
 @storage_option
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on. 0.0.0.0 lets other machines in, and the dashboard has no login.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(min=1, max=65535),
-    default=8080,
-    show_default=True,
-    help="Port to listen on.",
-)
+@listen_options("the dashboard", 8080)
 def dashboard(storage: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard on the study database while workers write to it.
 

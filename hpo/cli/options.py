@@ -22,6 +22,27 @@ def storage_option(f: F) -> F:
     )(f)
 
 
+def listen_options(what: str, port: int) -> Callable[[F], F]:
+    """--host (loopback by default) and --port options for a server ``what`` names."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--port",
+            type=click.IntRange(min=1, max=65535),
+            default=port,
+            show_default=True,
+            help="Port to listen on.",
+        )(f)
+        return click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            help=f"Address to listen on. 0.0.0.0 lets other machines in, and {what} has no login.",
+        )(f)
+
+    return decorate
+
+
 def out_folder_option(what: str) -> Callable[[F], F]:
     """A required --out FOLDER option; ``what`` says what goes in it."""
     return click.option(

@@ -6,25 +6,13 @@ import contextlib
 
 import click
 
-from hpo.cli.options import storage_option
+from hpo.cli.options import listen_options, storage_option
 from hpo.execution.proxy import DEFAULT_PORT, DEFAULT_THREADS
 
 
 @click.command()
 @storage_option
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on. 0.0.0.0 lets other machines in, and the proxy has no login.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(min=1, max=65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Port to listen on.",
-)
+@listen_options("the proxy", DEFAULT_PORT)
 @click.option(
     "--threads",
     type=click.IntRange(min=1, max=256),

@@ -67,10 +67,12 @@ def top_trials(study: optuna.Study, k: int, maximize: bool) -> list[optuna.trial
     configurations with the best mean over their seeds."""
     from optuna.trial import TrialState
 
+    from hpo.results.report import infeasible
+
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and not any(v > 0 for v in t.constraints.values())
+        if t.value is not None and not infeasible(t)
     ]
     if not done:
         raise HpoError(f"study {study.study_name!r} has no complete trial to retrain yet")

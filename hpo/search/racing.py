@@ -67,20 +67,16 @@ def configuration_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in params.items() if k != "seed"))
 
 
-def _feasible(t: FrozenTrial) -> bool:
-    return keys.INFEASIBLE not in t.user_attrs and not any(
-        v > 0 for v in (t.constraints or {}).values()
-    )
-
-
 def configurations(trials: Sequence[FrozenTrial], maximize: bool) -> list[Configuration]:
     """The complete, feasible configurations of a study, best mean first (ties: fewer runs
     last, then the earlier first trial)."""
+    from hpo.results.report import infeasible  # report imports this module
+
     groups: dict[tuple[tuple[str, str], ...], list[FrozenTrial]] = {}
     running: dict[tuple[tuple[str, str], ...], int] = {}
     for t in sorted(trials, key=lambda t: t.number):
         key = configuration_key(t.params)
-        if t.state == TrialState.COMPLETE and t.value is not None and _feasible(t):
+        if t.state == TrialState.COMPLETE and t.value is not None and not infeasible(t):
             groups.setdefault(key, []).append(t)
         elif t.state == TrialState.RUNNING and keys.RACE_OF in t.user_attrs:
             running[key] = running.get(key, 0) + 1
