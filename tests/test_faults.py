@@ -228,12 +228,15 @@ def fresh_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         storage.engine.dispose()  # type: ignore[attr-defined]
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+def wait_for(predicate: Any, timeout: float, what: str, running: Any = lambda: True) -> Any:
+    """Poll ``predicate`` until it holds; fail at once when ``running()`` says the run ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = predicate()
         if found:
             return found
+        if not running():
+            pytest.fail(f"the run ended before {what}")
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
 
@@ -448,6 +451,7 @@ def test_workers_ride_out_a_database_restart(
                 lambda: _done_and_running(fresh_trials(server.url, "restart"), 2),
                 180,
                 "two complete trials and one in training",
+                running=lambda: any(p.poll() is None for p in procs),
             )
             server.stop()  # under running trials: reports, heartbeats and claims fail
             time.sleep(OUTAGE)
@@ -474,10 +478,19 @@ def test_workers_ride_out_a_database_restart(
 STEPS = 60  # a trial of the tiny model takes about a second or two on one thread
 
 
-def _done_and_running(trials: list[optuna.trial.FrozenTrial], done: int) -> Any:
-    """The trials once ``done`` are complete and one is in training, else None."""
+def _done_and_running(
+    trials: list[optuna.trial.FrozenTrial], done: int, before_step: int | None = None
+) -> Any:
+    """The trials once ``done`` are complete and one is in training (and has reported no step
+    past ``before_step``, so it cannot finish before a signal lands), else None."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    training = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+    training = [
+        t
+        for t in trials
+        if t.state == TrialState.RUNNING
+        and t.intermediate_values
+        and (before_step is None or max(t.intermediate_values) <= before_step)
+    ]
     return trials if len(complete) >= done and training else None
 
 
@@ -507,16 +520,21 @@ def test_ctrl_c_then_the_same_command_continues_the_study(
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(
-            lambda: (tmp_path / "ctrlc.db").exists() and _done_and_running(_trials_or_none(url), 1),
+            lambda: (
+                (tmp_path / "ctrlc.db").exists()
+                and _done_and_running(_trials_or_none(url), 1, steps // 2)
+            ),
             180,
             "one complete trial and the next in training",
+            running=lambda: first.poll() is None,
         )
         first.send_signal(signal.SIGINT)
         out, _ = first.communicate(timeout=120)
-    finally:
+    except BaseException:
         if first.poll() is None:
             first.kill()
-            first.wait()
+        print(first.communicate()[0].decode(errors="replace")[-6000:])  # shown with the failure
+        raise
     text = out.decode(errors="replace")
     assert first.returncode == 130, text
     stopped = [line for line in text.splitlines() if line.startswith("stopped")]
@@ -579,3 +597,37 @@ def test_a_trial_a_sweeper_failed_while_it_ran_does_not_stop_its_worker(tmp_path
         TrialState.FAIL,
         TrialState.COMPLETE,
     ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_moment_a_trial_is_claimed_fails_that_trial(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    """The claim writes RUNNING before the worker knows the trial's id; a SIGTERM or Ctrl-C
+    right after that write must still end the trial as interrupted, not leave it RUNNING."""
+    from hpo.execution.workers import WorkerStopped, sigterm_stops_worker, work
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'claimed.db'}")
+    study = optuna.create_study(storage=storage, study_name="claimed", direction="maximize")
+    ran: list[int] = []
+
+    def signal_after_the_claim(frame: Any, event: str, result: Any) -> None:
+        # the storage call that turned WAITING into RUNNING returned True: the signal lands
+        # at the next line of the claim, before the worker has the trial's id
+        if event == "return" and frame.f_code.co_name == "claim_waiting" and result is True:
+            sys.setprofile(None)
+            os.kill(os.getpid(), sig)
+
+    expected = WorkerStopped if sig == signal.SIGTERM else KeyboardInterrupt
+    with sigterm_stops_worker(), pytest.raises(expected):
+        sys.setprofile(signal_after_the_claim)
+        try:
+            work(study, lambda t: ran.append(t.number) or 1.0, 2)
+        finally:
+            sys.setprofile(None)
+    trials = study.get_trials()
+    assert ran == []  # stopped before the objective
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs[keys.INTERRUPTED] is True
+    why = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert why in trials[0].user_attrs[keys.FAIL_REASON]

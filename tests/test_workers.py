@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,45 @@ def test_two_studies_in_one_database_keep_apart(tiny_model_dir, sentiment_csv, u
     assert {t.user_attrs["max_steps"] for t in a.get_trials() + b.get_trials()} == {8}
     summaries = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(url)}
     assert summaries == {"alpha": 3, "beta": 2}
+
+
+_OPEN_AT = """
+import sys, time
+from hpo.execution.storage import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+try:
+    open_storage(sys.argv[1], heartbeat=False)
+    print("opened")
+except Exception as exc:
+    print(f"failed: {exc}")
+"""
+
+
+def test_workers_started_together_on_a_new_database_all_open_it(url: str) -> None:
+    """Optuna checks for its tables and then creates them, so workers started at the same
+    moment on an empty database race; every one of them must open it, none fail on "table
+    already exists" or on the schema version row."""
+    import sqlalchemy
+
+    n = 6
+    start_at = time.time() + 3  # after every interpreter has imported hpo
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT, url, str(start_at)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(n)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode().strip() for p in procs]
+    assert outputs == ["opened"] * n, outputs
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+            assert len(rows.fetchall()) == 1  # one schema version, written once
+    finally:
+        engine.dispose()

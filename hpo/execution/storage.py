@@ -96,7 +96,7 @@ def open_storage(
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
                 }
-            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+            rdb = _created(url, engine_kwargs, hb)
         if heartbeat:  # workers and runs ride out a database restart; readers fail at once
             from hpo.execution.resilient import retried
 
@@ -121,6 +121,38 @@ def open_storage(
         if _server_down(exc):
             raise StorageUnavailable(message) from None
         raise StorageError(message) from None
+
+
+def _created(url: str, engine_kwargs: dict[str, Any], hb: dict[str, Any]) -> Any:
+    """Optuna's RDBStorage, tolerating another process creating the same tables at this moment.
+
+    Optuna checks for its tables, then creates them; two workers started together on a new
+    database both see none, and the slower one fails on "table ... already exists" or on the
+    schema version row. Opening again finds the tables complete.
+    """
+    import time
+
+    import optuna
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        except Exception as exc:
+            if attempt == 4 or not _creation_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process created the schema first (SQLite, PostgreSQL and
+    MySQL word it differently; Optuna may wrap the driver's error)."""
+    text = f"{exc} {exc.__cause__}".lower()
+    return any(
+        sign in text
+        for sign in ("already exists", "unique constraint failed: alembic_version",
+                     "duplicate key value", "duplicate entry")
+    )  # fmt: skip
 
 
 def _server_down(exc: BaseException) -> bool:

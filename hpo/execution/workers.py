@@ -177,19 +177,48 @@ def run_trial(study: optuna.Study, trial_id: int, objective: Callable[[Any], flo
         except TrialFailure as exc:
             _fail(study, trial, str(exc))
             return
-        except (KeyboardInterrupt, WorkerStopped) as exc:
-            why = (
-                "interrupted (Ctrl-C)"
-                if isinstance(exc, KeyboardInterrupt)
-                else "stopped by SIGTERM"
-            )
-            trial.set_user_attr(INTERRUPTED_ATTR, True)  # gives its budget slot back
-            _fail(study, trial, f"worker {why} during the trial")
-            raise
-        except Exception as exc:
+        except Exception as exc:  # Ctrl-C and SIGTERM are BaseExceptions: ``work`` records them
             _fail(study, trial, f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
     study.tell(trial, value, skip_if_finished=True)  # a sweeper may have failed it meanwhile
+
+
+def _interrupted(study: optuna.Study, trial_id: int, exc: BaseException) -> None:
+    """Fail a trial Ctrl-C or SIGTERM stopped, and mark it so it gives its budget slot back;
+    a trial that ended before the signal keeps its end."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    if storage_of(study).get_trial(trial_id).state != TrialState.RUNNING:
+        return
+    why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped by SIGTERM"
+    trial = optuna.Trial(study, trial_id)
+    try:
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+    except UpdateFinishedTrialError:
+        return
+    _fail(study, trial, f"worker {why} during the trial")
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block, then deliver what arrived to the handlers
+    that were in place. A claim writes RUNNING before the worker knows which trial it took: a
+    signal in between would leave that trial RUNNING until another worker's sweep."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum in arrived[:1]:
+        signal.raise_signal(signum)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -253,14 +282,21 @@ def work(
             break
         if ahead is not None:
             ensure_budget(study, n_trials, ahead)
-        trial_id = _claim(study)
-        if trial_id is None:
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or interval is None:
-                break
-            time.sleep(poll)  # wait for others to finish, or to be found dead
-            continue
-        run_trial(study, trial_id, objective)
+        trial_id = None
+        try:
+            with signals_deferred():
+                trial_id = _claim(study)
+            if trial_id is None:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not running or interval is None:
+                    break
+                time.sleep(poll)  # wait for others to finish, or to be found dead
+                continue
+            run_trial(study, trial_id, objective)
+        except (KeyboardInterrupt, WorkerStopped) as exc:
+            if trial_id is not None:
+                _interrupted(study, trial_id, exc)
+            raise
         ran += 1
         if on_finished is not None:
             on_finished(study, storage_of(study).get_trial(trial_id))
