@@ -126,6 +126,7 @@ class Setup:
     config: Any = None  # the model's config, for its FLOPs
     train_lengths: list[int] | None = None  # tokens per row, as tokenized for training
     validation_lengths: list[int] | None = None
+    frozen_cache_mb: int = 1024  # hpo's frozen-layer cache (train.frozen_cache_mb); 0: off
 
 
 def search_flops(s: Setup, curves: list[dict[str, Any]]) -> float:
@@ -158,7 +159,7 @@ def make_spec(
             "model": {"name": s.model},
             "data": {"files": s.files, "text_column": s.text},
             "train": {"eval_every": s.eval_every, "max_length": MAX_LENGTH, "device": "cpu",
-                      **(train or {"max_steps": s.steps})},
+                      "frozen_cache_mb": s.frozen_cache_mb, **(train or {"max_steps": s.steps})},
             "space": {"frozen_layers": 0, "augmentation_strength": 0.0, "batch_size": BATCH,
                       "weight_decay": 0.01, "seed": 0, **space},
         }
@@ -560,6 +561,7 @@ def make_setup(args: argparse.Namespace, folder: Path) -> Setup | str:
         steps=args.steps, eval_every=max(1, args.steps // 5), n_train=len(task.train),
         n_validation=len(task.validation),
         max_frozen=min(3, layers), folder=folder, retest_seeds=args.retest_seeds, config=config,
+        frozen_cache_mb=getattr(args, "frozen_cache_mb", 1024),  # bench/retest.py has none
         train_lengths=lengths(task.train), validation_lengths=lengths(task.validation),
     )  # fmt: skip
 
@@ -577,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=125, help="steps per trial at batch 16")
     parser.add_argument("--quick", action="store_true", help="2 trials of 10 steps")
     add_data_args(parser)
+    parser.add_argument(
+        "--frozen-cache-mb",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="hpo's frozen-layer cache (train.frozen_cache_mb); 0 runs without it",
+    )
     parser.add_argument(
         "--retest-seeds", type=int, default=1, metavar="K",
         help="retrain each best configuration with K seeds; report their mean held-out score",

@@ -21,6 +21,9 @@ MAX_STEPS = "max_steps"
 TRAIN_SAMPLES = "train_samples"
 FLOPS = "flops"  # model FLOPs the trial spent (hpo.search.budget)
 FULL_TRIAL = "full_trial_cost"  # {samples, flops} of one unpruned trial with nothing frozen
+# rows the frozen layers computed, and rows whose states the cache served (hpo.training.frozen)
+FROZEN_COMPUTED = "frozen_rows_computed"
+FROZEN_SERVED = "frozen_rows_served"
 SAMPLES_PER_SECOND = "samples_per_second"
 TRAIN_SECONDS = "train_seconds"
 EVAL_SECONDS = "eval_seconds"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,17 @@ def save_tiny_bert(folder: Path, layers: int = 2, vocab: list[str] | None = None
     )
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _empty_frozen_cache() -> Iterator[None]:
+    """Each test starts with no cached frozen-layer states: the store belongs to the process,
+    and a test that counts what its trials computed must not find another test's rows."""
+    from hpo.training.frozen import STORE
+
+    STORE.clear()
+    yield
+    STORE.clear()
 
 
 @pytest.fixture(scope="session")

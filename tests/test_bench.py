@@ -58,13 +58,16 @@ def test_throughput_benchmark_quick(
     text = run(
         "throughput.py", "--quick", "--model", str(tiny_model_dir), "--train", str(sentiment_csv),
         "--validation", str(sentiment_csv), "--text-column", "text", "--json", str(tmp_path / "r.json"),
+        "--frozen", "0", "1",
     )  # fmt: skip
     rows = json.loads((tmp_path / "r.json").read_text())
-    assert [r["method"] for r in rows] == ["hpo", "HF Trainer"]
+    assert [(r["frozen"], r["method"]) for r in rows] == [
+        (0, "hpo"), (0, "HF Trainer"), (1, "hpo"), (1, "hpo, no cache"), (1, "HF Trainer")
+    ]  # fmt: skip
     for r in rows:
         assert r["samples_per_s"] > 0 and r["samples_per_s_cold"] > 0 and 0 <= r["accuracy"] <= 1
     assert rows[0]["later_trial_fixed_s"] < rows[0]["first_trial_fixed_s"]  # setup paid once
-    assert "fixed cost of a later trial" in text and "hpo / Trainer, warm: " in text
+    assert "fixed cost of a later trial" in text and "frozen 1, hpo / Trainer: warm " in text
 
 
 # one method per code path of bench/search_quality.py (the other hpo-* rows only change the

@@ -131,10 +131,22 @@ def test_trials_store_their_model_flops_by_the_usual_count(
     train = [len(ids) for ids in prep.train.input_ids]
     val = [len(ids) for ids in prep.validation.input_ids]
     evaluation = sum(row(n, depth) for n in val)
-    for trial, k in ((free, 0), (frozen, 1)):
-        per_row = statistics.fmean(row(n, depth + 2 * (depth - k)) for n in train)
-        expected = 160 * per_row + 2 * evaluation  # evaluated at steps 5 and 10
-        assert trial.user_attrs[keys.FLOPS] == pytest.approx(expected, rel=1e-9)
+    per_row = statistics.fmean(row(n, 3 * depth) for n in train)
+    expected = 160 * per_row + 2 * evaluation  # evaluated at steps 5 and 10
+    assert free.user_attrs[keys.FLOPS] == pytest.approx(expected, rel=1e-9)
+    assert keys.FROZEN_COMPUTED not in free.user_attrs  # nothing frozen, nothing cached
+    # the frozen layer's states are cached: each row ran through it once; the steps and the
+    # evaluations ran only the layer above
+    computed = frozen.user_attrs[keys.FROZEN_COMPUTED]
+    distinct = {tuple(r) for r in prep.train.input_ids} | {
+        tuple(r) for r in prep.validation.input_ids
+    }
+    assert 0 < computed <= len(distinct)
+    assert frozen.user_attrs[keys.FROZEN_SERVED] >= 160 + 2 * len(val) - computed
+    upper = statistics.fmean(row(n, 3 * (depth - 1)) for n in train)
+    once = computed * statistics.fmean(row(n, 1) for n in train)
+    expected = 160 * upper + 2 * sum(row(n, depth - 1) for n in val) + once
+    assert frozen.user_attrs[keys.FLOPS] == pytest.approx(expected, rel=1e-9)
     assert frozen.user_attrs[keys.FLOPS] < free.user_attrs[keys.FLOPS]
     full = free.user_attrs[keys.FULL_TRIAL]
     assert full["samples"] == 160

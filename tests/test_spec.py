@@ -359,7 +359,7 @@ FULL = {
         "label_all_tokens": True, "train_split": "tr", "validation_split": "va", "test_split": "te",
         "validation_fraction": 0.2, "test_fraction": 0.1, "max_train_samples": 500, "max_eval_samples": 100, "seed": 5,
     },
-    "train": {"max_steps": 200, "eval_every": 20, "max_length": 64, "eval_batch_size": 32, "gradient_accumulation": 2, "max_grad_norm": 0.5, "device": "cuda:1", "precision": "bf16", "group_by_length": False},
+    "train": {"max_steps": 200, "eval_every": 20, "max_length": 64, "eval_batch_size": 32, "gradient_accumulation": 2, "max_grad_norm": 0.5, "device": "cuda:1", "precision": "bf16", "group_by_length": False, "frozen_cache_mb": 256, "compile": True},
     "space": {
         "learning_rate": [1e-5, 5e-5],
         "warmup_ratio": {"low": 0.0, "high": 0.2, "step": 0.05},

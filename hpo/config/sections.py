@@ -238,6 +238,13 @@ class TrainSection:
     # seconds one trial's training may take; past it the trial fails with the reason and the
     # worker goes on (checked after every step and evaluation); None: no limit
     trial_timeout: float | None = None
+    # memory (MB) for the frozen blocks' hidden states, kept per row and reused by every step,
+    # evaluation and later trial of the worker (hpo/training/frozen.py); 0 turns it off
+    frozen_cache_mb: int = 1024
+    # torch.compile the model (dynamic shapes): a worker's first trial pays the compilation (a
+    # minute or more on a CPU), later trials reuse it; off, as it is no clear win for short
+    # studies (BENCHMARKS.md, "The step itself")
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.epochs is not None:
@@ -251,6 +258,7 @@ class TrainSection:
                 f"`train.trial_timeout` must be above 0 seconds, got {self.trial_timeout!r}"
             )
         _at_least("train.eval_every", self.eval_every, 1)
+        _at_least("train.frozen_cache_mb", self.frozen_cache_mb, 0)
         _at_least("train.max_length", self.max_length, 8)
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)
         _at_least("train.gradient_accumulation", self.gradient_accumulation, 1)

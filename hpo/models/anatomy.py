@@ -263,3 +263,20 @@ def freeze_lower_layers(model: Any, k: int) -> int:
             for p in module.parameters():
                 p.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def below_blocks(model: Any, k: int) -> list[torch.nn.Module]:
+    """The modules that run below block ``k``: the lowest ``k`` blocks (none where layers share
+    weights) and what the base model holds before its block list (embeddings, their norm and
+    dropout), found by walking down to the block list and taking the siblings defined first."""
+    inner = unwrap(model)
+    found = anatomy(inner)
+    blocks = inner.get_submodule(found.blocks)
+    out: list[torch.nn.Module] = [] if found.shared else list(blocks)[:k]
+    module = inner.base_model
+    while module is not blocks:
+        children = list(module.children())
+        holder = next(c for c in children if c is blocks or any(m is blocks for m in c.modules()))
+        out += children[: children.index(holder)]
+        module = holder
+    return out

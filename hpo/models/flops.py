@@ -77,9 +77,21 @@ def trial_flops(
     samples: int,
     evaluations: int,
     frozen: int = 0,
+    frozen_computed_rows: int | None = None,
 ) -> float:
     """Model FLOPs of a trial that trained ``samples`` rows with ``frozen`` blocks frozen and
-    evaluated the validation rows ``evaluations`` times."""
-    train = samples * shape.per_row(train_lengths, frozen)
-    evaluate = evaluations * len(eval_lengths) * shape.per_row(eval_lengths, train=False)
-    return train + evaluate
+    evaluated the validation rows ``evaluations`` times.
+
+    ``frozen_computed_rows``: where the frozen blocks' states were cached, the rows (training
+    and validation) that ran through them; every other row read its states and cost only the
+    blocks above (the training rows' mean length stands for both splits).
+    """
+    if frozen_computed_rows is None or frozen <= 0:
+        train = samples * shape.per_row(train_lengths, frozen)
+        evaluate = evaluations * len(eval_lengths) * shape.per_row(eval_lengths, train=False)
+        return train + evaluate
+    upper = shape.with_depth(shape.depth - min(frozen, shape.depth))
+    train = samples * upper.per_row(train_lengths)
+    evaluate = evaluations * len(eval_lengths) * upper.per_row(eval_lengths, train=False)
+    below = Shape(shape.block_params, shape.hidden, min(frozen, shape.depth))
+    return train + evaluate + frozen_computed_rows * below.per_row(train_lengths, train=False)

@@ -123,6 +123,9 @@ class Objective:
             loss_options=dict(s.loss_options),
             group_hooks=tuple(s.group_hooks),
             privacy=private_plan(self.spec.privacy, s, n_train),
+            frozen_layers=int(hp.get("frozen_layers") or 0),
+            frozen_cache_mb=t.frozen_cache_mb,
+            compile=t.compile,
         )
 
     @property
@@ -245,6 +248,7 @@ class Objective:
             result.train_samples,
             len(result.history),
             int(hp.get("frozen_layers") or 0),
+            result.frozen_computed_rows,
         )
 
     def build_model(self, prep: Prepared, hp: Hyperparameters) -> tuple[Any, dict[str, Any]]:
@@ -387,6 +391,9 @@ def _record(trial: optuna.Trial, result: TrainResult, wall: float) -> None:
     trial.set_user_attr(keys.WALL_SECONDS, round(wall, 3))
     trial.set_user_attr(keys.PEAK_MEMORY_MB, round(result.peak_memory_mb, 1))
     trial.set_user_attr(keys.METRICS, {k: round(v, 6) for k, v in result.metrics.items()})
+    if result.frozen_computed_rows is not None:
+        trial.set_user_attr(keys.FROZEN_COMPUTED, result.frozen_computed_rows)
+        trial.set_user_attr(keys.FROZEN_SERVED, result.frozen_served_rows)
 
 
 def _release_memory(device: Device) -> None:

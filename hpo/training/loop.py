@@ -11,7 +11,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from hpo.tasks.base import Task
+    from hpo.training.frozen import FrozenCache
     from hpo.training.private import PrivacyPlan
 
 Batch = dict[str, "torch.Tensor"]
@@ -92,6 +93,9 @@ class TrainPlan:
     # strategies' hooks (model, AdamW groups) -> groups, e.g. layer-wise learning rates
     group_hooks: tuple[Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]], ...] = ()
     privacy: PrivacyPlan | None = None  # DP-SGD (hpo/training/private.py); None: plain training
+    frozen_layers: int = 0  # blocks the model was given frozen; their states are cached
+    frozen_cache_mb: int = 1024  # memory for those states (hpo/training/frozen.py); 0: off
+    compile: bool = False  # torch.compile the model, dynamic shapes
 
     @property
     def warmup_steps(self) -> int:
@@ -124,6 +128,8 @@ class TrainResult:
     stopped_early: bool
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     epsilon: float | None = None  # privacy spent, for a differentially private run
+    frozen_computed_rows: int | None = None  # rows run through the frozen blocks (with a cache)
+    frozen_served_rows: int = 0  # rows whose frozen states the cache served
 
     @property
     def samples_per_second(self) -> float:
@@ -145,8 +151,10 @@ def evaluate(
     batch_size: int,
     pad_id: int,
     task: Task | None = None,
+    frozen: FrozenCache | None = None,
 ) -> dict[str, float]:
-    """The task's metrics and mean loss on a split: no-grad, large batches sorted by length."""
+    """The task's metrics and mean loss on a split: no-grad, large batches sorted by length
+    (the frozen blocks' states read from ``frozen`` where the trial has a cache)."""
     import torch
 
     task = _default_task(task)
@@ -160,7 +168,8 @@ def evaluate(
     with torch.inference_mode(), _autocast(device):
         for indices in eval_batches(lengths, batch_size):
             batch = _to(task.collate(data, indices, pad_id), device)
-            logits = model(**_inputs(batch)).logits.float()
+            with _fed(frozen, batch):
+                logits = model(**_inputs(batch)).logits.float()
             loss_sum += task.loss(logits, batch["labels"], reduction="sum").item()
             p, y = task.predictions(logits, batch["labels"], indices, data)
             preds += p
@@ -229,20 +238,33 @@ def train(
     task = _default_task(task)
     torch.manual_seed(plan.seed)
     model.to(device.torch)  # type: ignore[arg-type]
-    model.train()
+    _train_mode(model, plan.frozen_layers)
+    if plan.compile:
+        model.compile(dynamic=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device.torch)
     optimizer, scheduler = make_optimizer(model, plan)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]  # for clipping
     scaler = torch.amp.GradScaler("cuda") if device.autocast == "fp16" else None
-    make_batch = make_batch or (lambda idx: task.collate(train_data, idx, pad_id))
-    lengths = [len(x) for x in train_data.input_ids]
-    batches = train_batches(lengths, plan.batch_size, plan.seed, plan.group_by_length)
     private = None
     if plan.privacy is not None:  # DP-SGD: Poisson batches, per-sample clipping, noise
         from hpo.training.private import PrivateSteps
 
         private = PrivateSteps(model, optimizer, plan, len(train_data), device)
+    frozen = None
+    if private is None and plan.frozen_layers > 0:  # opacus' hooks see the whole model
+        from hpo.training.frozen import FrozenCache
+
+        frozen = FrozenCache.attach(model, plan.frozen_layers, plan.frozen_cache_mb * 2**20)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]  # for clipping
+    # an augmenting ``make_batch`` makes one-off rows: keep only those it left unchanged
+    keep = None
+    if frozen is not None and make_batch is not None:
+        from hpo.training.frozen import row_keys
+
+        keep = row_keys(train_data)
+    make_batch = make_batch or (lambda idx: task.collate(train_data, idx, pad_id))
+    lengths = [len(x) for x in train_data.input_ids]
+    batches = train_batches(lengths, plan.batch_size, plan.seed, plan.group_by_length)
 
     result = TrainResult({}, 0, 0, 0.0, 0.0, 0.0, stopped_early=False)
     best: dict[str, float] | None = None
@@ -253,9 +275,8 @@ def train(
             if private is not None:
                 loss, rows = private.step(make_batch, lengths, task)
             else:
-                loss, rows = _step(
-                    model, optimizer, trainable, scaler, batches, make_batch, plan, device, task
-                )
+                loss, rows = _step(model, optimizer, trainable, scaler, batches, make_batch,
+                                   plan, device, task, frozen, keep)  # fmt: skip
         except (torch.OutOfMemoryError, MemoryError):
             raise OutOfMemory(
                 f"out of memory at step {step} with batch size {plan.batch_size}; "
@@ -274,7 +295,8 @@ def train(
         _check_time(plan, start, step)
         if step % plan.eval_every == 0 or step == plan.max_steps:
             t0 = time.perf_counter()
-            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id, task)
+            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id, task, frozen)
+            _train_mode(model, plan.frozen_layers)
             result.eval_seconds += time.perf_counter() - t0
             result.history.append((step, last))
             _check_time(plan, start, step)
@@ -288,7 +310,25 @@ def train(
         result.epsilon = private.close()
     result.metrics = dict((best if plan.keep == "best" else last) or {})
     result.peak_memory_mb = _peak_memory_mb(device)
+    if frozen is not None:
+        frozen.detach()
+        result.frozen_computed_rows = frozen.computed_rows
+        result.frozen_served_rows = frozen.served_rows
     return result
+
+
+def _train_mode(model: PreTrainedModel, frozen_layers: int) -> None:
+    """Training mode, but the frozen modules (embeddings and the lowest blocks, where no weight
+    in them trains) run as in evaluation, without dropout: what they compute for a row is then
+    the same at every step, which lets hpo/training/frozen.py cache it."""
+    model.train()
+    if frozen_layers <= 0:
+        return
+    from hpo.models.anatomy import below_blocks
+
+    for module in below_blocks(model, frozen_layers):
+        if not any(p.requires_grad for p in module.parameters()):
+            module.eval()
 
 
 def _check_time(plan: TrainPlan, start: float, step: int) -> None:
@@ -310,6 +350,8 @@ def _step(
     plan: TrainPlan,
     device: Device,
     task: Task,
+    frozen: FrozenCache | None = None,
+    keep: Collection[bytes] | None = None,
 ) -> tuple[float, int]:
     """One optimizer step over ``gradient_accumulation`` micro-batches; returns the mean loss
     and the rows it trained on."""
@@ -319,7 +361,7 @@ def _step(
     rows = 0
     for _ in range(plan.gradient_accumulation):
         batch = _to(make_batch(next(batches)), device)
-        with _autocast(device):
+        with _autocast(device), _fed(frozen, batch, keep):
             logits = model(**_inputs(batch)).logits
         loss = task.loss(logits, batch["labels"], **plan.loss_options)
         loss = loss / plan.gradient_accumulation
@@ -347,6 +389,13 @@ def _to(batch: Batch, device: Device) -> Batch:
     if device.type == "cpu":
         return batch
     return {k: v.to(device.torch, non_blocking=True) for k, v in batch.items()}
+
+
+def _fed(frozen: FrozenCache | None, batch: Batch, keep: Collection[bytes] | None = None) -> Any:
+    """Feed the batch's cached frozen states to the forward pass, where there is a cache."""
+    import contextlib
+
+    return contextlib.nullcontext() if frozen is None else frozen.feeding(batch, keep)
 
 
 def _autocast(device: Device) -> Any:
