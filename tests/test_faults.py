@@ -631,3 +631,32 @@ def test_a_signal_the_moment_a_trial_is_claimed_fails_that_trial(
     assert trials[0].user_attrs[keys.INTERRUPTED] is True
     why = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
     assert why in trials[0].user_attrs[keys.FAIL_REASON]
+
+
+def test_a_worker_with_nothing_left_waits_for_a_dead_workers_trial_and_runs_its_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget counts running trials, so a worker whose peer died mid-trial used to find
+    the budget spent and leave; it now waits until that trial's heartbeat goes stale and runs
+    the retry, so the study ends with its whole budget complete."""
+    from hpo.execution.optuna_private import heartbeat_of, storage_of, trial_id_of
+    from hpo.execution.workers import work
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_GRACE_PERIOD", "2")
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'dead.db'}"),
+        study_name="dead",
+        direction="maximize",
+    )
+    dead = study.ask()  # a worker elsewhere took this trial, beat once, and died
+    dead.suggest_float("x", 0.0, 1.0)
+    dead.set_user_attr(keys.WORKER, "elsewhere:1")
+    heartbeat = heartbeat_of(storage_of(study))
+    assert heartbeat is not None
+    heartbeat.record_heartbeat(trial_id_of(study.get_trials()[0]))
+
+    assert work(study, lambda t: t.suggest_float("x", 0.0, 1.0), 2) == 2
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[2].params == trials[0].params  # the retry of the dead worker's trial

@@ -276,10 +276,22 @@ def work(
     ahead = None if not spend else 1
     ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
     ran = 0
+    def others_running() -> bool:
+        """Trials still run on other hpo workers: one may have died, and its retry needs a
+        worker (without heartbeats nothing could find it dead, so there is nothing to wait for;
+        a trial some other program started carries no worker and is not waited for)."""
+        if interval is None:
+            return False
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(keys.WORKER in t.user_attrs for t in running)
+
     while not _past_deadline(study):
         sweep_stale(study, liveness)
         if budget_used(study) >= n_trials or spend_reached(study, spend):
-            break
+            if not others_running():
+                break
+            time.sleep(poll)  # the budget counts running trials: wait until they end or die
+            continue
         if ahead is not None:
             ensure_budget(study, n_trials, ahead)
         trial_id = None
@@ -287,8 +299,7 @@ def work(
             with signals_deferred():
                 trial_id = _claim(study)
             if trial_id is None:
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if not running or interval is None:
+                if not others_running():
                     break
                 time.sleep(poll)  # wait for others to finish, or to be found dead
                 continue
