@@ -70,6 +70,19 @@ def test_throughput_benchmark_quick(
     assert "fixed cost of a later trial" in text and "frozen 1, hpo / Trainer: warm " in text
 
 
+def test_step_options_benchmark_quick(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    text = run(
+        "step_options.py", "--quick", "--options", "fp32", "bf16", "--model", str(tiny_model_dir),
+        "--train", str(sentiment_csv), "--text-column", "text", "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["option"], r["threads"]) for r in rows] == [("fp32", 1), ("bf16", 1)]
+    assert all(r["samples_per_s"] > 0 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert "threads 1: bf16 / fp32: " in text
+
+
 # one method per code path of bench/search_quality.py (the other hpo-* rows only change the
 # sampler's or pruner's settings): keeps the suite inside CI's time
 METHODS = ("hpo", "hpo-noprune", "hpo-sha-recipe", "hpo-small-3d", "top-k", "hf-search",

@@ -241,9 +241,9 @@ class TrainSection:
     # memory (MB) for the frozen blocks' hidden states, kept per row and reused by every step,
     # evaluation and later trial of the worker (hpo/training/frozen.py); 0 turns it off
     frozen_cache_mb: int = 1024
-    # torch.compile the model (dynamic shapes): a worker's first trial pays the compilation (a
-    # minute or more on a CPU), later trials reuse it; off, as it is no clear win for short
-    # studies (BENCHMARKS.md, "The step itself")
+    # torch.compile the model (dynamic shapes): a worker's first trial pays the compilation
+    # (about a minute on a CPU), later trials reuse it; off: it measured no faster on a CPU
+    # (BENCHMARKS.md, "The step itself")
     compile: bool = False
 
     def __post_init__(self) -> None:
