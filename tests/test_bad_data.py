@@ -214,6 +214,12 @@ def test_leakage_into_test_and_validation_is_a_warning_printed_once_before_trial
     assert run.stderr.splitlines() == warnings  # once, though the run loads the data and trains
     assert run.output.index(warnings[1]) < run.output.index("created study")  # before any trial
     assert db.is_file()
+    # a worker joining the study says them again, unless it is one of `hpo run --workers`'
+    # (--quiet), whose parent printed them once already
+    loud = hpo(["worker", "tiny", "--storage", f"sqlite:///{db}"])
+    quiet = hpo(["worker", "tiny", "--storage", f"sqlite:///{db}", "--quiet"])
+    assert loud.exit_code == 0 and quiet.exit_code == 0, loud.output + quiet.output
+    assert loud.stderr.splitlines() == warnings and quiet.stderr == ""
 
 
 # ---------------------------------------------------------------- labels of mixed types

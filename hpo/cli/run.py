@@ -247,6 +247,8 @@ def worker(
 
     Needs only the study name and the storage URL: the study file is read from the database.
     """
+    import contextlib
+    import io
     import os
 
     from rich.console import Console
@@ -264,7 +266,10 @@ def worker(
     index = worker_index if worker_index is not None else os.getpid()
     study, spec = load_stored(study_name, open_storage(storage_url(storage)), worker_index=index)
     objective = Objective(spec)
-    prep = objective.prepare()
+    # the data's warnings (leakage, dropped rows) were printed by whoever launched the workers;
+    # --quiet keeps N workers from repeating them (errors still raise and are printed)
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        prep = objective.prepare()
     if BASELINE_ATTR not in study.user_attrs:
         study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
     console = Console(quiet=quiet)

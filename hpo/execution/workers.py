@@ -276,6 +276,7 @@ def work(
     ahead = None if not spend else 1
     ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
     ran = 0
+
     def others_running() -> bool:
         """Trials still run on other hpo workers: one may have died, and its retry needs a
         worker (without heartbeats nothing could find it dead, so there is nothing to wait for;
