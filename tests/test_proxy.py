@@ -415,3 +415,37 @@ def test_a_full_database_server_is_one_line_that_points_to_the_proxy(pg_url: str
 if __name__ == "__main__":
     url, name, index, folder, workers = sys.argv[1:]
     sleep_worker(url, name, int(index), Path(folder), int(workers))
+
+
+@pytest.mark.slow
+def test_a_proxy_that_dies_mid_run_ends_the_worker_with_one_line(
+    tiny_model_dir: Path, sentiment_csv: Path, pg_url: str, tmp_path: Path
+) -> None:
+    from optuna.trial import TrialState
+
+    from tests.test_workers import running_trial
+
+    proc, url = start_proxy(pg_url, tmp_path / "proxy.log")
+    try:
+        study = create(url, "lost", 3, str(tiny_model_dir), str(sentiment_csv))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "hpo", "worker", "lost", "--storage", url, "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        victim = running_trial(study)  # the worker is training
+    finally:
+        proc.kill()  # the proxy dies, the database stays
+        proc.wait()
+    _, err = worker.communicate(timeout=120)
+    lines = err.decode().strip().splitlines()
+    assert worker.returncode == 1, err.decode()
+    assert len(lines) == 1 and lines[0].startswith("Error: the storage proxy stopped answering")
+    assert "Traceback" not in err.decode()
+    # nothing stored was lost: the trial stays as the worker left it, for a sweep to retry
+    import optuna
+
+    from hpo.execution.storage import open_storage
+
+    stored = optuna.load_study(study_name="lost", storage=open_storage(pg_url)).get_trials()
+    assert stored[victim.number].state == TrialState.RUNNING
+    assert stored[victim.number].params == victim.params

@@ -34,6 +34,24 @@ class _Group(click.Group):
             raise _WrongInput(str(exc)) from None
         except HpoError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if (lost := lost_proxy(exc)) is None:
+                raise
+            raise click.ClickException(lost) from None
+
+
+def lost_proxy(exc: BaseException) -> str | None:
+    """The line for a storage proxy (``hpo proxy``) that stopped answering mid-command, where
+    ``exc`` is gRPC's error for it; None for anything else (a bug keeps its traceback)."""
+    if not type(exc).__module__.startswith("grpc") or not hasattr(exc, "code"):
+        return None
+    code = getattr(exc.code(), "name", str(exc.code()))
+    if code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"):
+        return None
+    return (
+        f"the storage proxy stopped answering ({code}); start `hpo proxy` again and rerun "
+        "the same command: finished trials are stored, and the one in progress is retried"
+    )
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
