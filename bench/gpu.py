@@ -92,6 +92,20 @@ def random_model(tokenizer_dir: Path, out: Path, sizes: dict[str, int], arch: st
     return config
 
 
+def trained_flops_per_row(config: Any, lengths: list[int], trial: Any) -> float:
+    """Model FLOPs per training row that ran: the frozen layers' forward pass counts only for
+    the share of rows the frozen-layer cache computed (``frozen_rows_computed`` against
+    ``frozen_rows_served``, both splits together); rows it served skipped those layers."""
+    frozen = int(trial.params.get("frozen_layers") or 0)
+    per_row = flops_per_row(config, lengths, frozen)
+    computed = trial.user_attrs.get("frozen_rows_computed")
+    served = int(trial.user_attrs.get("frozen_rows_served") or 0)
+    if not frozen or computed is None or computed + served == 0:
+        return per_row
+    below = flops_per_row(config, lengths, train=False) * frozen / config.num_hidden_layers
+    return per_row - below * served / (computed + served)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in trials:
         rate = float(t.user_attrs["samples_per_second"])
-        tflops = rate * flops_per_row(config, lengths, int(t.params["frozen_layers"])) / 1e12
+        tflops = rate * trained_flops_per_row(config, lengths, t) / 1e12
         rows.append({
             "trial": t.number, "state": t.state.name, "steps": t.user_attrs.get("steps"),
             "frozen_layers": t.params.get("frozen_layers"), "samples_per_s": rate,

@@ -188,6 +188,27 @@ def test_flops_per_row_by_hand() -> None:
     assert common.flops_per_row(config, [1, 3], frozen=2) == evaluation  # nothing trains
 
 
+def test_gpu_mfu_counts_the_frozen_layers_only_for_the_rows_the_cache_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The layers of test_flops_per_row_by_hand, one frozen: a training row costs
+    (4 x 272 + 4 x 912) / 2 = 2,368 FLOPs with the frozen layer's forward (1,184 / 2 = 592);
+    where the cache served 3 of 4 rows, three quarters of that forward did not run."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
+    uncached = SimpleNamespace(params={"frozen_layers": 1}, user_attrs={})
+    cached = SimpleNamespace(
+        params={"frozen_layers": 1},
+        user_attrs={"frozen_rows_computed": 1, "frozen_rows_served": 3},
+    )
+    assert gpu.trained_flops_per_row(config, [1, 3], uncached) == 2368
+    assert gpu.trained_flops_per_row(config, [1, 3], cached) == 2368 - 592 * 3 / 4
+
+
 def test_structure_benchmark_quick(
     tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
 ) -> None:
