@@ -131,13 +131,18 @@ class Setup:
 
 def search_flops(s: Setup, curves: list[dict[str, Any]]) -> float:
     """Model FLOPs a search spent: each trial's training rows at the cost of its frozen layers,
-    and each of its evaluations of the whole validation split."""
+    and each of its evaluations of the whole validation split (hpo's trials carry their own
+    figure, which leaves out the frozen layers' work the cache saved)."""
     assert s.config is not None and s.train_lengths and s.validation_lengths
     evaluation = len(s.validation_lengths) * flops_per_row(
         s.config, s.validation_lengths, train=False
     )
     total = 0.0
-    for c in curves:  # hf-search's trials freeze nothing and have no such parameter
+    for c in curves:
+        if c.get("flops") is not None:  # an hpo trial's own count: only what ran (cache)
+            total += c["flops"]
+            continue
+        # hf-search's trials freeze nothing and have no such parameter
         per_row = flops_per_row(s.config, s.train_lengths, int(c["params"].get("frozen_layers", 0)))
         total += c["samples"] * per_row + len(c["values"]) * evaluation
     return total
@@ -188,6 +193,7 @@ def curve(trial: Any, samples: int) -> dict[str, Any]:
     return {
         "number": trial.number, "state": trial.state.name, "value": trial.value,
         "params": dict(trial.params), "samples": samples,
+        "flops": trial.user_attrs.get("flops"),  # hpo's count; HF's trials have none
         "values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
     }  # fmt: skip
 

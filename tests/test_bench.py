@@ -115,6 +115,9 @@ def test_search_quality_benchmark_quick(
     noprune = next(r for r in rows if r["method"] == "hpo-noprune")
     assert noprune["samples"] == 2 * 10 * 16  # --quick: 2 trials x 10 steps x batch 16
     assert [sorted(c["values"]) for c in noprune["curves"]] == [["10", "2", "4", "6", "8"]] * 2
+    # hpo's trials count their own FLOPs (the frozen-layer cache's saving included)
+    assert all(c["flops"] > 0 for c in noprune["curves"])
+    assert noprune["flops"] == pytest.approx(sum(c["flops"] for c in noprune["curves"]))
     assert sum(c["samples"] for c in noprune["curves"]) == noprune["samples"]
     # top-k: both trials to the first evaluation (step 2), then both again for all 10 steps
     top = next(r for r in rows if r["method"] == "top-k")
