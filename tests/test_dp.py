@@ -26,7 +26,7 @@ from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
 from hpo.final.best import top_trials
 from hpo.results.report import render_report, summarize
-from hpo.search import objective as objective_module
+from hpo.search import records
 from hpo.search.objective import Objective
 from hpo.search.preflight import preflight
 from hpo.search.study import build_sampler, create_or_resume
@@ -144,7 +144,7 @@ def test_the_sampler_avoids_configurations_over_the_target(tiny_model_dir, senti
 
         def fake(trial: optuna.Trial) -> float:
             noise = spec.space["dp_noise_multiplier"].suggest(trial)
-            objective_module._record_privacy(trial, 6.0 / noise, 1e-5, spec)
+            records.record_privacy(trial, 6.0 / noise, 1e-5, spec)
             return 1.0 - noise / 3.0
 
         study.optimize(fake, n_trials=50)

@@ -231,21 +231,11 @@ def test_a_killed_worker_is_failed_and_retried_once_through_the_proxy(
 
     from hpo.execution import launch
     from hpo.execution.liveness import BEAT_ATTR
-    from tests.test_workers import finish, running_trial
+    from tests.test_workers import kill_a_training_worker
 
     study = create(proxy, "kill", 4, str(tiny_model_dir), str(sentiment_csv))
     procs = launch.spawn("kill", proxy, [launch.Slot(i, None, 1) for i in range(2)])
-    victim = running_trial(study)
-    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
-    codes = finish(procs)
-    assert sorted(codes) == [-signal.SIGKILL, 0]
-    trials = study.get_trials()
-    (dead,) = [
-        t
-        for t in trials
-        if t.user_attrs.get("worker") == victim.user_attrs["worker"]
-        and t.state != TrialState.COMPLETE
-    ]
+    dead, trials = kill_a_training_worker(study, procs)
     assert dead.state == TrialState.FAIL
     assert "no heartbeat for 4 s" in dead.user_attrs["fail_reason"]
     assert isinstance(dead.system_attrs.get(BEAT_ATTR), float)  # it beat through the proxy

@@ -79,6 +79,26 @@ def running_trial(study: optuna.Study, timeout: float = 120) -> Any:
     pytest.fail("no trial started training")
 
 
+def kill_a_training_worker(
+    study: optuna.Study, procs: list[subprocess.Popen[bytes]]
+) -> tuple[Any, list[Any]]:
+    """SIGKILL the worker of a trial in training and let the others finish; returns the trial
+    the killed worker left (normally the one it was running, unless that had just finished)
+    and all the study's trials."""
+    victim = running_trial(study)
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    codes = finish(procs)
+    assert sorted(codes) == [-signal.SIGKILL, 0]
+    trials = study.get_trials()
+    (dead,) = [
+        t
+        for t in trials
+        if t.user_attrs.get("worker") == victim.user_attrs["worker"]
+        and t.state != TrialState.COMPLETE
+    ]
+    return dead, trials
+
+
 def states(study: optuna.Study) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in study.get_trials():
@@ -98,19 +118,7 @@ def test_workers_share_the_budget_exactly(tiny_model_dir, sentiment_csv, url) ->
 
 def test_a_killed_worker_leaves_no_running_trial(tiny_model_dir, sentiment_csv, url) -> None:
     study = create(tiny_model_dir, sentiment_csv, url, "kill", n_trials=4, steps=800)
-    procs = start("kill", url, 2)
-    victim = running_trial(study)
-    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
-    codes = finish(procs)
-    assert sorted(codes) == [-signal.SIGKILL, 0]
-    trials = study.get_trials()
-    # the trial the killed worker was running (normally `victim`, unless it had just finished)
-    (dead,) = [
-        t
-        for t in trials
-        if t.user_attrs.get("worker") == victim.user_attrs["worker"]
-        and t.state != TrialState.COMPLETE
-    ]
+    dead, trials = kill_a_training_worker(study, start("kill", url, 2))
     assert dead.state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retries) == 1

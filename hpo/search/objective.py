@@ -19,13 +19,13 @@ from hpo import keys
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
-from hpo.models.flops import trial_flops
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
+from hpo.search.records import full_trial_cost, infeasible, record, record_privacy, spent_flops
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
-from hpo.strategies.privacy import over_budget, private_plan
+from hpo.strategies.privacy import private_plan
 from hpo.tasks import get_task
-from hpo.training.loop import Device, TrainPlan, TrainResult, rows_seen, steps_for, train
+from hpo.training.loop import Device, TrainPlan, TrainResult, steps_for, train
 
 if TYPE_CHECKING:
     import optuna
@@ -157,7 +157,7 @@ class Objective:
         trial.set_user_attr(keys.DEVICE, prep.device.description)
         trial.set_user_attr(keys.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr(keys.MAX_STEPS, plan.max_steps)
-        trial.set_user_attr(keys.FULL_TRIAL, self.full_trial_cost(prep, plan, len(train_data)))
+        trial.set_user_attr(keys.FULL_TRIAL, full_trial_cost(prep, plan, len(train_data)))
         # the pruners' noise margin: units one evaluation scores
         trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
         windowed = {k: getattr(getattr(prep, k), "windowed", 0) for k in ("train", "validation")}
@@ -205,7 +205,7 @@ class Objective:
                 try:
                     result = self._train(trial, prep, hp, plan, train_data, make_batch, on_eval)
                 except OutOfMemory as second:
-                    return _infeasible(trial, f"{second} (also with half the batch)", plan)
+                    return infeasible(trial, f"{second} (also with half the batch)", plan)
         except (TrialFailure, HpoError) as exc:
             trial.set_user_attr(keys.FAIL_REASON, str(exc))
             raise TrialFailure(str(exc)) from exc
@@ -213,43 +213,15 @@ class Objective:
             reason = f"{type(exc).__name__}: {first_line(exc)}"
             trial.set_user_attr(keys.FAIL_REASON, reason)
             raise TrialFailure(reason) from exc
-        _record(trial, result, time.perf_counter() - started)
-        trial.set_user_attr(keys.FLOPS, self.flops(prep, hp, result))
+        record(trial, result, time.perf_counter() - started)
+        trial.set_user_attr(keys.FLOPS, spent_flops(prep, hp, result))
         if plan.privacy is not None and result.epsilon is not None:
-            _record_privacy(trial, result.epsilon, plan.privacy.delta, self.spec)
+            record_privacy(trial, result.epsilon, plan.privacy.delta, self.spec)
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if plan.metric not in result.metrics:
             raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
         return result.metrics[plan.metric]
-
-    def full_trial_cost(self, prep: Prepared, plan: TrainPlan, rows: int) -> dict[str, float]:
-        """What one trial of the whole training budget with nothing frozen costs, as the
-        untuned recipe would (the report sets a study's spend beside it)."""
-        samples = rows_seen(rows, plan.batch_size, plan.gradient_accumulation, plan.max_steps)
-        evaluations = -(-plan.max_steps // max(1, plan.eval_every))
-        shape = prep.pretrained.shape
-        flops = trial_flops(
-            shape, prep.lengths("train"), prep.lengths("validation"), samples, evaluations
-        )
-        return {"samples": samples, "flops": flops}
-
-    def flops(self, prep: Prepared, hp: Hyperparameters, result: TrainResult) -> float:
-        """Model FLOPs the trial spent (hpo.models.flops): its training rows at the cost its
-        depth and frozen layers leave, and each evaluation of the validation split."""
-        shape = prep.pretrained.shape
-        depth = int(hp.get("num_layers") or 0)
-        if depth:
-            shape = shape.with_depth(depth)
-        return trial_flops(
-            shape,
-            prep.lengths("train"),
-            prep.lengths("validation"),
-            result.train_samples,
-            len(result.history),
-            int(hp.get("frozen_layers") or 0),
-            result.frozen_computed_rows,
-        )
 
     def build_model(self, prep: Prepared, hp: Hyperparameters) -> tuple[Any, dict[str, Any]]:
         """A fresh copy of the pretrained model with every strategy applied, in registry order;
@@ -358,42 +330,6 @@ class Objective:
             int(hp["seed"]),
             self.spec.augment.ops,
         )
-
-
-def _infeasible(trial: optuna.Trial, reason: str, plan: TrainPlan) -> float:
-    """Keep a configuration that cannot run as COMPLETE and infeasible: Optuna's samplers rank
-    infeasible trials below every feasible one (so TPE learns to avoid the region) and
-    ``best_trial`` skips them; the report, plots and export leave the placeholder value out."""
-    trial.set_user_attr(keys.FAIL_REASON, reason)
-    trial.set_user_attr(keys.INFEASIBLE, reason)
-    trial.set_constraint(keys.FITS_IN_MEMORY, 1.0)
-    return 0.0 if plan.maximize else 1e9
-
-
-def _record_privacy(trial: optuna.Trial, epsilon: float, delta: float, spec: StudySpec) -> None:
-    """Store the privacy a trial spent; over ``privacy.target_epsilon`` it is kept as infeasible
-    (its value stays, but it is never the best and TPE ranks it below every feasible trial)."""
-    trial.set_user_attr(keys.DP_EPSILON, epsilon)
-    trial.set_user_attr(keys.DP_DELTA, delta)
-    if spec.privacy is not None and spec.privacy.target_epsilon is not None:
-        if (reason := over_budget(epsilon, spec.privacy.target_epsilon)) is not None:
-            trial.set_user_attr(keys.FAIL_REASON, reason)
-            trial.set_user_attr(keys.INFEASIBLE, reason)
-        trial.set_constraint(keys.WITHIN_EPSILON, epsilon - spec.privacy.target_epsilon)
-
-
-def _record(trial: optuna.Trial, result: TrainResult, wall: float) -> None:
-    trial.set_user_attr(keys.STEPS, result.steps)
-    trial.set_user_attr(keys.TRAIN_SAMPLES, result.train_samples)
-    trial.set_user_attr(keys.SAMPLES_PER_SECOND, round(result.samples_per_second, 2))
-    trial.set_user_attr(keys.TRAIN_SECONDS, round(result.train_seconds, 3))
-    trial.set_user_attr(keys.EVAL_SECONDS, round(result.eval_seconds, 3))
-    trial.set_user_attr(keys.WALL_SECONDS, round(wall, 3))
-    trial.set_user_attr(keys.PEAK_MEMORY_MB, round(result.peak_memory_mb, 1))
-    trial.set_user_attr(keys.METRICS, {k: round(v, 6) for k, v in result.metrics.items()})
-    if result.frozen_computed_rows is not None:
-        trial.set_user_attr(keys.FROZEN_COMPUTED, result.frozen_computed_rows)
-        trial.set_user_attr(keys.FROZEN_SERVED, result.frozen_served_rows)
 
 
 def _release_memory(device: Device) -> None:

@@ -8,8 +8,6 @@ out of memory) are raised as ``TrialFailure`` with a reason a user can act on.
 from __future__ import annotations
 
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from hpo.data.batches import Encoded, eval_batches, train_batches
 from hpo.errors import OutOfMemory, TrialFailure
 from hpo.models.pretrained import parameter_groups
+from hpo.training.device import Device, autocast, peak_memory_mb, to_device
+from hpo.training.device import pick_device as pick_device  # where callers have long found it
 
 if TYPE_CHECKING:
     import torch
@@ -29,44 +29,6 @@ if TYPE_CHECKING:
 
 Batch = dict[str, "torch.Tensor"]
 OnEval = Callable[[int, dict[str, float]], bool]
-
-
-@dataclass(frozen=True)
-class Device:
-    """Where a trial runs and in which precision."""
-
-    type: str  # "cuda", "mps" or "cpu"
-    index: int | None
-    description: str  # stored with each trial, e.g. "cuda:0 (NVIDIA H200)"
-    autocast: str | None  # "bf16", "fp16" or None
-
-    @property
-    def torch(self) -> str:
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-
-def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
-    """CUDA if there is one, then MPS, then the CPU; bf16 autocast where the GPU supports it."""
-    import torch
-
-    kind = requested.split(":")[0]
-    if kind == "auto":
-        if torch.cuda.is_available():
-            kind = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            kind = "mps"
-        else:
-            kind = "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise TrialFailure("`train.device` asks for CUDA but torch sees no CUDA GPU")
-        index = int(requested.split(":")[1]) if ":" in requested else 0
-        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-        auto = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        autocast = None if precision == "fp32" else (auto if precision == "auto" else precision)
-        return Device("cuda", index, name, autocast)
-    autocast = "bf16" if precision == "bf16" and kind == "cpu" else None
-    return Device(kind, None, kind, autocast)
 
 
 @dataclass(frozen=True)
@@ -165,9 +127,9 @@ def evaluate(
     loss_sum = 0.0
     units = 0
     lengths = [len(x) for x in data.input_ids]
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device):
         for indices in eval_batches(lengths, batch_size):
-            batch = _to(task.collate(data, indices, pad_id), device)
+            batch = to_device(task.collate(data, indices, pad_id), device)
             with _fed(frozen, batch):
                 logits = model(**_inputs(batch)).logits.float()
             loss_sum += task.loss(logits, batch["labels"], reduction="sum").item()
@@ -309,7 +271,7 @@ def train(
     if private is not None:
         result.epsilon = private.close()
     result.metrics = dict((best if plan.keep == "best" else last) or {})
-    result.peak_memory_mb = _peak_memory_mb(device)
+    result.peak_memory_mb = peak_memory_mb(device)
     if frozen is not None:
         frozen.detach()
         result.frozen_computed_rows = frozen.computed_rows
@@ -360,8 +322,8 @@ def _step(
     total = 0.0
     rows = 0
     for _ in range(plan.gradient_accumulation):
-        batch = _to(make_batch(next(batches)), device)
-        with _autocast(device), _fed(frozen, batch, keep):
+        batch = to_device(make_batch(next(batches)), device)
+        with autocast(device), _fed(frozen, batch, keep):
             logits = model(**_inputs(batch)).logits
         loss = task.loss(logits, batch["labels"], **plan.loss_options)
         loss = loss / plan.gradient_accumulation
@@ -385,35 +347,8 @@ def _better(value: float, incumbent: float, plan: TrainPlan) -> bool:
     return value > incumbent if plan.maximize else value < incumbent
 
 
-def _to(batch: Batch, device: Device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device.torch, non_blocking=True) for k, v in batch.items()}
-
-
 def _fed(frozen: FrozenCache | None, batch: Batch, keep: Collection[bytes] | None = None) -> Any:
     """Feed the batch's cached frozen states to the forward pass, where there is a cache."""
     import contextlib
 
     return contextlib.nullcontext() if frozen is None else frozen.feeding(batch, keep)
-
-
-def _autocast(device: Device) -> Any:
-    import contextlib
-
-    import torch
-
-    if device.autocast is None:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if device.autocast == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _peak_memory_mb(device: Device) -> float:
-    """Peak GPU memory of this trial on CUDA; elsewhere the process's peak resident memory."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device.torch) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
