@@ -501,7 +501,10 @@ def _done_and_running(
 def test_ctrl_c_then_the_same_command_continues_the_study(
     workers: int, tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
 ) -> None:
-    n_trials, steps, every = 3, 4 * STEPS, STEPS // 2  # long trials: the signal lands in one
+    # long trials, and with two workers twice as many: the first two run side by side, so
+    # a signal must have later trials in training to land in (one alone leaves too short
+    # a window on a fast machine)
+    n_trials, steps, every = 3 * workers, 4 * STEPS, STEPS // 2
     raw = spec_dict(
         tiny_model_dir,
         sentiment_csv,
