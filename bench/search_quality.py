@@ -23,6 +23,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   hpo-3d-noprune  hpo-3d without pruning: every trial's whole learning curve, for replaying
                pruners on several tasks (bench/pruner_replay.py).
   hpo-sha-3d   hpo-3d with hpo's successive halving instead of the median pruner.
+  hpo-race-3d  hpo-sha-3d racing within the same 12 trials (study.race_trials = 3): 9 searched,
+               then 3 re-runs of the leaders with new seeds; the best mean is chosen.
   hpo-bohb-3d  hpo-sha-3d with TPE fitted on the largest rung with enough results (BOHB's rule,
                sampler.fit_on = "largest_rung") and a rung margin of one standard error of an
                accuracy near 0.8 on the validation rows (pruner.margin).
@@ -96,7 +98,8 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "hpo-sha-3d", "hpo-bohb-3d", "hpo-small-3d", "top-k", "hf-search", "bert-grid", "default",
+    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "top-k", "hf-search",
+    "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
 # recipe as the noise floor; 11-13 minutes a seed on a 2-core machine (BENCHMARKS.md).
@@ -253,13 +256,15 @@ def method_hpo(
     fit_on: str = "every_trial",
     margin: float | None = None,
     share: float | None = None,
+    race: int = 0,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
     from the Trainer's untuned recipe (``sampler.start_from_recipe``); ``fit_on`` and
     ``margin`` are the sampler's and the pruner's keys of those names; ``share`` replaces the
     trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
-    batch."""
+    batch; ``race`` is ``study.race_trials``: that many of the trials re-run the leaders with
+    new seeds, and the best is the configuration with the best mean."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -272,6 +277,8 @@ def method_hpo(
     spec = spec.replace("pruner", name=pruner, margin=margin).replace(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
+    if race:  # --quick's two trials race once
+        spec = spec.replace("study", race_trials=min(race, spec.study.n_trials - 1))
     if share is not None:
         from hpo.config.sections import NO_CAP
 
@@ -400,6 +407,10 @@ RUNNERS = {
     ),
     "hpo-sha-3d": lambda s, seed: method_hpo(
         s, seed, "successive_halving", method="hpo-sha-3d", hpo_dims=False
+    ),
+    # racing within the same budget: 9 searched trials, then 3 re-runs of the leaders
+    "hpo-race-3d": lambda s, seed: method_hpo(
+        s, seed, "successive_halving", method="hpo-race-3d", hpo_dims=False, race=3
     ),
     # BOHB's rule with successive halving that does not decide within noise: one standard
     # error of an accuracy near 0.8 on the validation rows
