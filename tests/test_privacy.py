@@ -2,13 +2,17 @@
 
 A sentence planted in the data is looked for, after a whole study, in the database file, every
 file the commands write (report, export, best's model folder and card, plots) and what the
-dashboard serves: only counts, lengths, hashes and metrics may leave the data files.
+dashboard serves: only counts, lengths, hashes and metrics may leave the data files. A password
+in a storage URL and a hub token are looked for in the same places.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +85,69 @@ def test_a_planted_sentence_is_in_nothing_hpo_writes_or_serves(
     assert (tmp_path / "model" / "README.md").is_file() and db.is_file()  # they were searched
     for text in outputs + served:
         assert MARK not in text.lower() and TOKEN not in text
+
+
+def test_a_storage_password_is_in_nothing_hpo_prints_writes_stores_or_serves(
+    tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
+) -> None:
+    """A password in a real PostgreSQL URL, through every command and channel: the output of
+    `hpo run --workers 2` and its workers, report, export, best (its model card and results
+    file), plot, the dashboard's pages (the study note among them) and its log, the storage
+    proxy's log, and what the database itself holds."""
+    import optuna
+
+    from tests.databases import database
+    from tests.test_proxy import start_proxy, stop
+
+    secret = "pl4nted-Passw0rd"
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"n_trials": 2},
+                    data={"test_fraction": 0.2, "max_eval_samples": 80},
+                    train={"max_steps": 10, "eval_every": 5})  # fmt: skip
+    study_file = tmp_path / "pw.toml"
+    study_file.write_text(toml_text(raw))
+    with database("postgresql", tmp_path) as url:  # trust auth: any password is accepted
+        scheme, rest = url.split("://", 1)
+        user, host = rest.split("@", 1)
+        url = f"{scheme}://{user}:{secret}@{host}"
+        run = subprocess.run(
+            [sys.executable, "-m", "hpo", "run", str(study_file), "--storage", url,
+             "--workers", "2"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        outputs = [run.stdout + run.stderr]
+        assert f"{user}:***@" in outputs[0]  # the URL was printed, masked
+        runner = CliRunner()
+        for args in (
+            ["report", "tiny"],
+            ["report", "tiny", "--json"],
+            ["export", "tiny", "--format", "json"],
+            ["export", "tiny", "--format", "csv", "--out", str(tmp_path / "t.csv")],
+            ["best", "tiny", "--out", str(tmp_path / "model"), "--seeds", "1"],
+            *([["plot", "tiny", "--out", str(tmp_path / "plots")]]
+              if importlib.util.find_spec("matplotlib") else []),
+        ):  # fmt: skip
+            result = runner.invoke(cli, [*args, "--storage", url])
+            assert result.exit_code == 0, result.output
+            outputs.append(result.output)
+        if importlib.util.find_spec("optuna_dashboard") is not None:
+            with serving(url, tmp_path / "dashboard.log") as base:
+                sid = study_id(base, "tiny")
+                for path in ("/api/studies", f"/api/studies/{sid}", "/api/meta"):
+                    outputs.append(str(get_json(base + path)))
+        proc, _ = start_proxy(url, tmp_path / "proxy.log")
+        stop(proc)
+        study = optuna.load_study(study_name="tiny", storage=url)
+        trials = study.get_trials()
+        stored: list[object] = [study.user_attrs]
+        for t in trials:
+            stored += [t.params, t.user_attrs, t.system_attrs]
+
+    assert len(trials) == 2 and (tmp_path / "model" / "README.md").is_file()
+    assert (tmp_path / "proxy.log").stat().st_size > 0  # the proxy said where it listens
+    for text in [*outputs, str(stored)]:
+        assert secret not in text
+    assert files_holding(tmp_path, secret.lower().encode(), skip=set()) == []
 
 
 def test_the_study_file_names_the_data_but_holds_none_of_it(tmp_path: Path, tiny_model_dir) -> None:
