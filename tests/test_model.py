@@ -163,11 +163,11 @@ class RemoteModel(BertForSequenceClassification):
 """
 
 
-def test_a_model_with_its_own_code_needs_trust_remote_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A folder whose config names classes in its own Python files, as a hub repository with
-    custom code does: refused in one line, loaded (its classes run) with the switch on."""
+def remote_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_code: str = REMOTE_MODEL
+) -> Path:
+    """A tiny BERT folder whose config names classes in its own Python files (``model_code``
+    defines ``RemoteModel``), as a hub repository with custom code does."""
     import json
     import sys
 
@@ -176,10 +176,12 @@ def test_a_model_with_its_own_code_needs_trust_remote_code(
     # transformers copies the code to a module cache and puts it on sys.path: keep both here
     monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "m"))
     monkeypatch.setattr(sys, "path", [*sys.path])
+    for name in [m for m in sys.modules if m.startswith("transformers_modules")]:
+        monkeypatch.delitem(sys.modules, name)  # another test's cache, imported from there
     (tmp_path / "remote").mkdir()
     folder = save_tiny_bert(tmp_path / "remote", 2)
     (folder / "configuration_hpotest.py").write_text(REMOTE_CONFIG)
-    (folder / "modeling_hpotest.py").write_text(REMOTE_MODEL)
+    (folder / "modeling_hpotest.py").write_text(model_code)
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "hpo-test-remote"
     config["auto_map"] = {
@@ -187,6 +189,15 @@ def test_a_model_with_its_own_code_needs_trust_remote_code(
         "AutoModelForSequenceClassification": "modeling_hpotest.RemoteModel",
     }
     (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_model_with_its_own_code_needs_trust_remote_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose config names classes in its own Python files, as a hub repository with
+    custom code does: refused in one line, loaded (its classes run) with the switch on."""
+    folder = remote_model_folder(tmp_path, monkeypatch)
     refused = (
         f"cannot load `model.name` {str(folder)!r} (folder): it needs Python code from its "
         "repository; set model.trust_remote_code = true to run it (only for a repository you "

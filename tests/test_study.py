@@ -397,6 +397,56 @@ def test_no_trial_starts_after_the_study_wide_deadline(
     assert work(study, Objective(spec), 3) == 3
 
 
+HANGING_MODEL = """import time
+
+from transformers import BertForSequenceClassification
+
+from .configuration_hpotest import RemoteConfig
+
+STEPS = [0]
+
+
+class RemoteModel(BertForSequenceClassification):
+    config_class = RemoteConfig
+
+    def forward(self, *args, **kwargs):
+        if self.training:
+            STEPS[0] += 1
+            if STEPS[0] == 3:  # the first trial's third step waits for ever
+                time.sleep(3600)
+        return super().forward(*args, **kwargs)
+"""
+
+
+def test_a_step_that_never_returns_is_ended_by_the_timeout_and_the_worker_goes_on(
+    tmp_path: Path, sentiment_csv: Path, storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's model code that hangs inside a step: the check between steps never runs, so
+    the alarm set for the timeout (plus a tenth, at least a second) ends it."""
+    import time
+
+    from tests.test_model import remote_model_folder
+
+    folder = remote_model_folder(tmp_path, monkeypatch, HANGING_MODEL)
+    spec = make_spec(
+        folder,
+        sentiment_csv,
+        study={"n_trials": 2},
+        model={"name": str(folder), "trust_remote_code": True},
+        train={"max_steps": 12, "eval_every": 6, "trial_timeout": 20.0},
+        space={"frozen_layers": 0},
+    )
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    started = time.monotonic()
+    assert work(study, Objective(spec), 2) == 2
+    hung, after = study.get_trials()
+    assert hung.state == TrialState.FAIL and after.state == TrialState.COMPLETE
+    assert hung.user_attrs["fail_reason"] == (
+        "ran past train.trial_timeout (20 s): a step did not return within 2 s more"
+    )
+    assert time.monotonic() - started < 600  # not the hour the step would have slept
+
+
 def test_a_trial_past_its_timeout_fails_with_the_reason_and_the_worker_goes_on(
     tiny_model_dir, sentiment_csv, storage_url
 ) -> None:

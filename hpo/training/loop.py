@@ -8,6 +8,8 @@ out of memory) are raised as ``TrialFailure`` with a reason a user can act on.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -232,41 +234,47 @@ def train(
     best: dict[str, float] | None = None
     last: dict[str, float] | None = None
     start = time.perf_counter()
-    for step in range(1, plan.max_steps + 1):
-        try:
-            if private is not None:
-                loss, rows = private.step(make_batch, lengths, task)
-            else:
-                loss, rows = _step(model, optimizer, trainable, scaler, batches, make_batch,
-                                   plan, device, task, frozen, keep)  # fmt: skip
-        except (torch.OutOfMemoryError, MemoryError):
-            raise OutOfMemory(
-                f"out of memory at step {step} with batch size {plan.batch_size}; "
-                "lower batch_size or train.max_length"
-            ) from None
-        if not math.isfinite(loss):
-            raise TrialFailure(
-                f"loss became {loss} at step {step}; the learning rate "
-                f"{plan.learning_rate:.2g} is probably too high"
-            )
-        scheduler.step()
-        result.steps = step
-        result.train_samples += rows  # the real rows: an epoch's last batch may be short
-        if on_step is not None:
-            on_step(step)
-        _check_time(plan, start, step)
-        if step % plan.eval_every == 0 or step == plan.max_steps:
-            t0 = time.perf_counter()
-            last = evaluate(model, validation, device, plan.eval_batch_size, pad_id, task, frozen)
-            _train_mode(model, plan.frozen_layers)
-            result.eval_seconds += time.perf_counter() - t0
-            result.history.append((step, last))
+    hung = _HungStep(plan)  # a step that never returns to the loop is ended as well
+    try:
+        for step in range(1, plan.max_steps + 1):
+            try:
+                if private is not None:
+                    loss, rows = private.step(make_batch, lengths, task)
+                else:
+                    loss, rows = _step(model, optimizer, trainable, scaler, batches, make_batch,
+                                       plan, device, task, frozen, keep)  # fmt: skip
+            except (torch.OutOfMemoryError, MemoryError):
+                raise OutOfMemory(
+                    f"out of memory at step {step} with batch size {plan.batch_size}; "
+                    "lower batch_size or train.max_length"
+                ) from None
+            if not math.isfinite(loss):
+                raise TrialFailure(
+                    f"loss became {loss} at step {step}; the learning rate "
+                    f"{plan.learning_rate:.2g} is probably too high"
+                )
+            scheduler.step()
+            result.steps = step
+            result.train_samples += rows  # the real rows: an epoch's last batch may be short
+            if on_step is not None:
+                on_step(step)
             _check_time(plan, start, step)
-            if best is None or _better(last[plan.metric], best[plan.metric], plan):
-                best = last
-            if on_eval is not None and on_eval(step, last):
-                result.stopped_early = True
-                break
+            if step % plan.eval_every == 0 or step == plan.max_steps:
+                t0 = time.perf_counter()
+                last = evaluate(
+                    model, validation, device, plan.eval_batch_size, pad_id, task, frozen
+                )
+                _train_mode(model, plan.frozen_layers)
+                result.eval_seconds += time.perf_counter() - t0
+                result.history.append((step, last))
+                _check_time(plan, start, step)
+                if best is None or _better(last[plan.metric], best[plan.metric], plan):
+                    best = last
+                if on_eval is not None and on_eval(step, last):
+                    result.stopped_early = True
+                    break
+    finally:
+        hung.disarm()
     result.train_seconds = time.perf_counter() - start - result.eval_seconds
     if private is not None:
         result.epsilon = private.close()
@@ -291,6 +299,37 @@ def _train_mode(model: PreTrainedModel, frozen_layers: int) -> None:
     for module in below_blocks(model, frozen_layers):
         if not any(p.requires_grad for p in module.parameters()):
             module.eval()
+
+
+class _HungStep:
+    """``train.trial_timeout`` for a step that does not come back to the loop (user code that
+    waits forever, a read that blocks): SIGALRM, set for the timeout plus a tenth (at least a
+    second), raises the trial's failure in the main thread, where the signal's handler runs as
+    soon as the step is back in Python or a blocking call is interrupted. A call that never
+    returns to Python (a lock inside native code) is not ended; only the main thread can take
+    signals, so elsewhere (a trial run from a thread) only the check between steps applies."""
+
+    def __init__(self, plan: TrainPlan) -> None:
+        self.previous: Any = None
+        timeout = plan.timeout
+        if timeout is None or threading.current_thread() is not threading.main_thread():
+            return
+        grace = max(1.0, timeout / 10)
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise TrialFailure(
+                f"ran past train.trial_timeout ({timeout:g} s): a step did not return within "
+                f"{grace:g} s more"
+            )
+
+        self.previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout + grace)
+
+    def disarm(self) -> None:
+        if self.previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+            self.previous = None
 
 
 def _check_time(plan: TrainPlan, start: float, step: int) -> None:
