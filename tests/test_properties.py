@@ -651,14 +651,18 @@ def test_any_file_and_set_values_give_a_spec_or_one_user_error(
     content: bytes, sets: list[str], n_trials: int | None, timeout: float | None
 ) -> None:
     """What the CLI reads (``load_study_file``: the file, ``--set``, --n-trials, --timeout)
-    from any bytes and any override text: a spec, or a one-line UserError; nothing else."""
+    from any bytes and any override text: a spec, or a one-line UserError that says where the
+    fault is (a `field`, an option, or the study file: its bytes, its TOML at a line, a
+    missing section); nothing else."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "study.toml"
         path.write_bytes(content)
         try:
             load_study_file(path, tuple(sets), n_trials, timeout)
         except UserError as exc:
-            one_line(str(exc))
+            message = str(exc)
+            one_line(message)
+            assert any(where in message for where in ("`", "--", str(path), "study file")), message
 
 
 def refused(text: str) -> bool:
