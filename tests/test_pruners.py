@@ -13,12 +13,14 @@ from optuna.trial import TrialState, create_trial
 
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
+from hpo.keys import MAX_STEPS
 from hpo.search.pruners import (
     CONSTANT_SCORE_ATTR,
     EVAL_ROWS_ATTR,
     HyperbandPruner,
     SuccessiveHalvingPruner,
     TolerantMedianPruner,
+    first_rung,
 )
 from hpo.search.study import build_pruner
 from tests.conftest import spec_dict
@@ -140,6 +142,40 @@ def test_build_pruner_gives_the_tolerant_median_with_its_waiting() -> None:
     assert pruner.margin is None and pruner.proportion
     assert not build_pruner(spec({}, metric="eval_loss")).proportion  # type: ignore[attr-defined]
     assert build_pruner(spec({"margin": 0.05})).margin == 0.05  # type: ignore[attr-defined]
+
+
+def test_successive_halving_starts_its_rungs_at_a_fifth_of_each_trial_by_default() -> None:
+    halving = {"name": "successive_halving"}
+    pruner = build_pruner(spec(halving))
+    assert isinstance(pruner, SuccessiveHalvingPruner)
+    assert (pruner.min_resource, pruner.eval_every, pruner.reduction_factor) == (None, 25, 3)
+    assert pruner.proportion and pruner.margin == 0.0
+    assert build_pruner(spec({**halving, "min_resource": 50})).min_resource == 50  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "eval_every", "rung"),
+    [(125, 25, 25), (125, 50, 50), (10, 25, 25), (4200, 50, 850), (1000, 100, 200), (101, 10, 30)],
+)
+def test_first_rung_is_the_first_evaluation_at_or_after_a_fifth(
+    max_steps: int, eval_every: int, rung: int
+) -> None:
+    assert first_rung(max_steps, eval_every) == rung
+
+
+def test_successive_halving_by_default_judges_a_long_trial_first_at_a_fifth() -> None:
+    """1,000 steps, evaluations every 25: the first rung is step 200, the next 600. A trial far
+    behind at step 25 goes on to 200 (a fixed first rung of 25 would stop it there)."""
+    leader = {s: 0.9 for s in range(25, 1001, 25)}
+    behind = {s: 0.6 for s in range(25, 1001, 25)}
+    attrs = {MAX_STEPS: 1000}
+    pruner = SuccessiveHalvingPruner(None, 3, eval_every=25)
+    assert stops(pruner, [leader, behind], attrs=attrs) == [1000, 200]
+    assert stops(SuccessiveHalvingPruner(25, 3), [leader, behind]) == [1000, 25]
+    # without the trial's length (a trial from before hpo stored it), no rung is known: go on
+    assert stops(pruner, [leader, behind]) == [1000, 1000]
+    with pytest.raises(ValueError, match="eval_every"):
+        SuccessiveHalvingPruner(None, 3)
 
 
 def test_negative_margin_is_refused() -> None:

@@ -120,7 +120,7 @@ FILE_CASES = {
     "log from 0": (space("warmup_ratio = {low = 0.0, high = 0.2, log = true}"), ["`space.warmup_ratio`", "log range", "above 0", "0.0"]),
     "log not bool": (space('learning_rate = {low = 1e-5, high = 1e-4, log = "yes"}'), ["`space.learning_rate.log`", "true or false", "'yes'"]),
     "first trials not tables": (doc("[sampler]\nfirst_trials = [5e-5]"), ["`sampler.first_trials`", "list of tables", "[5e-05]"]),
-    "first trial outside space": (doc("[sampler]\nfirst_trials = [{learning_rate = 5e-4}]"), ["`sampler.first_trials[0].learning_rate` is 0.0005, outside the space", "from 1e-05 to 0.0001", "widen the space"]),
+    "first trial outside space": (doc("[sampler]\nfirst_trials = [{learning_rate = 5e-4}]"), ["`sampler.first_trials[0].learning_rate` is 0.0005, outside the space", "from 1e-05 to 0.0002", "widen the space"]),
     "first trial unknown key": (doc("[sampler]\nfirst_trials = [{lr = 5e-5}]"), ["unknown key `sampler.first_trials[0].lr`", "learning_rate"]),
     "recipe outside space": (doc('[sampler]\nstart_from_recipe = true\n[space]\nlr_schedule = ["cosine", "constant"]'), ["`sampler.start_from_recipe`", "lr_schedule 'linear' is outside", "one of 'cosine', 'constant'"]),
     "first trial wrong type": (doc('[sampler]\nfirst_trials = [{frozen_layers = "2"}]'), ["`sampler.first_trials[0].frozen_layers` must be an integer", "'2'"]),
@@ -324,7 +324,7 @@ def test_defaults_of_a_minimal_file(tmp_path) -> None:
     assert (spec.train.max_steps, spec.train.epochs, spec.train.eval_every) == (None, None, 50)
     assert (spec.train.device, spec.train.precision, spec.train.max_length) == ("auto", "auto", 128)
     assert spec.space.to_dict() == {
-        "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+        "learning_rate": {"low": 1e-5, "high": 2e-4, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
         "lr_schedule": ["linear", "cosine", "constant_with_warmup"],
         "frozen_layers": {"low": 0, "high": 3},

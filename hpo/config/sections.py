@@ -102,9 +102,11 @@ class SamplerSection:
 
 @dataclass(frozen=True)
 class PrunerSection:
-    """Pruning; the median pruner by default waits past the first evaluation and a third of
-    ``train.max_steps``, so trials still in warmup are not judged, and ignores a shortfall
-    smaller than the noise of one evaluation (hpo/search/pruners.py)."""
+    """Pruning (hpo/search/pruners.py). The default, hpo's median pruner, waits past the first
+    evaluation and a third of ``train.max_steps``, so trials still in warmup are not judged, and
+    ignores a shortfall smaller than the noise of one evaluation. Successive halving spends about
+    half its samples but, in a dozen trials, leaves few complete ones to choose from (README,
+    "Defaults, and why")."""
 
     name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
     wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
@@ -113,7 +115,9 @@ class PrunerSection:
     # median: a shortfall behind the median that is ignored (default: one standard error);
     # successive_halving, hyperband: a trial within it of the rung's room goes on (default 0)
     margin: float | None = None
-    min_resource: int | None = None  # successive_halving, hyperband (default: eval_every)
+    # successive_halving: the first rung's step (default: each trial's first evaluation at or
+    # after a fifth of its steps); hyperband: the first bracket's (default: eval_every)
+    min_resource: int | None = None
     reduction_factor: int = 3  # successive_halving, hyperband
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
     min_delta: float = 0.0  # patient: the least change that counts as an improvement

@@ -125,10 +125,11 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         from hpo.search.pruners import SuccessiveHalvingPruner
 
         inner = SuccessiveHalvingPruner(
-            min_resource=p.min_resource or first_eval,
+            min_resource=p.min_resource,  # None: each trial's first evaluation past a fifth
             reduction_factor=p.reduction_factor,
             proportion=spec.study.proportion,
             margin=p.margin or 0.0,
+            eval_every=first_eval,
         )
     elif name == "hyperband":
         from hpo.search.pruners import HyperbandPruner

@@ -28,7 +28,7 @@ class Schedule(Strategy):
             lambda v: 0 < v < 1,
             "must be in (0, 1)",
             off=5e-5,
-            default={"low": 1e-5, "high": 1e-4, "log": True},
+            default={"low": 1e-5, "high": 2e-4, "log": True},
             short="lr",
         ),
         Dim(
