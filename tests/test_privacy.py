@@ -37,6 +37,30 @@ def files_holding(folder: Path, needle: bytes, skip: set[Path]) -> list[Path]:
     ]
 
 
+def every_reader(url: str, tmp_path: Path) -> list[str]:
+    """What report, export, best, plot and the dashboard print or serve for study "tiny"; the
+    files they write land under ``tmp_path``."""
+    runner, outputs = CliRunner(), []
+    for args in (
+        ["report", "tiny"],
+        ["report", "tiny", "--json"],
+        ["export", "tiny", "--format", "json"],
+        ["export", "tiny", "--format", "csv", "--out", str(tmp_path / "t.csv")],
+        ["best", "tiny", "--out", str(tmp_path / "model"), "--seeds", "1"],
+        *([["plot", "tiny", "--out", str(tmp_path / "plots")]]
+          if importlib.util.find_spec("matplotlib") else []),
+    ):  # fmt: skip
+        result = runner.invoke(cli, [*args, "--storage", url])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    if importlib.util.find_spec("optuna_dashboard") is not None:
+        with serving(url, tmp_path / "dashboard.log") as base:
+            sid = study_id(base, "tiny")
+            for path in ("/api/studies", f"/api/studies/{sid}", "/api/meta"):
+                outputs.append(str(get_json(base + path)))
+    return outputs
+
+
 def test_a_planted_sentence_is_in_nothing_hpo_writes_or_serves(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,35 +79,16 @@ def test_a_planted_sentence_is_in_nothing_hpo_writes_or_serves(
     study_file.write_text(toml_text(raw))
     db = tmp_path / "private.db"
     url = f"sqlite:///{db}"
-    runner = CliRunner()
-    outputs = []
-
-    def call(*args: str) -> None:
-        result = runner.invoke(cli, list(args))
-        assert result.exit_code == 0, result.output
-        outputs.append(result.output)
-
-    call("run", str(study_file), "--storage", url)
-    call("report", "tiny", "--storage", url)
-    call("report", "tiny", "--storage", url, "--json")
-    call("export", "tiny", "--storage", url, "--format", "json")
-    call("export", "tiny", "--storage", url, "--format", "csv", "--out", str(tmp_path / "t.csv"))
-    call("best", "tiny", "--storage", url, "--out", str(tmp_path / "model"), "--seeds", "1")
-    if importlib.util.find_spec("matplotlib") is not None:
-        call("plot", "tiny", "--storage", url, "--out", str(tmp_path / "plots"))
-    served = []
-    if importlib.util.find_spec("optuna_dashboard") is not None:
-        with serving(url, tmp_path / "dashboard.log") as base:
-            sid = study_id(base, "tiny")
-            for path in ("/api/studies", f"/api/studies/{sid}", "/api/meta"):
-                served.append(str(get_json(base + path)))
+    result = CliRunner().invoke(cli, ["run", str(study_file), "--storage", url])
+    assert result.exit_code == 0, result.output
+    outputs = [result.output, *every_reader(url, tmp_path)]
 
     needle = MARK.encode()
     assert needle in data.read_bytes()  # the mark is there to be found
     assert files_holding(tmp_path, needle, skip={data}) == []
     assert files_holding(tmp_path, TOKEN.lower().encode(), skip=set()) == []
     assert (tmp_path / "model" / "README.md").is_file() and db.is_file()  # they were searched
-    for text in outputs + served:
+    for text in outputs:
         assert MARK not in text.lower() and TOKEN not in text
 
 
@@ -117,24 +122,7 @@ def test_a_storage_password_is_in_nothing_hpo_prints_writes_stores_or_serves(
         assert run.returncode == 0, run.stdout + run.stderr
         outputs = [run.stdout + run.stderr]
         assert f"{user}:***@" in outputs[0]  # the URL was printed, masked
-        runner = CliRunner()
-        for args in (
-            ["report", "tiny"],
-            ["report", "tiny", "--json"],
-            ["export", "tiny", "--format", "json"],
-            ["export", "tiny", "--format", "csv", "--out", str(tmp_path / "t.csv")],
-            ["best", "tiny", "--out", str(tmp_path / "model"), "--seeds", "1"],
-            *([["plot", "tiny", "--out", str(tmp_path / "plots")]]
-              if importlib.util.find_spec("matplotlib") else []),
-        ):  # fmt: skip
-            result = runner.invoke(cli, [*args, "--storage", url])
-            assert result.exit_code == 0, result.output
-            outputs.append(result.output)
-        if importlib.util.find_spec("optuna_dashboard") is not None:
-            with serving(url, tmp_path / "dashboard.log") as base:
-                sid = study_id(base, "tiny")
-                for path in ("/api/studies", f"/api/studies/{sid}", "/api/meta"):
-                    outputs.append(str(get_json(base + path)))
+        outputs += every_reader(url, tmp_path)
         proc, _ = start_proxy(url, tmp_path / "proxy.log")
         stop(proc)
         study = optuna.load_study(study_name="tiny", storage=url)
