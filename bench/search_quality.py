@@ -31,6 +31,9 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   hpo-small-3d  hpo-bohb-3d started from the Trainer's untuned recipe, with study.budget set
                to a quarter of the protocol's samples (trials x steps x batch) instead of a
                trial count: a candidate for "at most a third of the peer's compute".
+  hpo-small-lhs-3d  the default study (TPE, median pruner) with study.budget a quarter of the
+               protocol's samples and its three startup trials a Latin hypercube
+               (sampler.startup): one in each third of every range, the recipe not run.
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
@@ -98,7 +101,8 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "top-k", "hf-search",
+    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d", "top-k",
+    "hf-search",
     "bert-grid", "default",
 )  # fmt: skip
 # The run with no --methods: hpo's best search against the most common peer, and the untuned
@@ -257,6 +261,7 @@ def method_hpo(
     margin: float | None = None,
     share: float | None = None,
     race: int = 0,
+    spread: int = 0,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
@@ -264,7 +269,8 @@ def method_hpo(
     ``margin`` are the sampler's and the pruner's keys of those names; ``share`` replaces the
     trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
     batch; ``race`` is ``study.race_trials``: that many of the trials re-run the leaders with
-    new seeds, and the best is the configuration with the best mean."""
+    new seeds, and the best is the configuration with the best mean; ``spread`` sets
+    ``sampler.n_startup_trials`` to it with ``sampler.startup = "latin_hypercube"``."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -277,6 +283,8 @@ def method_hpo(
     spec = spec.replace("pruner", name=pruner, margin=margin).replace(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
+    if spread:
+        spec = spec.replace("sampler", startup="latin_hypercube", n_startup_trials=spread)
     if race:  # --quick's two trials race once
         spec = spec.replace("study", race_trials=min(race, spec.study.n_trials - 1))
     if share is not None:
@@ -435,6 +443,11 @@ RUNNERS = {
         fit_on="largest_rung",
         margin=(0.8 * 0.2 / s.n_validation) ** 0.5,
         share=0.25,
+    ),
+    # the default study (TPE, median pruner) within a quarter of the protocol's samples, its
+    # three startup trials a Latin hypercube: one in each third of every range
+    "hpo-small-lhs-3d": lambda s, seed: method_hpo(
+        s, seed, method="hpo-small-lhs-3d", hpo_dims=False, share=0.25, spread=3
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,

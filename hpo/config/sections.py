@@ -80,6 +80,9 @@ class SamplerSection:
     name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
     seed: int | None = None  # makes the sequence of sampled configurations reproducible
     n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
+    # tpe, gp, cmaes: how the startup trials are drawn. random: independently;
+    # latin_hypercube: one in each 1/n slice of every range (hpo.search.startup)
+    startup: Literal["random", "latin_hypercube"] = "random"
     multivariate: bool = True  # tpe: model the dimensions jointly
     constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
     # tpe: which results the model learns from. every_trial: Optuna's TPE (a trial stopped
@@ -97,6 +100,11 @@ class SamplerSection:
             raise SpecError(
                 f"`sampler.fit_on` {self.fit_on!r} is for the tpe sampler, not {self.name!r}; "
                 'drop it or set sampler.name = "tpe"'
+            )
+        if self.startup != "random" and self.name not in ("tpe", "gp", "cmaes"):
+            raise SpecError(
+                f"`sampler.startup` {self.startup!r} is for the tpe, gp and cmaes samplers, not "
+                f"{self.name!r}; drop it or choose one of those samplers"
             )
 
 

@@ -35,13 +35,23 @@ _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``[sampler]``, seeded when a seed is given; with
-    ``study.race_trials``, wrapped to re-run the leading configurations at the end.
+    """The sampler named in ``[sampler]``, seeded when a seed is given, its startup trials
+    spread by a Latin hypercube with ``sampler.startup``; with ``study.race_trials``, wrapped to re-run the leading configurations at the end.
 
     ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
     the random draws of its first run, which would propose the same configurations again.
     """
     sampler = _search_sampler(spec, seed_offset)
+    if spec.sampler.startup == "latin_hypercube":
+        from hpo.search.startup import StratifiedStartSampler, design_seed
+
+        sampler = StratifiedStartSampler(
+            sampler,
+            rows=spec.sampler.n_startup_trials,
+            first=len(spec.first_trials()[: spec.study.n_trials]),
+            seed=design_seed(spec.sampler.seed, spec.study.name),
+            names=spec.space.order(),
+        )
     if not spec.study.race_trials:
         return sampler
     from hpo.search.racing import RacingSampler
