@@ -281,3 +281,32 @@ def test_decoders_benchmark_quick(decoder_dir: Path, tmp_path: Path) -> None:
     assert row["class"] in ("GPT2ForSequenceClassification", "LlamaForSequenceClassification")
     assert row["samples_per_s"] > 0 and row["trial_peak_rss_mb"] > row["held_mb"] > 0
     assert row["copy_s"] > 0 and row["reload_s"] > 0 and 0 <= row["accuracy"] <= 1
+
+
+def test_rungs_reads_where_curves_separate(tmp_path: Path) -> None:
+    """Two searches of three trials whose order at step 25 is the reverse of their final
+    order, and agrees from step 50 on: rank correlation -1 then 1, and the final best outside
+    the top third at step 25 in both searches; a pruned trial and a short curve are left out."""
+
+    def trial(values: dict[int, float], state: str = "COMPLETE") -> dict:
+        return {"state": state, "values": {str(k): v for k, v in values.items()}}
+
+    def search(seed: int) -> dict:
+        return {"method": "hpo", "seed": seed, "curves": [
+            trial({25: 0.60, 50: 0.60, 75: 0.60}),
+            trial({25: 0.55, 50: 0.70, 75: 0.70}),
+            trial({25: 0.50, 50: 0.80, 75: 0.90}),
+            trial({25: 0.99}, state="PRUNED"),
+            trial({25: 0.99, 50: 0.99}),  # a shorter run (a grid's larger batch)
+        ]}  # fmt: skip
+
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([search(0), search(1), search(1)]))  # seed 1 twice: counted once
+    text = run("rungs.py", str(path), "--eval-rows", "100")
+    lines = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+    assert "6 complete trials in 2 searches" in text
+    cells = lambda step: [c.strip() for c in lines[step].split("│")[2:-1]]  # noqa: E731
+    assert cells("25")[4:] == ["-1.00", "0 of 2"]
+    assert cells("50")[4:] == ["1.00", "2 of 2"]
+    # sd across trials at step 25: stdev(0.60, 0.55, 0.50) = 0.05; se at p = 0.55, n = 100
+    assert cells("25")[1:3] == ["0.050", f"{(0.55 * 0.45 / 100) ** 0.5:.3f}"]

@@ -146,5 +146,5 @@ def test_startup_for_a_sampler_without_one_is_refused(tiny_model_dir, sentiment_
     raw = spec_dict(
         tiny_model_dir, sentiment_csv, sampler={"name": "random", "startup": "latin_hypercube"}
     )
-    with pytest.raises(SpecError, match="`sampler.startup` 'latin_hypercube' is for the tpe"):
+    with pytest.raises(SpecError, match=r"`sampler\.startup` 'latin_hypercube' is for the tpe"):
         StudySpec.from_dict(raw)
