@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpo.cli.main import cli
 from hpo.config.sampling import sample
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
 from hpo.search.startup import from_unit
 from hpo.search.study import build_sampler, create_or_resume
-from tests.conftest import spec_dict
+from tests.conftest import spec_dict, toml_text
 
 LR_LOW, LR_HIGH = 1e-5, 2e-4
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
@@ -148,3 +151,22 @@ def test_startup_for_a_sampler_without_one_is_refused(tiny_model_dir, sentiment_
     )
     with pytest.raises(SpecError, match=r"`sampler\.startup` 'latin_hypercube' is for the tpe"):
         StudySpec.from_dict(raw)
+
+
+def test_without_scipy_the_run_stops_with_one_line_and_no_trial(
+    tiny_model_dir, sentiment_csv, tmp_path, monkeypatch
+) -> None:
+    raw = spec_dict(
+        tiny_model_dir, sentiment_csv, sampler={"name": "tpe", "startup": "latin_hypercube"}
+    )
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if uninstalled
+    path = tmp_path / "lhs.toml"
+    path.write_text(toml_text(raw))
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    out = CliRunner().invoke(cli, ["run", str(path), "--storage", url])
+    assert out.exit_code == 1, out.output  # a missing package, not a wrong input
+    assert "Traceback" not in out.output
+    said = [line for line in out.output.splitlines() if "scipy" in line]
+    assert len(said) == 1 and "needs the package scipy: pip install scipy" in said[0], out.output
+    if (tmp_path / "cli.db").exists():
+        assert all(s.n_trials == 0 for s in optuna.get_all_study_summaries(url))

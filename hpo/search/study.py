@@ -43,6 +43,10 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
     """
     sampler = _search_sampler(spec, seed_offset)
     if spec.sampler.startup == "latin_hypercube":
+        if importlib.util.find_spec("scipy") is None:
+            raise DependencyError(
+                '`sampler.startup = "latin_hypercube"` needs the package scipy: pip install scipy'
+            )
         from hpo.search.startup import StratifiedStartSampler, design_seed
 
         sampler = StratifiedStartSampler(
