@@ -34,6 +34,7 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   hpo-small-lhs-3d  the default study (TPE, median pruner) with study.budget a quarter of the
                protocol's samples and its three startup trials a Latin hypercube
                (sampler.startup): one in each third of every range, the recipe not run.
+  hpo-small-rand-3d  its control: the same with three independent random startup trials.
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
@@ -101,7 +102,8 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d", "top-k",
+    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d",
+    "hpo-small-rand-3d", "top-k",
     "hf-search",
     "bert-grid", "default",
 )  # fmt: skip
@@ -270,7 +272,8 @@ def method_hpo(
     trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
     batch; ``race`` is ``study.race_trials``: that many of the trials re-run the leaders with
     new seeds, and the best is the configuration with the best mean; ``spread`` sets
-    ``sampler.n_startup_trials`` to it with ``sampler.startup = "latin_hypercube"``."""
+    ``sampler.n_startup_trials`` to it with ``sampler.startup = "latin_hypercube"`` (negative:
+    to minus it, with random startup trials)."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -283,8 +286,9 @@ def method_hpo(
     spec = spec.replace("pruner", name=pruner, margin=margin).replace(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
-    if spread:
-        spec = spec.replace("sampler", startup="latin_hypercube", n_startup_trials=spread)
+    if spread:  # negative: the same number of independent random startup trials
+        startup = "latin_hypercube" if spread > 0 else "random"
+        spec = spec.replace("sampler", startup=startup, n_startup_trials=abs(spread))
     if race:  # --quick's two trials race once
         spec = spec.replace("study", race_trials=min(race, spec.study.n_trials - 1))
     if share is not None:
@@ -448,6 +452,10 @@ RUNNERS = {
     # three startup trials a Latin hypercube: one in each third of every range
     "hpo-small-lhs-3d": lambda s, seed: method_hpo(
         s, seed, method="hpo-small-lhs-3d", hpo_dims=False, share=0.25, spread=3
+    ),
+    # its control: the same with three independent random startup trials
+    "hpo-small-rand-3d": lambda s, seed: method_hpo(
+        s, seed, method="hpo-small-rand-3d", hpo_dims=False, share=0.25, spread=-3
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,
