@@ -36,7 +36,8 @@ _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named in ``[sampler]``, seeded when a seed is given, its startup trials
-    spread by a Latin hypercube with ``sampler.startup``; with ``study.race_trials``, wrapped to re-run the leading configurations at the end.
+    spread by a Latin hypercube with ``sampler.startup``; with ``study.race_trials``, wrapped
+    to re-run the leading configurations at the end.
 
     ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
     the random draws of its first run, which would propose the same configurations again.
