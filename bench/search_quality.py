@@ -263,7 +263,7 @@ def method_hpo(
     margin: float | None = None,
     share: float | None = None,
     race: int = 0,
-    spread: int = 0,
+    startup: str | None = None,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
@@ -271,9 +271,8 @@ def method_hpo(
     ``margin`` are the sampler's and the pruner's keys of those names; ``share`` replaces the
     trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
     batch; ``race`` is ``study.race_trials``: that many of the trials re-run the leaders with
-    new seeds, and the best is the configuration with the best mean; ``spread`` sets
-    ``sampler.n_startup_trials`` to it with ``sampler.startup = "latin_hypercube"`` (negative:
-    to minus it, with random startup trials)."""
+    new seeds, and the best is the configuration with the best mean; ``startup`` is
+    ``sampler.startup``, with three startup trials (what a quarter of the budget pays for)."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -286,9 +285,8 @@ def method_hpo(
     spec = spec.replace("pruner", name=pruner, margin=margin).replace(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
-    if spread:  # negative: the same number of independent random startup trials
-        startup = "latin_hypercube" if spread > 0 else "random"
-        spec = spec.replace("sampler", startup=startup, n_startup_trials=abs(spread))
+    if startup is not None:
+        spec = spec.replace("sampler", startup=startup, n_startup_trials=3)
     if race:  # --quick's two trials race once
         spec = spec.replace("study", race_trials=min(race, spec.study.n_trials - 1))
     if share is not None:
@@ -451,11 +449,21 @@ RUNNERS = {
     # the default study (TPE, median pruner) within a quarter of the protocol's samples, its
     # three startup trials a Latin hypercube: one in each third of every range
     "hpo-small-lhs-3d": lambda s, seed: method_hpo(
-        s, seed, method="hpo-small-lhs-3d", hpo_dims=False, share=0.25, spread=3
+        s,
+        seed,
+        method="hpo-small-lhs-3d",
+        hpo_dims=False,
+        share=0.25,
+        startup="latin_hypercube",
     ),
     # its control: the same with three independent random startup trials
     "hpo-small-rand-3d": lambda s, seed: method_hpo(
-        s, seed, method="hpo-small-rand-3d", hpo_dims=False, share=0.25, spread=-3
+        s,
+        seed,
+        method="hpo-small-rand-3d",
+        hpo_dims=False,
+        share=0.25,
+        startup="random",
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,

@@ -82,28 +82,18 @@ class StratifiedStartSampler(BaseSampler):
     def __init__(
         self, base: BaseSampler, rows: int, first: int, seed: int, names: list[str]
     ) -> None:
-        """``names``: the space's dimensions in order, one column each."""
+        """``names``: the space's dimensions in order, one column each (every parameter a
+        trial samples is one of them: ``hpo.config.sampling.sample``)."""
         self._base = base
         self._rows = rows
         self._first = first
         self._design = latin_hypercube(rows, seed) if rows > 0 else []
         self._columns = {name: i % _COLUMNS for i, name in enumerate(names)}
 
-    @property
-    def base(self) -> BaseSampler:
-        return self._base
-
     def row(self, number: int) -> list[float] | None:
         """The design row trial ``number`` takes, or None when the base sampler decides."""
         index = number - self._first
         return self._design[index] if 0 <= index < self._rows else None
-
-    def _column(self, name: str) -> int:
-        if name not in self._columns:  # not in the space: a column every worker agrees on
-            self._columns[name] = (
-                int.from_bytes(hashlib.sha256(name.encode()).digest()[:2]) % _COLUMNS
-            )
-        return self._columns[name]
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
@@ -134,4 +124,4 @@ class StratifiedStartSampler(BaseSampler):
         row = self.row(trial.number)
         if row is None:
             return self._base.sample_independent(study, trial, param_name, param_distribution)
-        return from_unit(row[self._column(param_name)], param_distribution)
+        return from_unit(row[self._columns[param_name]], param_distribution)

@@ -44,16 +44,13 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
     """
     sampler = _search_sampler(spec, seed_offset)
     if spec.sampler.startup == "latin_hypercube":
-        if importlib.util.find_spec("scipy") is None:
-            raise DependencyError(
-                '`sampler.startup = "latin_hypercube"` needs the package scipy: pip install scipy'
-            )
+        _require("scipy", '`sampler.startup = "latin_hypercube"`')
         from hpo.search.startup import StratifiedStartSampler, design_seed
 
         sampler = StratifiedStartSampler(
             sampler,
             rows=spec.sampler.n_startup_trials,
-            first=len(spec.first_trials()[: spec.study.n_trials]),
+            first=len(_enqueued_first(spec)),  # the design's rows follow them
             seed=design_seed(spec.sampler.seed, spec.study.name),
             names=spec.space.order(),
         )
@@ -92,11 +89,9 @@ def _search_sampler(spec: StudySpec, seed_offset: int) -> optuna.samplers.BaseSa
         )
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
-    needs = {"gp": ("scipy", "scipy"), "cmaes": ("cmaes", "cmaes")}.get(s.name)
-    if needs is not None and importlib.util.find_spec(needs[0]) is None:
-        raise DependencyError(
-            f"`sampler.name` {s.name!r} needs the package {needs[1]}: pip install {needs[1]}"
-        )
+    needs = {"gp": "scipy", "cmaes": "cmaes"}.get(s.name)
+    if needs is not None:
+        _require(needs, f"`sampler.name` {s.name!r}")
     if s.name == "gp":
         return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
     if s.name == "cmaes":
@@ -104,6 +99,17 @@ def _search_sampler(spec: StudySpec, seed_offset: int) -> optuna.samplers.BaseSa
             seed=s.seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False
         )
     return optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False)
+
+
+def _require(package: str, what: str) -> None:
+    """Raise DependencyError when ``package`` (an optional extra) is not installed."""
+    if importlib.util.find_spec(package) is None:
+        raise DependencyError(f"{what} needs the package {package}: pip install {package}")
+
+
+def _enqueued_first(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
+    """The first trials a new study enqueues, as many as its trial budget holds."""
+    return spec.first_trials()[: spec.study.n_trials]
 
 
 def default_warmup_steps(spec: StudySpec) -> int:
@@ -236,7 +242,7 @@ def create_or_resume(
     study.set_user_attr(FILE_ATTR, study_file)
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
-    for origin, params in spec.first_trials()[: spec.study.n_trials]:
+    for origin, params in _enqueued_first(spec):
         # claimed before the empty slots; the report compares the best with the recipe
         study.enqueue_trial(params, user_attrs={keys.FIRST_TRIAL: origin}, skip_if_exists=False)
     ensure_budget(study, spec.study.n_trials, _ahead(spec))
