@@ -35,6 +35,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                protocol's samples and its three startup trials a Latin hypercube
                (sampler.startup): one in each third of every range, the recipe not run.
   hpo-small-rand-3d  its control: the same with three independent random startup trials.
+  hpo-lhs-3d   hpo-3d (the default study, 12 trials) with its five startup trials a Latin
+               hypercube: is the hypercube a better default than random startup?
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
@@ -102,7 +104,7 @@ from common import (
 
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
-    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d",
+    "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d", "hpo-lhs-3d",
     "hpo-small-rand-3d", "top-k",
     "hf-search",
     "bert-grid", "default",
@@ -264,6 +266,7 @@ def method_hpo(
     share: float | None = None,
     race: int = 0,
     startup: str | None = None,
+    startup_trials: int = 3,
 ) -> dict[str, Any]:
     """TPE over all five dimensions (three without ``hpo_dims``) with one of hpo's pruners;
     ``trials`` (default: the protocol's) sets a smaller budget; ``recipe`` starts the study
@@ -272,7 +275,8 @@ def method_hpo(
     trial count by ``study.budget`` in samples: that share of the protocol's trials x steps x
     batch; ``race`` is ``study.race_trials``: that many of the trials re-run the leaders with
     new seeds, and the best is the configuration with the best mean; ``startup`` is
-    ``sampler.startup``, with three startup trials (what a quarter of the budget pays for)."""
+    ``sampler.startup`` with ``startup_trials`` startup trials (three: what a quarter of the
+    budget pays for)."""
     name = f"{method}-{trials}" if trials else method
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
@@ -286,7 +290,7 @@ def method_hpo(
         "sampler", start_from_recipe=recipe, fit_on=fit_on
     )
     if startup is not None:
-        spec = spec.replace("sampler", startup=startup, n_startup_trials=3)
+        spec = spec.replace("sampler", startup=startup, n_startup_trials=startup_trials)
     if race:  # --quick's two trials race once
         spec = spec.replace("study", race_trials=min(race, spec.study.n_trials - 1))
     if share is not None:
@@ -464,6 +468,11 @@ RUNNERS = {
         hpo_dims=False,
         share=0.25,
         startup="random",
+    ),
+    # hpo-3d (the default study: 12 trials, 5 of them startup) with its startup trials a
+    # Latin hypercube: one in each fifth of every range
+    "hpo-lhs-3d": lambda s, seed: method_hpo(
+        s, seed, method="hpo-lhs-3d", hpo_dims=False, startup="latin_hypercube", startup_trials=5
     ),
     "top-k": method_top_k,
     "hpo": method_hpo,
