@@ -117,7 +117,9 @@ def test_workers_share_the_budget_exactly(tiny_model_dir, sentiment_csv, url) ->
 
 
 def test_a_killed_worker_leaves_no_running_trial(tiny_model_dir, sentiment_csv, url) -> None:
-    study = create(tiny_model_dir, sentiment_csv, url, "kill", n_trials=4, steps=800)
+    # 400 steps: the kill lands after the first evaluation (step 100) with 300 steps to go,
+    # as in the same test through the proxy
+    study = create(tiny_model_dir, sentiment_csv, url, "kill", n_trials=4, steps=400)
     dead, trials = kill_a_training_worker(study, start("kill", url, 2))
     assert dead.state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
