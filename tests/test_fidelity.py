@@ -99,7 +99,9 @@ def test_the_same_seed_proposes_the_same_configurations() -> None:
 
 def test_the_study_file_chooses_it_for_tpe_only(tiny_model_dir, sentiment_csv) -> None:
     raw = spec_dict(
-        tiny_model_dir, sentiment_csv, sampler={"name": "tpe", "fit_on": "largest_rung"}
+        tiny_model_dir,
+        sentiment_csv,
+        sampler={"name": "tpe", "fit_on": "largest_rung", "startup": "random"},  # not wrapped
     )
     assert isinstance(build_sampler(StudySpec.from_dict(raw)), BudgetTPESampler)
     raw["sampler"]["name"] = "random"

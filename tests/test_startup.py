@@ -24,7 +24,9 @@ LR_LOW, LR_HIGH = 1e-5, 2e-4
 SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 
 
-def spread_spec(model: Path, data: Path, rows: int, **sampler: Any) -> StudySpec:
+def spread_spec(
+    model: Path, data: Path, rows: int, name: str = "spread", **sampler: Any
+) -> StudySpec:
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
@@ -34,10 +36,11 @@ def spread_spec(model: Path, data: Path, rows: int, **sampler: Any) -> StudySpec
     raw = spec_dict(
         model,
         data,
-        study={"name": "spread", "n_trials": rows + 2},
+        study={"name": name, "n_trials": rows + 2},
         sampler={"name": "tpe", "startup": "latin_hypercube", "n_startup_trials": rows, **sampler},
         space=space,
     )
+    raw["sampler"] = {k: v for k, v in raw["sampler"].items() if v is not None}
     return StudySpec.from_dict(raw)
 
 
@@ -79,6 +82,46 @@ def test_startup_trials_cover_every_slice_of_every_range(
     points = run_startup(spec, f"sqlite:///{tmp_path / 'db.sqlite'}", workers=1)
     assert_one_per_slice(points[:6], 6)
     assert sorted(p["lr_schedule"] for p in points[:6]) == sorted(SCHEDULES * 2)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes"])
+def test_a_study_file_that_says_nothing_gets_the_hypercube(
+    tiny_model_dir, sentiment_csv, tmp_path, sampler: str
+) -> None:
+    """The default for every sampler with startup trials (the key left out of the file)."""
+    spec = spread_spec(tiny_model_dir, sentiment_csv, rows=6, seed=1, name=sampler, startup=None)
+    spec = spec.replace("sampler", name=sampler)
+    assert "startup" not in spec.to_dict()["sampler"]
+    points = run_startup(spec, f"sqlite:///{tmp_path / 'db.sqlite'}", workers=1)
+    assert_one_per_slice(points[:6], 6)
+
+
+@pytest.mark.parametrize("sampler", ["random", "qmc"])
+def test_samplers_without_startup_trials_are_left_as_they_are(
+    tiny_model_dir, sentiment_csv, sampler: str
+) -> None:
+    raw = spec_dict(tiny_model_dir, sentiment_csv, sampler={"name": sampler})
+    built = build_sampler(StudySpec.from_dict(raw))
+    assert type(built).__name__ == {"random": "RandomSampler", "qmc": "QMCSampler"}[sampler]
+
+
+def test_a_study_stored_with_random_startup_resumes_with_the_new_default(
+    tiny_model_dir, sentiment_csv, tmp_path
+) -> None:
+    """A study created when random startup was the default (stored explicitly) resumes from a
+    file that leaves the key out, and its remaining startup trials take the hypercube."""
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    before = spread_spec(tiny_model_dir, sentiment_csv, rows=6, seed=0, startup="random")
+    create_or_resume(before, optuna.storages.RDBStorage(storage))
+    handle = optuna.load_study(study_name="spread", storage=storage, sampler=build_sampler(before))
+    trial = handle.ask()
+    sample(before.space, trial, depth=2)
+    handle.tell(trial, 0.5)
+    after = spread_spec(tiny_model_dir, sentiment_csv, rows=6, seed=0, startup=None)
+    resumed, was_stored = create_or_resume(after, optuna.storages.RDBStorage(storage))
+    done = resumed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert was_stored and [t.value for t in done] == [0.5]  # nothing stored is lost
+    assert type(resumed.sampler).__name__ == "StratifiedStartSampler"
 
 
 def test_random_startup_leaves_slices_empty(tiny_model_dir, sentiment_csv, tmp_path) -> None:

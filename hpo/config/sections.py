@@ -75,14 +75,17 @@ class StudySection:
         return self.metric in get_task(self.task).proportions
 
 
+_WITH_STARTUP = ("tpe", "gp", "cmaes")  # samplers that draw startup trials before modelling
+
+
 @dataclass(frozen=True)
 class SamplerSection:
     name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
     seed: int | None = None  # makes the sequence of sampled configurations reproducible
     n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
-    # tpe, gp, cmaes: how the startup trials are drawn. random: independently;
-    # latin_hypercube: one in each 1/n slice of every range (hpo.search.startup)
-    startup: Literal["random", "latin_hypercube"] = "random"
+    # tpe, gp, cmaes: how the startup trials are drawn. latin_hypercube (their default): one in
+    # each 1/n slice of every range (hpo.search.startup); random: independently
+    startup: Literal["random", "latin_hypercube"] | None = None
     multivariate: bool = True  # tpe: model the dimensions jointly
     constant_liar: bool = True  # tpe: keep parallel workers from sampling the same point
     # tpe: which results the model learns from. every_trial: Optuna's TPE (a trial stopped
@@ -101,11 +104,19 @@ class SamplerSection:
                 f"`sampler.fit_on` {self.fit_on!r} is for the tpe sampler, not {self.name!r}; "
                 'drop it or set sampler.name = "tpe"'
             )
-        if self.startup != "random" and self.name not in ("tpe", "gp", "cmaes"):
+        if self.startup == "latin_hypercube" and self.name not in _WITH_STARTUP:
             raise SpecError(
                 f"`sampler.startup` {self.startup!r} is for the tpe, gp and cmaes samplers, not "
                 f"{self.name!r}; drop it or choose one of those samplers"
             )
+
+    @property
+    def hypercube(self) -> bool:
+        """Whether the startup trials take one Latin hypercube: what ``startup`` says, and by
+        default for the samplers that have startup trials."""
+        if self.startup is None:
+            return self.name in _WITH_STARTUP
+        return self.startup == "latin_hypercube"
 
 
 @dataclass(frozen=True)

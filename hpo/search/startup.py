@@ -8,6 +8,10 @@ good learning rates were (BENCHMARKS.md). A Latin hypercube (McKay et al. 1979) 
 exactly one row in each of n equal slices of every dimension, so n startup trials always cover
 the whole of every range, in the sampler's own scale (log ranges in log space).
 
+It is the default for TPE, GP and CMA-ES (``sampler.startup``): at the default budget it measured
+as good as random startup, and at small budgets it kept the search from missing the good range
+(BENCHMARKS.md, "The hypercube at the default budget").
+
 ``StratifiedStartSampler`` gives the startup trials the rows of one such design and hands every
 later trial to the wrapped sampler. A trial's row is its number less the study's enqueued first
 trials (the recipe, ``sampler.first_trials``), so every worker gives each number the same row;

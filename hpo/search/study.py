@@ -29,6 +29,9 @@ _BUDGET_KEYS = {
     ("study", "timeout"),
     ("study", "budget"),
     ("study", "race_trials"),
+    # how the startup trials not yet run are drawn (the default changed from random draws to a
+    # Latin hypercube; a study stored before resumes under either)
+    ("sampler", "startup"),
 }
 # Keys that decide whether a model may load, not what is learned: a rerun may turn them on.
 _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
@@ -36,15 +39,15 @@ _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named in ``[sampler]``, seeded when a seed is given, its startup trials
-    spread by a Latin hypercube with ``sampler.startup``; with ``study.race_trials``, wrapped
-    to re-run the leading configurations at the end.
+    spread by a Latin hypercube unless ``sampler.startup`` is random; with
+    ``study.race_trials``, wrapped to re-run the leading configurations at the end.
 
     ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
     the random draws of its first run, which would propose the same configurations again.
     """
     sampler = _search_sampler(spec, seed_offset)
-    if spec.sampler.startup == "latin_hypercube":
-        _require("scipy", '`sampler.startup = "latin_hypercube"`')
+    if spec.sampler.hypercube and spec.sampler.n_startup_trials > 0:
+        _require("scipy", "startup trials from a Latin hypercube (`sampler.startup`)")
         from hpo.search.startup import StratifiedStartSampler, design_seed
 
         sampler = StratifiedStartSampler(
