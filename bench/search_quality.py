@@ -36,7 +36,9 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
                (sampler.startup): one in each third of every range, the recipe not run.
   hpo-small-rand-3d  its control: the same with three independent random startup trials.
   hpo-lhs-3d   hpo-3d (the default study, 12 trials) with its five startup trials a Latin
-               hypercube: is the hypercube a better default than random startup?
+               hypercube: measured before the hypercube became the default; since then the
+               same study as hpo-3d (every method that does not set sampler.startup follows
+               the default).
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
