@@ -82,7 +82,7 @@ _WITH_STARTUP = ("tpe", "gp", "cmaes")  # samplers that draw startup trials befo
 class SamplerSection:
     name: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
     seed: int | None = None  # makes the sequence of sampled configurations reproducible
-    n_startup_trials: int = 5  # tpe, gp, cmaes: random trials before the model takes over
+    n_startup_trials: int = 5  # tpe, gp, cmaes: trials drawn before the model takes over
     # tpe, gp, cmaes: how the startup trials are drawn. latin_hypercube (their default): one in
     # each 1/n slice of every range (hpo.search.startup); random: independently
     startup: Literal["random", "latin_hypercube"] | None = None
