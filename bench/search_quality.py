@@ -303,6 +303,13 @@ def method_hpo(
     return run_study(s, method, seed, spec)
 
 
+def quarter_budget(s: Setup, seed: int, startup: str) -> dict[str, Any]:
+    """hpo-3d within a quarter of the protocol's samples, its three startup trials drawn as
+    ``startup`` says (hpo-small-lhs-3d, hpo-small-rand-3d)."""
+    method = {"latin_hypercube": "hpo-small-lhs-3d", "random": "hpo-small-rand-3d"}[startup]
+    return method_hpo(s, seed, method=method, hpo_dims=False, share=0.25, startup=startup)
+
+
 def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
     """Six fixed configurations; one epoch's worth of the batch-16 budget at either batch size."""
     lrs, batches = [2e-5, 3e-5, 5e-5], [16, 32]
@@ -453,24 +460,10 @@ RUNNERS = {
         share=0.25,
     ),
     # the default study (TPE, median pruner) within a quarter of the protocol's samples, its
-    # three startup trials a Latin hypercube: one in each third of every range
-    "hpo-small-lhs-3d": lambda s, seed: method_hpo(
-        s,
-        seed,
-        method="hpo-small-lhs-3d",
-        hpo_dims=False,
-        share=0.25,
-        startup="latin_hypercube",
-    ),
-    # its control: the same with three independent random startup trials
-    "hpo-small-rand-3d": lambda s, seed: method_hpo(
-        s,
-        seed,
-        method="hpo-small-rand-3d",
-        hpo_dims=False,
-        share=0.25,
-        startup="random",
-    ),
+    # three startup trials a Latin hypercube (one in each third of every range), and its
+    # control with three independent random startup trials
+    "hpo-small-lhs-3d": lambda s, seed: quarter_budget(s, seed, "latin_hypercube"),
+    "hpo-small-rand-3d": lambda s, seed: quarter_budget(s, seed, "random"),
     # hpo-3d (the default study: 12 trials, 5 of them startup) with its startup trials a
     # Latin hypercube: one in each fifth of every range
     "hpo-lhs-3d": lambda s, seed: method_hpo(

@@ -24,7 +24,7 @@ SPEC_ATTR = keys.SPEC
 FILE_ATTR = keys.STUDY_FILE
 BASELINE_ATTR = keys.BASELINE
 # Keys that may change between runs of one study without making it a different study.
-_BUDGET_KEYS = {
+_RERUN_KEYS = {
     ("study", "n_trials"),
     ("study", "timeout"),
     ("study", "budget"),
@@ -176,7 +176,7 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            if (path.strip("."), key) in _BUDGET_KEYS | _LOAD_KEYS:
+            if (path.strip("."), key) in _RERUN_KEYS | _LOAD_KEYS:
                 continue
             out += _differences(old.get(key), new.get(key), f"{path}{key}.")
         return out
