@@ -96,13 +96,30 @@ def test_a_study_file_that_says_nothing_gets_the_hypercube(
     assert_one_per_slice(points[:6], 6)
 
 
+def learning_rates(spec: StudySpec, sampler: optuna.samplers.BaseSampler, n: int) -> list[float]:
+    """The learning rates of ``n`` trials that ``sampler`` proposes in an in-memory study."""
+    study = optuna.create_study(sampler=sampler)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(sample(spec.space, trial, depth=2)["learning_rate"])
+        study.tell(trial, 0.5)
+    return out
+
+
 @pytest.mark.parametrize("sampler", ["random", "qmc"])
-def test_samplers_without_startup_trials_are_left_as_they_are(
+def test_samplers_without_startup_trials_draw_as_optuna_does(
     tiny_model_dir, sentiment_csv, sampler: str
 ) -> None:
-    raw = spec_dict(tiny_model_dir, sentiment_csv, sampler={"name": sampler})
-    built = build_sampler(StudySpec.from_dict(raw))
-    assert type(built).__name__ == {"random": "RandomSampler", "qmc": "QMCSampler"}[sampler]
+    """Left unset, ``startup`` adds no design to random and qmc: their first trials are the
+    ones Optuna's own sampler with the same seed proposes."""
+    spec = spread_spec(tiny_model_dir, sentiment_csv, rows=6, seed=4, startup=None)
+    spec = spec.replace("sampler", name=sampler)
+    own = {
+        "random": optuna.samplers.RandomSampler(seed=4),
+        "qmc": optuna.samplers.QMCSampler(seed=4, warn_independent_sampling=False),
+    }[sampler]
+    assert learning_rates(spec, build_sampler(spec), 6) == learning_rates(spec, own, 6)
 
 
 def test_a_study_stored_with_random_startup_resumes_with_the_new_default(
@@ -121,7 +138,15 @@ def test_a_study_stored_with_random_startup_resumes_with_the_new_default(
     resumed, was_stored = create_or_resume(after, optuna.storages.RDBStorage(storage))
     done = resumed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert was_stored and [t.value for t in done] == [0.5]  # nothing stored is lost
-    assert type(resumed.sampler).__name__ == "StratifiedStartSampler"
+    points = []
+    for _ in range(5):  # the five startup trials left take five different sixths of each range
+        trial = resumed.ask()
+        points.append(sample(after.space, trial, depth=2))
+        resumed.tell(trial, 0.5)
+    for name, low, high, log in (("learning_rate", LR_LOW, LR_HIGH, True),
+                                 ("warmup_ratio", 0.0, 0.2, False)):  # fmt: skip
+        slices = {slice_of(p[name], low, high, 6, log=log) for p in points}
+        assert len(slices) == 5, [p[name] for p in points]
 
 
 def test_random_startup_leaves_slices_empty(tiny_model_dir, sentiment_csv, tmp_path) -> None:
