@@ -42,6 +42,11 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
+  top-k-small  top-k within a quarter of the protocol's samples: 5 trials to the first
+               evaluation (one Latin hypercube: one in each fifth of every range), then the 2
+               best there in full (5 x 25 + 2 x 125 steps).
+  top-k-small-10  the same budget spent as 10 trials to the first evaluation (5 from the
+               hypercube, 5 from TPE fitted on them), then the best one in full.
   hf-search    transformers' Trainer.hyperparameter_search(backend="optuna") over learning
                rate, warmup ratio and schedule (same ranges), TPESampler(seed=sampler seed) with
                optuna's defaults (10 random startup trials) and optuna's default MedianPruner();
@@ -107,7 +112,7 @@ from common import (
 METHODS = (
     "hpo", "hpo-half", "hpo-noprune", "hpo-sha", "hpo-sha-recipe", "hpo-3d", "hpo-3d-noprune",
     "hpo-sha-3d", "hpo-race-3d", "hpo-bohb-3d", "hpo-small-3d", "hpo-small-lhs-3d", "hpo-lhs-3d",
-    "hpo-small-rand-3d", "top-k",
+    "hpo-small-rand-3d", "top-k", "top-k-small", "top-k-small-10",
     "hf-search",
     "bert-grid", "default",
 )  # fmt: skip
@@ -401,21 +406,25 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def method_top_k(s: Setup, seed: int, k: int = 3) -> dict[str, Any]:
+def method_top_k(
+    s: Setup, seed: int, k: int = 3, screens: int = 0, method: str = "top-k"
+) -> dict[str, Any]:
     """Egele et al. 2023's baseline: every trial trains to the first evaluation only (TPE over
     the protocol's three dimensions, seeded), then the k best configurations there train the
-    full budget from the start, and the best of those at the end is the answer."""
+    full budget from the start, and the best of those at the end is the answer. ``screens``
+    (default: the protocol's trials) is how many trials train to the first evaluation."""
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
         "lr_schedule": SCHEDULES,
     }
-    short = make_spec(s, f"top-k-short-{seed}", space, s.trials, seed, max_steps=s.eval_every)
-    first = run_study(s, "top-k", seed, short.replace("pruner", name="none"), retest_best=False)
+    n = screens or s.trials
+    short = make_spec(s, f"{method}-short-{seed}", space, n, seed, max_steps=s.eval_every)
+    first = run_study(s, method, seed, short.replace("pruner", name="none"), retest_best=False)
     ranked = sorted(first["curves"], key=lambda c: -(c["value"] or 0.0))[:k]
     keep = [{n: c["params"][n] for n in space} for c in ranked]
-    full = make_spec(s, f"top-k-full-{seed}", space, len(keep), seed).replace("pruner", name="none")
-    row = run_study(s, "top-k", seed, full, enqueue=keep)
+    full = make_spec(s, f"{method}-full-{seed}", space, len(keep), seed)
+    row = run_study(s, method, seed, full.replace("pruner", name="none"), enqueue=keep)
     row["wall_s"] += first["wall_s"]
     row["samples"] += first["samples"]
     row["trials"] += first["trials"]
@@ -470,6 +479,13 @@ RUNNERS = {
         s, seed, method="hpo-lhs-3d", hpo_dims=False, startup="latin_hypercube", startup_trials=5
     ),
     "top-k": method_top_k,
+    # top-k within a quarter of the protocol's samples (the trials' 2,000 rows): five trials to
+    # the first evaluation, one in each fifth of every range (the default startup), then the best
+    # two there in full (5 x 400 + 2 x 2,000 rows); or ten screened, the best one in full
+    "top-k-small": lambda s, seed: method_top_k(s, seed, k=2, screens=5, method="top-k-small"),
+    "top-k-small-10": lambda s, seed: method_top_k(
+        s, seed, k=1, screens=10, method="top-k-small-10"
+    ),
     "hpo": method_hpo,
     "hpo-noprune": lambda s, seed: method_hpo(s, seed, "none", method="hpo-noprune"),
     "hpo-sha": lambda s, seed: method_hpo(s, seed, "successive_halving", method="hpo-sha"),
