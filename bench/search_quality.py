@@ -42,7 +42,8 @@ Each trial trains at most 125 steps (one epoch) and is evaluated every 25 steps.
   top-k        Egele et al. 2023's baseline ("is one epoch all you need?"): the 12 trials of TPE
                over the three dimensions train to the first evaluation only; the 3 best there
                then train the full budget from scratch; the best of those at the end is chosen.
-  top-k-small  top-k within a quarter of the protocol's samples: 5 trials to the first
+  top-k-small  top-k within a quarter of the protocol's samples, as hpo runs it
+               (study.screen = {trials = 5, keep = 2}, one study): 5 trials to the first
                evaluation (one Latin hypercube: one in each fifth of every range), then the 2
                best there in full (5 x 25 + 2 x 125 steps).
   top-k-small-10  the same budget spent as 10 trials to the first evaluation (5 from the
@@ -315,6 +316,23 @@ def quarter_budget(s: Setup, seed: int, startup: str) -> dict[str, Any]:
     return method_hpo(s, seed, method=method, hpo_dims=False, share=0.25, startup=startup)
 
 
+def screened(s: Setup, seed: int, trials: int, keep: int, method: str) -> dict[str, Any]:
+    """top-k as hpo runs it (``study.screen``): ``trials`` trials to the first evaluation, each a
+    run of its own, then the ``keep`` best there in full, in one study; TPE over the protocol's
+    three dimensions, its five startup trials a Latin hypercube (the default), no pruner."""
+    space = {
+        "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "lr_schedule": SCHEDULES,
+    }
+    spec = make_spec(s, f"{method}-{seed}", space, trials + keep, seed).replace(
+        "pruner", name="none"
+    )
+    return run_study(
+        s, method, seed, spec.replace("study", screen={"trials": trials, "keep": keep})
+    )
+
+
 def method_bert_grid(s: Setup, seed: int) -> dict[str, Any]:
     """Six fixed configurations; one epoch's worth of the batch-16 budget at either batch size."""
     lrs, batches = [2e-5, 3e-5, 5e-5], [16, 32]
@@ -406,25 +424,21 @@ def method_hf_search(s: Setup, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def method_top_k(
-    s: Setup, seed: int, k: int = 3, screens: int = 0, method: str = "top-k"
-) -> dict[str, Any]:
+def method_top_k(s: Setup, seed: int, k: int = 3) -> dict[str, Any]:
     """Egele et al. 2023's baseline: every trial trains to the first evaluation only (TPE over
     the protocol's three dimensions, seeded), then the k best configurations there train the
-    full budget from the start, and the best of those at the end is the answer. ``screens``
-    (default: the protocol's trials) is how many trials train to the first evaluation."""
+    full budget from the start, and the best of those at the end is the answer."""
     space = {
         "learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
         "lr_schedule": SCHEDULES,
     }
-    n = screens or s.trials
-    short = make_spec(s, f"{method}-short-{seed}", space, n, seed, max_steps=s.eval_every)
-    first = run_study(s, method, seed, short.replace("pruner", name="none"), retest_best=False)
+    short = make_spec(s, f"top-k-short-{seed}", space, s.trials, seed, max_steps=s.eval_every)
+    first = run_study(s, "top-k", seed, short.replace("pruner", name="none"), retest_best=False)
     ranked = sorted(first["curves"], key=lambda c: -(c["value"] or 0.0))[:k]
     keep = [{n: c["params"][n] for n in space} for c in ranked]
-    full = make_spec(s, f"{method}-full-{seed}", space, len(keep), seed)
-    row = run_study(s, method, seed, full.replace("pruner", name="none"), enqueue=keep)
+    full = make_spec(s, f"top-k-full-{seed}", space, len(keep), seed).replace("pruner", name="none")
+    row = run_study(s, "top-k", seed, full, enqueue=keep)
     row["wall_s"] += first["wall_s"]
     row["samples"] += first["samples"]
     row["trials"] += first["trials"]
@@ -482,10 +496,8 @@ RUNNERS = {
     # top-k within a quarter of the protocol's samples (the trials' 2,000 rows): five trials to
     # the first evaluation, one in each fifth of every range (the default startup), then the best
     # two there in full (5 x 400 + 2 x 2,000 rows); or ten screened, the best one in full
-    "top-k-small": lambda s, seed: method_top_k(s, seed, k=2, screens=5, method="top-k-small"),
-    "top-k-small-10": lambda s, seed: method_top_k(
-        s, seed, k=1, screens=10, method="top-k-small-10"
-    ),
+    "top-k-small": lambda s, seed: screened(s, seed, 5, 2, "top-k-small"),
+    "top-k-small-10": lambda s, seed: screened(s, seed, 10, 1, "top-k-small-10"),
     "hpo": method_hpo,
     "hpo-noprune": lambda s, seed: method_hpo(s, seed, "none", method="hpo-noprune"),
     "hpo-sha": lambda s, seed: method_hpo(s, seed, "successive_halving", method="hpo-sha"),

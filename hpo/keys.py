@@ -46,6 +46,8 @@ DP_DELTA = "dp_delta"  # the delta that epsilon is stated at
 DP_FROZEN = "dp_frozen_layers"  # layers DP-SGD froze because opacus cannot train them privately
 RACE_OF = "race_of"  # a racing trial: the number of the first trial of the configuration it re-runs
 RACE_SEED = "race_seed"  # the seed a racing trial trained with
+SCREENED = "screened"  # a screen trial (study.screen): the steps it trained, its whole run
+SCREEN_OF = "screen_of"  # a kept trial: the number of the screen trial whose configuration it runs
 
 # Constraint names (``Trial.set_constraint``); a value above 0 marks the trial infeasible.
 FITS_IN_MEMORY = "fits_in_memory"

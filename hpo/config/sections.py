@@ -36,6 +36,10 @@ class StudySection:
     # the last trials of the budget re-run the leading configurations with new seeds, so the
     # best is a configuration's mean over seeds, not a lucky run (hpo.search.racing)
     race_trials: int = 0
+    # Egele et al. 2023's top-k: {trials = N, keep = K}: the first N trials train only to the
+    # first evaluation (train.eval_every steps, their schedule fitted to those steps), then the
+    # K best of them re-run in full and unpruned (hpo.search.screening)
+    screen: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", self.name):
@@ -65,8 +69,34 @@ class StudySection:
             )
         if self.budget is not None:
             _check_budget(self.budget)
+        if self.screen is not None:
+            self._check_screen(self.screen)
         if self.timeout is not None and self.timeout <= 0:
             raise SpecError(f"`study.timeout` must be above 0 seconds, got {self.timeout!r}")
+
+    def _check_screen(self, screen: dict[str, int]) -> None:
+        if sorted(screen) != ["keep", "trials"]:
+            raise SpecError(
+                "`study.screen` takes trials and keep, e.g. screen = {trials = 12, keep = 3}, got "
+                f"{', '.join(map(shown, sorted(screen))) or 'nothing'}"
+            )
+        _at_least("study.screen.trials", screen["trials"], 2)
+        _at_least("study.screen.keep", screen["keep"], 1)
+        if screen["keep"] >= screen["trials"]:
+            raise SpecError(
+                f"`study.screen.keep` ({screen['keep']}) must be below `study.screen.trials` "
+                f"({screen['trials']}): screening keeps the best of the screened trials"
+            )
+        if screen["trials"] + screen["keep"] > self.n_trials:
+            raise SpecError(
+                f"`study.screen` needs trials + keep = {screen['trials'] + screen['keep']} trials, "
+                f"but `study.n_trials` is {self.n_trials}; raise n_trials or screen fewer"
+            )
+        if self.race_trials:
+            raise SpecError(
+                "`study.screen` and `study.race_trials` do not combine: the kept trials already "
+                "re-run the leaders; drop one of them"
+            )
 
     @property
     def proportion(self) -> bool:

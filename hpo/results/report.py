@@ -20,6 +20,7 @@ from hpo.results.privacy import epsilon_table
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 from hpo.search.racing import race_summary
+from hpo.search.screening import screen_summary
 from hpo.tasks.token_classification import per_type_f1
 
 FAIL_REASON_WIDTH = 120
@@ -374,6 +375,8 @@ def render_report(
         parts.append(_noise_line(summary))
     if (race := race_summary(trials, summary.direction == "maximize", summary.metric)) is not None:
         parts.append(Text(race))
+    if screen := screen_summary(trials, summary.direction == "maximize", summary.metric):
+        parts.append(Text(screen))
     if (line := _recipe_line(summary)) is not None:
         parts.append(line)
     if baseline is not None:

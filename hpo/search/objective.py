@@ -22,6 +22,7 @@ from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
 from hpo.search.records import full_trial_cost, infeasible, record, record_privacy, spent_flops
+from hpo.search.screening import kept, screen_role
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.strategies.privacy import private_plan
 from hpo.tasks import get_task
@@ -158,6 +159,10 @@ class Objective:
         trial.set_user_attr(keys.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr(keys.MAX_STEPS, plan.max_steps)
         trial.set_user_attr(keys.FULL_TRIAL, full_trial_cost(prep, plan, len(train_data)))
+        screened = screen_role(trial, plan.max_steps, plan.eval_every)
+        if screened is not None:  # a screen: a run of its own, to the first evaluation only
+            plan = dataclasses.replace(plan, max_steps=screened)
+        whole = racing is not None or kept(trial)  # no pruner stops a re-run of a leader
         # the pruners' noise margin: units one evaluation scores
         trial.set_user_attr(keys.EVAL_ROWS, self.task.eval_units(prep.validation))
         windowed = {k: getattr(getattr(prep, k), "windowed", 0) for k in ("train", "validation")}
@@ -181,7 +186,7 @@ class Objective:
                 self.listener.evaluated(step, value)
             if step >= plan.max_steps:  # stopping at the last evaluation saves no step and
                 return False  # would throw a finished result away: no pruner decides there
-            return racing is None and trial.should_prune()  # every run of a race is whole
+            return not whole and trial.should_prune()
 
         try:
             try:
@@ -221,6 +226,8 @@ class Objective:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if plan.metric not in result.metrics:
             raise TrialFailure(f"no evaluation reached; metric {plan.metric!r} is missing")
+        if screened is not None:  # stored as stopped at its evaluation: not a full result
+            raise optuna.TrialPruned(f"screened: {result.steps} steps")
         return result.metrics[plan.metric]
 
     def build_model(self, prep: Prepared, hp: Hyperparameters) -> tuple[Any, dict[str, Any]]:

@@ -39,8 +39,9 @@ _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
 
 def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named in ``[sampler]``, seeded when a seed is given, its startup trials
-    spread by a Latin hypercube unless ``sampler.startup`` is random; with
-    ``study.race_trials``, wrapped to re-run the leading configurations at the end.
+    spread by a Latin hypercube unless ``sampler.startup`` is random; with ``study.screen``,
+    wrapped to re-run the best screened configurations in full; with ``study.race_trials``,
+    wrapped to re-run the leading configurations at the end.
 
     ``seed_offset`` (the number of trials already stored) keeps a resumed study from replaying
     the random draws of its first run, which would propose the same configurations again.
@@ -56,6 +57,15 @@ def build_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.Base
             first=len(_enqueued_first(spec)),  # the design's rows follow them
             seed=design_seed(spec.sampler.seed, spec.study.name),
             names=spec.space.order(),
+        )
+    if spec.study.screen:
+        from hpo.search.screening import ScreeningSampler
+
+        return ScreeningSampler(
+            sampler,
+            trials=spec.study.screen["trials"],
+            keep=spec.study.screen["keep"],
+            maximize=spec.direction == "maximize",
         )
     if not spec.study.race_trials:
         return sampler

@@ -1,0 +1,197 @@
+"""Screening: Egele et al. 2023's top-k, trained short, then the best few in full.
+
+With ``[study] screen = {trials = N, keep = K}`` the first N trials of a study train only to the
+first evaluation: ``train.eval_every`` steps, their learning-rate schedule (warmup and decay)
+fitted to those steps, one evaluation at the end. They are stored as stopped there (PRUNED, with
+``screened`` set to the steps they trained). The next K trials each re-run one of the K
+screened configurations that scored best, in full, from the pretrained weights and with the same
+seed, and no pruner stops them; the study's answer is the best of those. Trials after them, if
+``n_trials`` leaves any, search as usual.
+
+Why: on the three tasks of the search benchmark, 12 screened and 3 kept held out as well as
+Hugging Face's 12-trial search with 0.57-0.60 of its training samples (BENCHMARKS.md), where
+hpo's median pruner spent as much as the peer. Egele et al. ("Is one epoch all you need for
+multi-fidelity hyperparameter optimization?", 2023) found this baseline hard to beat.
+
+``ScreeningSampler`` wraps the study's sampler: screens are sampled by it (the Latin-hypercube
+startup spreads them), and a kept trial's parameters are those of the screen it re-runs. The
+choice is made in ``before_trial``; the objective asks ``screen_role(trial)``. With parallel
+workers, a kept trial ranks the screens finished when it starts: a screen still running then
+is not waited for, so a slow worker's screen may miss its chance to be kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from hpo import keys
+from hpo.execution.optuna_private import enqueued_params
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial, Trial
+
+_TAKEN = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # a failure gives way
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a trial is in a screened study: a screen (``keeps`` None), or a kept trial that
+    re-runs the configuration of screen ``keeps``."""
+
+    keeps: FrozenTrial | None = None
+
+
+def screen_score(trial: FrozenTrial) -> float | None:
+    """A finished screen's score: its one evaluation; None for anything else."""
+    if trial.state != TrialState.PRUNED or keys.SCREENED not in trial.user_attrs:
+        return None
+    if trial.user_attrs.get(keys.INFEASIBLE) or not trial.intermediate_values:
+        return None
+    value = trial.intermediate_values[max(trial.intermediate_values)]
+    return None if math.isnan(value) else float(value)
+
+
+def ranked_screens(trials: Sequence[FrozenTrial], maximize: bool) -> list[FrozenTrial]:
+    """Finished screens, best score first (ties: the earlier trial)."""
+    scored = [(s, t) for t in trials if (s := screen_score(t)) is not None]
+    sign = -1.0 if maximize else 1.0
+    scored.sort(key=lambda st: (sign * st[0], st[1].number))
+    return [t for _, t in scored]
+
+
+class ScreeningSampler(BaseSampler):
+    """The study's sampler for the screens and any trials after the kept ones; the parameters
+    of a screened configuration for each kept trial."""
+
+    def __init__(self, base: BaseSampler, trials: int, keep: int, maximize: bool) -> None:
+        self._base = base
+        self._trials = trials
+        self._keep = keep
+        self._maximize = maximize
+        self._roles: dict[int, Role] = {}  # trial number -> its role, for this process's trials
+
+    @property
+    def base(self) -> BaseSampler:
+        return self._base
+
+    def role(self, number: int) -> Role | None:
+        """Trial ``number``'s role, decided when it started in this process; None when it
+        searches as usual."""
+        return self._roles.get(number)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._base.before_trial(study, trial)
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        taken = [t for t in others if t.state in _TAKEN]
+        mine = [r for n, r in self._roles.items() if n != trial.number]
+        screens = {t.number for t in taken if keys.SCREENED in t.user_attrs}
+        screens |= {n for n, r in self._roles.items() if r.keeps is None and n != trial.number}
+        if len(screens) < self._trials:
+            self._roles[trial.number] = Role()
+            return
+        if enqueued_params(trial):  # a given first trial or a retry: run as asked
+            return
+        kept = {t.user_attrs[keys.SCREEN_OF] for t in taken if keys.SCREEN_OF in t.user_attrs}
+        kept |= {r.keeps.number for r in mine if r.keeps is not None}
+        if len(kept) >= self._keep:
+            return
+        left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
+        if left:
+            self._roles[trial.number] = Role(keeps=left[0])
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if self._keeps(trial.number) is not None:
+            return {}
+        return self._base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if self._keeps(trial.number) is not None:
+            return {}
+        return self._base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        screen = self._keeps(trial.number)
+        if screen is not None and param_name in screen.params:
+            return screen.params[param_name]
+        return self._base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._roles.pop(trial.number, None)
+        self._base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._base.reseed_rng()
+
+    def _keeps(self, number: int) -> FrozenTrial | None:
+        role = self._roles.get(number)
+        return None if role is None else role.keeps
+
+
+def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
+    """For a screen, the steps it trains (the first evaluation, at most the full trial),
+    recorded on the trial; for a kept trial, the screen it re-runs is recorded and None comes
+    back, as for a trial that searches as usual."""
+    sampler = trial.study.sampler
+    role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
+    if role is None:
+        return None
+    if role.keeps is not None:
+        trial.set_user_attr(keys.SCREEN_OF, role.keeps.number)
+        return None
+    steps = min(eval_every, full_steps)
+    trial.set_user_attr(keys.SCREENED, steps)
+    return steps
+
+
+def kept(trial: Trial) -> bool:
+    """Whether ``trial`` re-runs a screened configuration (so no pruner may stop it)."""
+    sampler = trial.study.sampler
+    role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
+    return role is not None and role.keeps is not None
+
+
+def screen_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -> str | None:
+    """The report's line on screening: how many screened, at how many steps, and which
+    configurations were kept with their screen scores and full results."""
+    screens = [t for t in trials if keys.SCREENED in t.user_attrs]
+    if not screens:
+        return None
+    steps = sorted({int(t.user_attrs[keys.SCREENED]) for t in screens})
+    runs = {t.user_attrs[keys.SCREEN_OF]: t for t in trials if keys.SCREEN_OF in t.user_attrs}
+    parts = []
+    for t in ranked_screens(trials, maximize):
+        run = runs.get(t.number)
+        if run is None:
+            continue
+        full = f"{run.value:.4f}" if run.value is not None else run.state.name.lower()
+        parts.append(f"#{t.number} ({screen_score(t):.4f}) as #{run.number}: {full}")
+    kept_text = "; ".join(parts) if parts else "none yet"
+    at = "/".join(map(str, steps))
+    return (
+        f"screened: {len(screens)} trial(s) to step {at}; kept, validation {metric} "
+        f"screened then in full: {kept_text}"
+    )

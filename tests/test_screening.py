@@ -1,0 +1,161 @@
+"""Screening (study.screen): the first trials train to their first evaluation, then the best of
+them re-run in full."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from hpo import keys
+from hpo.cli.main import cli
+from hpo.config.spec import StudySpec
+from hpo.errors import SpecError
+from hpo.final.best import top_trials
+from hpo.search.screening import ScreeningSampler, ranked_screens, screen_role
+from tests.conftest import spec_dict, toml_text
+
+
+def _toy(fail: set[int] | None = None) -> Any:
+    """An objective with the real screen bookkeeping: a screen reports x at its one step and
+    stops; any other trial reports x at the end. Trial numbers in ``fail`` fail."""
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        steps = screen_role(trial, full_steps=10, eval_every=2)
+        if trial.number in (fail or set()):
+            raise RuntimeError("a worker died")
+        if steps is not None:
+            trial.report(x, steps)
+            raise optuna.TrialPruned()
+        return x
+
+    return objective
+
+
+def test_the_best_screens_are_kept_in_order_and_a_failed_screen_gives_way() -> None:
+    sampler = ScreeningSampler(optuna.samplers.RandomSampler(seed=4), 5, 2, maximize=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_toy(fail={1}), n_trials=9, catch=(RuntimeError,))
+    trials = study.get_trials()
+    screens = [t for t in trials if keys.SCREENED in t.user_attrs]
+    # trial 1 failed before it was scored: a sixth trial screened in its place
+    assert [t.number for t in screens] == [0, 1, 2, 3, 4, 5]
+    assert all(t.user_attrs[keys.SCREENED] == 2 for t in screens)
+    scored = sorted(
+        (t for t in screens if t.state == TrialState.PRUNED), key=lambda t: -t.params["x"]
+    )
+    kept = [t for t in trials if keys.SCREEN_OF in t.user_attrs]
+    assert [t.number for t in kept] == [6, 7]
+    assert [t.user_attrs[keys.SCREEN_OF] for t in kept] == [scored[0].number, scored[1].number]
+    assert [t.params for t in kept] == [scored[0].params, scored[1].params]
+    # after the kept trials the study samples again
+    assert trials[8].params["x"] not in {t.params["x"] for t in screens}
+    assert keys.SCREEN_OF not in trials[8].user_attrs
+
+
+def test_screens_rank_by_their_one_evaluation_in_the_study_direction() -> None:
+    def screen(number: int, value: float, **attrs: Any) -> optuna.trial.FrozenTrial:
+        t = optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params={"x": value},
+            distributions={"x": optuna.distributions.FloatDistribution(-10, 10)},
+            intermediate_values={25: value},
+            user_attrs={keys.SCREENED: 25, **attrs},
+        )
+        t.number = number
+        return t
+
+    trials = [
+        screen(0, 0.5),
+        screen(1, 0.2),
+        screen(2, 0.9, **{keys.INFEASIBLE: "out of memory"}),
+        screen(3, 0.2),
+    ]
+    trials.append(optuna.trial.create_trial(value=0.0))  # a complete trial is no screen
+    assert [t.number for t in ranked_screens(trials, maximize=True)] == [0, 1, 3]
+    assert [t.number for t in ranked_screens(trials, maximize=False)] == [1, 3, 0]
+
+
+def test_a_screened_study_trains_its_screens_short_and_the_kept_ones_whole(
+    tmp_path: Any, tiny_model_dir: Any, sentiment_csv: Any
+) -> None:
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"name": "screen", "n_trials": 6, "screen": {"trials": 4, "keep": 2}},
+        # a pruner that would stop half the trials at every rung: the kept ones are exempt
+        pruner={"name": "successive_halving", "reduction_factor": 2},
+        sampler={"name": "tpe", "seed": 0},
+    )
+    raw["data"]["max_train_samples"] = 96
+    path = tmp_path / "screen.toml"
+    path.write_text(toml_text(raw))
+    db = f"sqlite:///{tmp_path / 'screen.db'}"
+    result = CliRunner().invoke(cli, ["run", str(path), "--storage", db])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="screen", storage=db)
+    trials = study.get_trials()
+    screens, kept = trials[:4], trials[4:]
+    for t in screens:
+        assert t.state == TrialState.PRUNED
+        assert t.user_attrs[keys.SCREENED] == 10  # train.eval_every
+        assert t.user_attrs[keys.STEPS] == 10
+        assert t.user_attrs[keys.TRAIN_SAMPLES] == 10 * 16
+        assert list(t.intermediate_values) == [10]
+    best = ranked_screens(screens, maximize=True)[:2]
+    assert [t.user_attrs[keys.SCREEN_OF] for t in kept] == [t.number for t in best]
+    for t, screen in zip(kept, best, strict=True):
+        assert t.params == screen.params  # the seed too
+        assert t.state == TrialState.COMPLETE
+        assert t.user_attrs[keys.STEPS] == t.user_attrs[keys.MAX_STEPS] == 30
+        assert sorted(t.intermediate_values) == [10, 20, 30]
+    assert top_trials(study, 1, maximize=True)[0].number in (4, 5)
+    out = " ".join(result.output.split())
+    assert "screened: 4 trial(s) to step 10" in out
+    assert f"#{best[0].number} ({screen_score_text(best[0])}) as #4" in out
+
+
+def screen_score_text(t: optuna.trial.FrozenTrial) -> str:
+    return f"{t.intermediate_values[10]:.4f}"
+
+
+@pytest.mark.parametrize(
+    ("study", "error"),
+    [
+        ({"n_trials": 6, "screen": {"trials": 4}}, "`study.screen` takes trials and keep"),
+        ({"n_trials": 6, "screen": {"trials": 3, "keep": 3}}, "`study.screen.keep` (3) must be"),
+        ({"n_trials": 6, "screen": {"trials": 1, "keep": 1}}, "`study.screen.trials` must be at"),
+        ({"n_trials": 5, "screen": {"trials": 4, "keep": 2}}, "needs trials + keep = 6 trials"),
+        (
+            {"n_trials": 8, "race_trials": 2, "screen": {"trials": 4, "keep": 2}},
+            "`study.screen` and `study.race_trials` do not combine",
+        ),
+    ],
+)
+def test_a_screen_that_cannot_run_is_refused_in_one_line(
+    tiny_model_dir: Any, sentiment_csv: Any, study: dict[str, Any], error: str
+) -> None:
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study=study)
+    with pytest.raises(SpecError, match=re.escape(error)):
+        StudySpec.from_dict(raw)
+
+
+def test_a_bad_screen_in_a_study_file_exits_with_one_line(
+    tmp_path: Any, tiny_model_dir: Any, sentiment_csv: Any
+) -> None:
+    raw = spec_dict(
+        tiny_model_dir, sentiment_csv, study={"n_trials": 4, "screen": {"trials": 4, "keep": 1}}
+    )
+    path = tmp_path / "bad.toml"
+    path.write_text(toml_text(raw))
+    db = f"sqlite:///{tmp_path / 'bad.db'}"
+    result = CliRunner().invoke(cli, ["run", str(path), "--storage", db])
+    assert result.exit_code == 2  # wrong input, as click's usage errors
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs trials + keep = 5 trials" in lines[0], result.output
+    assert "Traceback" not in result.output
