@@ -53,9 +53,26 @@ def test_the_best_screens_are_kept_in_order_and_a_failed_screen_gives_way() -> N
     assert [t.number for t in kept] == [6, 7]
     assert [t.user_attrs[keys.SCREEN_OF] for t in kept] == [scored[0].number, scored[1].number]
     assert [t.params for t in kept] == [scored[0].params, scored[1].params]
-    # after the kept trials the study samples again
+    # a kept trial that failed and is retried with its parameters (as the heartbeat's retry
+    # enqueues it) is kept again; a given configuration that is no screen's is not
     assert trials[8].params["x"] not in {t.params["x"] for t in screens}
     assert keys.SCREEN_OF not in trials[8].user_attrs
+
+
+def test_a_retried_kept_trial_is_kept_and_a_given_one_runs_as_asked() -> None:
+    sampler = ScreeningSampler(optuna.samplers.RandomSampler(seed=4), 3, 2, maximize=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_toy(fail={3}), n_trials=4, catch=(RuntimeError,))
+    failed = study.trials[3]
+    assert failed.state == TrialState.FAIL and keys.SCREEN_OF in failed.user_attrs
+    study.enqueue_trial({"x": 0.123})  # given: no screen ran it
+    study.enqueue_trial(failed.params)  # the retry
+    study.optimize(_toy(), n_trials=3)
+    given, retry, last = study.trials[4:]
+    assert given.params == {"x": 0.123} and keys.SCREEN_OF not in given.user_attrs
+    assert retry.user_attrs[keys.SCREEN_OF] == failed.user_attrs[keys.SCREEN_OF]
+    best_two = ranked_screens(study.trials[:3], maximize=True)[:2]
+    assert last.user_attrs[keys.SCREEN_OF] == best_two[1].number
 
 
 def test_screens_rank_by_their_one_evaluation_in_the_study_direction() -> None:

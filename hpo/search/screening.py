@@ -97,13 +97,14 @@ class ScreeningSampler(BaseSampler):
         if len(screens) < self._trials:
             self._roles[trial.number] = Role()
             return
-        if enqueued_params(trial):  # a given first trial or a retry: run as asked
-            return
         kept = {t.user_attrs[keys.SCREEN_OF] for t in taken if keys.SCREEN_OF in t.user_attrs}
         kept |= {r.keeps.number for r in mine if r.keeps is not None}
         if len(kept) >= self._keep:
             return
         left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
+        fixed = enqueued_params(trial)
+        if fixed:  # a given trial runs as asked; a retry of a kept trial is still kept
+            left = [t for t in left if t.params == fixed]
         if left:
             self._roles[trial.number] = Role(keeps=left[0])
 
