@@ -176,3 +176,39 @@ def test_a_bad_screen_in_a_study_file_exits_with_one_line(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "needs trials + keep = 5 trials" in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+def test_a_screen_scores_as_a_study_of_that_many_steps_and_a_kept_trial_as_a_whole_one(
+    tmp_path: Any, tiny_model_dir: Any, sentiment_csv: Any
+) -> None:
+    """What the screen measured is a short run of its own, its schedule fitted to its steps,
+    and the kept trial is the unpruned full run: each equals a plain study's trial."""
+
+    def run(name: str, study: dict[str, Any], train: dict[str, Any], given: Any = None) -> Any:
+        raw = spec_dict(
+            tiny_model_dir,
+            sentiment_csv,
+            study={"name": name, "metric": "eval_loss", **study},  # a finer score than accuracy
+            train=train,
+            space={"warmup_ratio": {"low": 0.0, "high": 0.3}},
+        )
+        raw["data"]["max_train_samples"] = 64
+        if given is not None:
+            raw["sampler"]["first_trials"] = [given]
+        path = tmp_path / f"{name}.toml"
+        path.write_text(toml_text(raw))
+        db = f"sqlite:///{tmp_path / 'all.db'}"
+        result = CliRunner().invoke(cli, ["run", str(path), "--storage", db])
+        assert result.exit_code == 0, result.output
+        return optuna.load_study(study_name=name, storage=db).get_trials()
+
+    screened = run("screened", {"n_trials": 3, "screen": {"trials": 2, "keep": 1}}, {})
+    kept = screened[2]
+    screen = screened[kept.user_attrs[keys.SCREEN_OF]]
+    given = {k: screen.params[k] for k in ("learning_rate", "warmup_ratio", "frozen_layers")}
+    (short,) = run("short", {"n_trials": 1}, {"max_steps": 10}, given)
+    (whole,) = run("whole", {"n_trials": 1}, {}, given)
+    assert short.params == screen.params and whole.params == kept.params
+    assert screen.intermediate_values[10] == short.value  # not the first 10 of 30 steps
+    assert kept.value == whole.value
+    assert kept.intermediate_values[10] != screen.intermediate_values[10]
