@@ -134,6 +134,8 @@ def test_a_screened_study_trains_its_screens_short_and_the_kept_ones_whole(
     assert top_trials(study, 1, maximize=True)[0].number in (4, 5)
     out = " ".join(result.output.split())
     assert "screened: 4 trial(s) to step 10" in out
+    assert "2 complete, 4 pruned (4 of them screens)" in out
+    assert "pruning and screening saved 80 of 180 training steps" in out  # 4 x (30 - 10)
     assert f"#{best[0].number} ({screen_score_text(best[0])}) as #4" in out
 
 

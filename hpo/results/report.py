@@ -338,10 +338,13 @@ def render_report(
     if summary.n_complete or summary.n_pruned:
         parts.append(_leaderboard(summary, trials, top))
     counts = (summary.n_complete, summary.n_pruned, summary.n_failed, summary.n_running)
-    parts.append(Text("{} complete, {} pruned, {} failed, {} running".format(*counts)))
+    screens = sum(1 for t in trials if keys.SCREENED in t.user_attrs)
+    pruned = f"{counts[1]} pruned" + (f" ({screens} of them screens)" if screens else "")
+    parts.append(Text(f"{counts[0]} complete, {pruned}, {counts[2]} failed, {counts[3]} running"))
     total, saved = summary.steps_if_unpruned, summary.steps_saved_by_pruning
     pct = f"{100 * saved / total:.1f}" if total else "0.0"
-    parts.append(Text(f"pruning saved {saved:,} of {total:,} training steps ({pct}%)"))
+    what = "pruning and screening" if screens else "pruning"
+    parts.append(Text(f"{what} saved {saved:,} of {total:,} training steps ({pct}%)"))
     if (spend := spend_line(trials)) is not None:
         parts.append(Text(spend))
     if summary.best_number is not None:
