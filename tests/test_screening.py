@@ -214,3 +214,34 @@ def test_a_screen_scores_as_a_study_of_that_many_steps_and_a_kept_trial_as_a_who
     assert screen.intermediate_values[10] == short.value  # not the first 10 of 30 steps
     assert kept.value == whole.value
     assert kept.intermediate_values[10] != screen.intermediate_values[10]
+
+
+def test_workers_together_screen_the_first_trials_and_keep_distinct_ones(
+    tiny_model_dir: Any, sentiment_csv: Any, tmp_path: Any
+) -> None:
+    """Two ``hpo worker`` processes on one SQLite study: four screens, two kept trials, each
+    a different screened configuration, whichever worker ran what."""
+    from hpo.execution import launch
+    from hpo.execution.storage import open_storage
+    from hpo.search.study import create_or_resume
+
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"name": "together", "n_trials": 6, "screen": {"trials": 4, "keep": 2}},
+    )
+    raw["data"]["max_train_samples"] = 64
+    url = f"sqlite:///{tmp_path / 'together.db'}"
+    study, _ = create_or_resume(StudySpec.from_dict(raw), open_storage(url))
+    procs = launch.spawn("together", url, [launch.Slot(i, None, 1) for i in range(2)])
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    trials = study.get_trials()
+    assert len({t.user_attrs[keys.WORKER] for t in trials}) >= 2  # the work was shared
+    screens = [t for t in trials if keys.SCREENED in t.user_attrs]
+    kept = [t for t in trials if keys.SCREEN_OF in t.user_attrs]
+    assert sorted(t.number for t in screens) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.PRUNED for t in screens)
+    assert len({t.user_attrs[keys.SCREEN_OF] for t in kept}) == 2
+    for t in kept:
+        assert t.state == TrialState.COMPLETE
+        assert t.params == trials[t.user_attrs[keys.SCREEN_OF]].params

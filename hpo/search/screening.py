@@ -15,9 +15,11 @@ multi-fidelity hyperparameter optimization?", 2023) found this baseline hard to 
 
 ``ScreeningSampler`` wraps the study's sampler: screens are sampled by it (the Latin-hypercube
 startup spreads them), and a kept trial's parameters are those of the screen it re-runs. The
-choice is made in ``before_trial``; the objective asks ``screen_role(trial)``. With parallel
-workers, a kept trial ranks the screens finished when it starts: a screen still running then
-is not waited for, so a slow worker's screen may miss its chance to be kept.
+choice is made in ``before_trial``; the objective asks ``screen_role(trial)``. The screens are
+the study's first N trials that do not fail (a screen that fails before the kept trials begin
+gives its place to the next trial). With parallel workers, a kept trial ranks the screens
+finished when it starts: a screen still running then is not waited for, so a slow worker's
+screen may miss its chance to be kept.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from hpo import keys
-from hpo.execution.optuna_private import enqueued_params
+from hpo.execution.optuna_private import enqueued_params, storage_of, trial_id_of
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -91,14 +93,13 @@ class ScreeningSampler(BaseSampler):
         self._base.before_trial(study, trial)
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
         taken = [t for t in others if t.state in _TAKEN]
-        mine = [r for n, r in self._roles.items() if n != trial.number]
-        screens = {t.number for t in taken if keys.SCREENED in t.user_attrs}
-        screens |= {n for n, r in self._roles.items() if r.keeps is None and n != trial.number}
-        if len(screens) < self._trials:
+        # the study's first N trials that do not fail are screens: a trial's number is given
+        # when a worker claims it, so every trial numbered below this one has started, on
+        # whichever worker, and the count needs nothing those workers have yet to write
+        if sum(1 for t in taken if t.number < trial.number) < self._trials:
             self._roles[trial.number] = Role()
             return
         kept = {t.user_attrs[keys.SCREEN_OF] for t in taken if keys.SCREEN_OF in t.user_attrs}
-        kept |= {r.keeps.number for r in mine if r.keeps is not None}
         if len(kept) >= self._keep:
             return
         left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
@@ -107,6 +108,11 @@ class ScreeningSampler(BaseSampler):
             left = [t for t in left if t.params == fixed]
         if left:
             self._roles[trial.number] = Role(keeps=left[0])
+            # stored now, before the trial samples or loads anything, so that a worker starting
+            # a trial a moment later keeps another configuration
+            storage_of(study).set_trial_user_attr(
+                trial_id_of(trial), keys.SCREEN_OF, left[0].number
+            )
 
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
@@ -160,8 +166,7 @@ def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
     role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
     if role is None:
         return None
-    if role.keeps is not None:
-        trial.set_user_attr(keys.SCREEN_OF, role.keeps.number)
+    if role.keeps is not None:  # its screen_of was stored when it started
         return None
     steps = min(eval_every, full_steps)
     trial.set_user_attr(keys.SCREENED, steps)
