@@ -27,9 +27,9 @@ from optuna.trial import TrialState
 
 from hpo import keys
 from hpo.execution.optuna_private import enqueued_params
+from hpo.search.repeat import RepeatingSampler
 
 if TYPE_CHECKING:
-    from optuna.distributions import BaseDistribution
     from optuna.study import Study
     from optuna.trial import FrozenTrial, Trial
 
@@ -108,7 +108,7 @@ def next_finalist(trials: Sequence[FrozenTrial], maximize: bool) -> Configuratio
     return min(leading, key=lambda c: (c.runs, leading.index(c)))
 
 
-class RacingSampler(BaseSampler):
+class RacingSampler(RepeatingSampler):
     """The study's sampler for the search; the configuration to re-run once the race is due.
 
     ``n_trials`` and ``race_trials`` as in ``[study]``; ``budget`` (``study.budget``, one unit)
@@ -122,16 +122,11 @@ class RacingSampler(BaseSampler):
         maximize: bool,
         budget: Mapping[str, float] | None = None,
     ) -> None:
-        self._base = base
+        super().__init__(base)
         self._n_trials = n_trials
         self._race_trials = race_trials
         self._maximize = maximize
         self._budget = dict(budget or {})
-        self._assigned: dict[int, FrozenTrial] = {}  # trial number -> first run it repeats
-
-    @property
-    def base(self) -> BaseSampler:
-        return self._base
 
     def due(self, trials: Sequence[FrozenTrial], number: int) -> bool:
         """Whether trial ``number`` falls in the race: the last ``race_trials`` of the budget."""
@@ -155,50 +150,7 @@ class RacingSampler(BaseSampler):
             return
         finalist = next_finalist(trials, self._maximize)
         if finalist is not None:
-            self._assigned[trial.number] = finalist.first
-
-    def repeats(self, number: int) -> FrozenTrial | None:
-        """The first run of the configuration trial ``number`` re-runs, if it races."""
-        return self._assigned.get(number)
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        if trial.number in self._assigned:
-            return {}
-        return self._base.infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        if trial.number in self._assigned:
-            return {}
-        return self._base.sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        first = self._assigned.get(trial.number)
-        if first is not None and param_name in first.params:
-            return first.params[param_name]
-        return self._base.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self._assigned.pop(trial.number, None)
-        self._base.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._base.reseed_rng()
+            self.assign(trial.number, finalist.first)
 
 
 def _full_cost(trials: Sequence[FrozenTrial], unit: str) -> float:

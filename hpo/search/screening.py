@@ -27,16 +27,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from hpo import keys
 from hpo.execution.optuna_private import enqueued_params, storage_of, trial_id_of
+from hpo.search.repeat import RepeatingSampler
 
 if TYPE_CHECKING:
-    from optuna.distributions import BaseDistribution
+    from optuna.samplers import BaseSampler
     from optuna.study import Study
     from optuna.trial import FrozenTrial, Trial
 
@@ -69,25 +69,24 @@ def ranked_screens(trials: Sequence[FrozenTrial], maximize: bool) -> list[Frozen
     return [t for _, t in scored]
 
 
-class ScreeningSampler(BaseSampler):
+class ScreeningSampler(RepeatingSampler):
     """The study's sampler for the screens and any trials after the kept ones; the parameters
     of a screened configuration for each kept trial."""
 
     def __init__(self, base: BaseSampler, trials: int, keep: int, maximize: bool) -> None:
-        self._base = base
+        super().__init__(base)
         self._trials = trials
         self._keep = keep
         self._maximize = maximize
-        self._roles: dict[int, Role] = {}  # trial number -> its role, for this process's trials
-
-    @property
-    def base(self) -> BaseSampler:
-        return self._base
+        self._screens: set[int] = set()  # this process's trials that are screens
 
     def role(self, number: int) -> Role | None:
         """Trial ``number``'s role, decided when it started in this process; None when it
         searches as usual."""
-        return self._roles.get(number)
+        if number in self._screens:
+            return Role()
+        keeps = self.repeats(number)
+        return None if keeps is None else Role(keeps=keeps)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
@@ -97,7 +96,7 @@ class ScreeningSampler(BaseSampler):
         # when a worker claims it, so every trial numbered below this one has started, on
         # whichever worker, and the count needs nothing those workers have yet to write
         if sum(1 for t in taken if t.number < trial.number) < self._trials:
-            self._roles[trial.number] = Role()
+            self._screens.add(trial.number)
             return
         kept = {t.user_attrs[keys.SCREEN_OF] for t in taken if keys.SCREEN_OF in t.user_attrs}
         if len(kept) >= self._keep:
@@ -107,38 +106,12 @@ class ScreeningSampler(BaseSampler):
         if fixed:  # a given trial runs as asked; a retry of a kept trial is still kept
             left = [t for t in left if t.params == fixed]
         if left:
-            self._roles[trial.number] = Role(keeps=left[0])
+            self.assign(trial.number, left[0])
             # stored now, before the trial samples or loads anything, so that a worker starting
             # a trial a moment later keeps another configuration
             storage_of(study).set_trial_user_attr(
                 trial_id_of(trial), keys.SCREEN_OF, left[0].number
             )
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        if self._keeps(trial.number) is not None:
-            return {}
-        return self._base.infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        if self._keeps(trial.number) is not None:
-            return {}
-        return self._base.sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        screen = self._keeps(trial.number)
-        if screen is not None and param_name in screen.params:
-            return screen.params[param_name]
-        return self._base.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(
         self,
@@ -147,15 +120,8 @@ class ScreeningSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._roles.pop(trial.number, None)
-        self._base.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._base.reseed_rng()
-
-    def _keeps(self, number: int) -> FrozenTrial | None:
-        role = self._roles.get(number)
-        return None if role is None else role.keeps
+        self._screens.discard(trial.number)
+        super().after_trial(study, trial, state, values)
 
 
 def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
