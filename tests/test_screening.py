@@ -154,12 +154,18 @@ def screen_score_text(t: optuna.trial.FrozenTrial) -> str:
             {"n_trials": 8, "race_trials": 2, "screen": {"trials": 4, "keep": 2}},
             "`study.screen` and `study.race_trials` do not combine",
         ),
+        (
+            {"n_trials": 6, "screen": {"trials": 4, "keep": 2}, "eval_every": 30},
+            "`train.eval_every` (30) is not below `train.max_steps` (30)",
+        ),
     ],
 )
 def test_a_screen_that_cannot_run_is_refused_in_one_line(
     tiny_model_dir: Any, sentiment_csv: Any, study: dict[str, Any], error: str
 ) -> None:
-    raw = spec_dict(tiny_model_dir, sentiment_csv, study=study)
+    study = dict(study)
+    every = study.pop("eval_every", 10)
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study=study, train={"eval_every": every})
     with pytest.raises(SpecError, match=re.escape(error)):
         StudySpec.from_dict(raw)
 
@@ -245,3 +251,25 @@ def test_workers_together_screen_the_first_trials_and_keep_distinct_ones(
     for t in kept:
         assert t.state == TrialState.COMPLETE
         assert t.params == trials[t.user_attrs[keys.SCREEN_OF]].params
+
+
+def test_a_screen_as_long_as_its_trial_fails_with_the_reason(
+    tmp_path: Any, tiny_model_dir: Any, sentiment_csv: Any
+) -> None:
+    """A trial of one epoch has as many steps as the data gives; where the first evaluation
+    falls at or after its end, the screen says so instead of training a whole trial."""
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"name": "long", "n_trials": 3, "screen": {"trials": 2, "keep": 1}},
+        train={"eval_every": 10, "epochs": 1.0},
+    )
+    del raw["train"]["max_steps"]
+    raw["data"]["max_train_samples"] = 64  # 4 steps of 16
+    path = tmp_path / "long.toml"
+    path.write_text(toml_text(raw))
+    db = f"sqlite:///{tmp_path / 'long.db'}"
+    CliRunner().invoke(cli, ["run", str(path), "--storage", db])
+    first = optuna.load_study(study_name="long", storage=db).get_trials()[0]
+    assert first.state == TrialState.FAIL
+    assert "`train.eval_every` (10) below a trial's 4 steps" in first.user_attrs[keys.FAIL_REASON]

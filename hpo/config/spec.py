@@ -70,6 +70,13 @@ class StudySpec:
         self.first_trials()  # every first trial's values must be ones the space can take
         given = self.privacy is not None
         check_private_study(self.privacy or PrivacySection(), self.space, self.augment, given)
+        steps, every = self.train.max_steps, self.train.eval_every
+        if self.study.screen and steps and every >= steps:
+            raise SpecError(
+                f"`study.screen` trains screens to the first evaluation, but `train.eval_every` "
+                f"({every}) is not below `train.max_steps` ({steps}): a screen would be a whole "
+                "trial; lower eval_every"
+            )
 
     def first_trials(self) -> list[tuple[str, dict[str, Any]]]:
         """(origin, parameters) of the trials a new study runs before sampling any: the

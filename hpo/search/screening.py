@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from hpo import keys
+from hpo.errors import TrialFailure
 from hpo.execution.optuna_private import enqueued_params, storage_of, trial_id_of
 from hpo.search.repeat import RepeatingSampler
 
@@ -125,8 +126,7 @@ class ScreeningSampler(RepeatingSampler):
 
 
 def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
-    """For a screen, the steps it trains (the first evaluation, at most the full trial),
-    recorded on the trial; for a kept trial, the screen it re-runs is recorded and None comes
+    """For a screen, the steps it trains (the first evaluation), recorded on the trial; for a kept trial, the screen it re-runs is recorded and None comes
     back, as for a trial that searches as usual."""
     sampler = trial.study.sampler
     role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
@@ -134,9 +134,13 @@ def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
         return None
     if role.keeps is not None:  # its screen_of was stored when it started
         return None
-    steps = min(eval_every, full_steps)
-    trial.set_user_attr(keys.SCREENED, steps)
-    return steps
+    if eval_every >= full_steps:  # a trial of `epochs` whose length only the data tells
+        raise TrialFailure(
+            f"`study.screen` needs `train.eval_every` ({eval_every}) below a trial's "
+            f"{full_steps} steps, or a screen is a whole trial; lower eval_every"
+        )
+    trial.set_user_attr(keys.SCREENED, eval_every)
+    return eval_every
 
 
 def kept(trial: Trial) -> bool:
