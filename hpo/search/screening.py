@@ -8,9 +8,9 @@ screened configurations that scored best, in full, from the pretrained weights a
 seed, and no pruner stops them; the study's answer is the best of those. Trials after them, if
 ``n_trials`` leaves any, search as usual.
 
-Why: on the three tasks of the search benchmark, 12 screened and 3 kept held out as well as
-Hugging Face's 12-trial search with 0.57-0.60 of its training samples (BENCHMARKS.md), where
-hpo's median pruner spent as much as the peer. Egele et al. ("Is one epoch all you need for
+Why: on the three tasks of the search benchmark, 5 screened and 2 kept held out within noise
+of Hugging Face's 12-trial search with a third of its training samples, and 12 screened and 3
+kept with 0.57-0.60 (BENCHMARKS.md), where hpo's median pruner spent as much as the peer. Egele et al. ("Is one epoch all you need for
 multi-fidelity hyperparameter optimization?", 2023) found this baseline hard to beat.
 
 ``ScreeningSampler`` wraps the study's sampler: screens are sampled by it (the Latin-hypercube
@@ -126,13 +126,14 @@ class ScreeningSampler(RepeatingSampler):
 
 
 def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
-    """For a screen, the steps it trains (the first evaluation), recorded on the trial; for a kept trial, the screen it re-runs is recorded and None comes
-    back, as for a trial that searches as usual."""
+    """For a screen, the steps it trains (the first evaluation), recorded on the trial; None
+    for a kept trial (its ``screen_of`` was stored when it started) and for a trial that
+    searches as usual."""
     sampler = trial.study.sampler
     role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
     if role is None:
         return None
-    if role.keeps is not None:  # its screen_of was stored when it started
+    if role.keeps is not None:
         return None
     if eval_every >= full_steps:  # a trial of `epochs` whose length only the data tells
         raise TrialFailure(
