@@ -485,3 +485,37 @@ def test_predict_turns_sub_words_into_words_and_words_into_spans(ner_model_dir: 
     [found] = predict_entities(model, tok, [text])
     # a word of three pieces (unbe ##liev ##ably) is one entity, not three
     assert [e["text"] for e in found] == ["Barack", "unbelievably", ",", "Obama"]
+
+
+def test_screening_keeps_the_screen_with_the_best_entity_f1(
+    ner_model_dir: Path, ner_files: dict[str, str]
+) -> None:
+    """study.screen on token classification: the screens stop at their one evaluation, and the
+    kept trial re-runs the one with the best entity F1, whole."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo import keys
+    from hpo.search.objective import Objective
+    from hpo.search.study import build_sampler
+
+    raw = ner_spec(
+        ner_model_dir,
+        ner_files,
+        study={"n_trials": 3, "screen": {"trials": 2, "keep": 1}},
+        sampler={"name": "tpe", "seed": 1},
+        train={"max_steps": 60, "eval_every": 30},
+        space={"learning_rate": {"low": 1e-3, "high": 2e-2, "log": True}},
+    )
+    spec = StudySpec.from_dict(raw)
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(spec))
+    study.optimize(Objective(spec), n_trials=3)
+    screens, (kept,) = study.trials[:2], study.trials[2:]
+    assert [t.state for t in screens] == [TrialState.PRUNED] * 2
+    assert [list(t.intermediate_values) for t in screens] == [[30], [30]]
+    scores = [t.intermediate_values[30] for t in screens]
+    best = screens[scores.index(max(scores))]
+    assert kept.user_attrs[keys.SCREEN_OF] == best.number
+    assert kept.params == best.params
+    assert kept.state == TrialState.COMPLETE
+    assert sorted(kept.intermediate_values) == [30, 60]
