@@ -17,14 +17,16 @@ multi-fidelity hyperparameter optimization?", 2023) found this baseline hard to 
 startup spreads them), and a kept trial's parameters are those of the screen it re-runs. The
 choice is made in ``before_trial``; the objective asks ``screen_role(trial)``. The screens are
 the study's first N trials that do not fail (a screen that fails before the kept trials begin
-gives its place to the next trial). With parallel workers, a kept trial ranks the screens
-finished when it starts: a screen still running then is not waited for, so a slow worker's
-screen may miss its chance to be kept.
+gives its place to the next trial). The trials after them choose in number order, each the
+best screen no lower-numbered trial kept. With parallel workers, a kept trial ranks the
+screens finished when it starts: a screen still running then is not waited for, so a slow
+worker's screen may miss its chance to be kept.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, Trial
 
 _TAKEN = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # a failure gives way
+_UNDECIDED_WAIT = 10.0  # seconds a trial waits for a lower-numbered one to store its choice
 
 
 @dataclass(frozen=True)
@@ -91,28 +94,49 @@ class ScreeningSampler(RepeatingSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
-        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-        taken = [t for t in others if t.state in _TAKEN]
-        # the study's first N trials that do not fail are screens: a trial's number is given
-        # when a worker claims it, so every trial numbered below this one has started, on
-        # whichever worker, and the count needs nothing those workers have yet to write
-        if sum(1 for t in taken if t.number < trial.number) < self._trials:
+        # the study's first N trials that do not fail are screens: a worker claims the lowest
+        # numbered slot, so the trials numbered below this one have started, on whichever
+        # worker, and the count needs nothing those workers have yet to write
+        below = self._taken_below(study, trial.number)
+        if len(below) < self._trials:
             self._screens.add(trial.number)
             return
-        kept = {t.user_attrs[keys.SCREEN_OF] for t in taken if keys.SCREEN_OF in t.user_attrs}
-        if len(kept) >= self._keep:
-            return
-        left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
         fixed = enqueued_params(trial)
+        # Trials after the screens choose in number order: each keeps the best screen that no
+        # lower-numbered trial kept. A lower trial writes its choice as it starts; one that
+        # started a moment ago may not have yet, so wait (briefly) for it rather than pick
+        # the same screen.
+        deadline = time.monotonic() + _UNDECIDED_WAIT
+        while True:
+            after = below[self._trials :]
+            kept = {t.user_attrs[keys.SCREEN_OF] for t in after if keys.SCREEN_OF in t.user_attrs}
+            if len(kept) >= self._keep:
+                return
+            undecided = [
+                t
+                for t in after
+                if t.state == TrialState.RUNNING and keys.SCREEN_OF not in t.user_attrs
+            ]
+            if not undecided or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+            below = self._taken_below(study, trial.number)
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
         if fixed:  # a given trial runs as asked; a retry of a kept trial is still kept
             left = [t for t in left if t.params == fixed]
         if left:
             self.assign(trial.number, left[0])
-            # stored now, before the trial samples or loads anything, so that a worker starting
-            # a trial a moment later keeps another configuration
+            # stored now, before the trial samples or loads anything, for the trials after it
             storage_of(study).set_trial_user_attr(
                 trial_id_of(trial), keys.SCREEN_OF, left[0].number
             )
+
+    @staticmethod
+    def _taken_below(study: Study, number: int) -> list[FrozenTrial]:
+        """The started trials numbered below ``number`` that have not failed, in order."""
+        trials = study.get_trials(deepcopy=False, states=_TAKEN)
+        return sorted((t for t in trials if t.number < number), key=lambda t: t.number)
 
     def after_trial(
         self,
