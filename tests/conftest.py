@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,17 @@ def save_tiny_bert(folder: Path, layers: int = 2, vocab: list[str] | None = None
     )
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the test process and in what it starts. A suite run
+    as a background job of a non-interactive shell (`bash tests/run.sh &`) inherits SIGINT
+    ignored, as POSIX has it, and so would every `hpo` process a test starts: the tests that
+    send SIGINT would then see nothing happen."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)
