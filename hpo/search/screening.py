@@ -97,7 +97,8 @@ class ScreeningSampler(RepeatingSampler):
         # the study's first N trials that do not fail are screens: a worker claims the lowest
         # numbered slot, so the trials numbered below this one have started, on whichever
         # worker, and the count needs nothing those workers have yet to write
-        below = self._taken_below(study, trial.number)
+        trials = study.get_trials(deepcopy=False)
+        below = _taken_below(trials, trial.number)
         if len(below) < self._trials:
             self._screens.add(trial.number)
             return
@@ -120,8 +121,9 @@ class ScreeningSampler(RepeatingSampler):
             if not undecided or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
-            below = self._taken_below(study, trial.number)
-        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+            trials = study.get_trials(deepcopy=False)
+            below = _taken_below(trials, trial.number)
+        others = [t for t in trials if t.number != trial.number]
         left = [t for t in ranked_screens(others, self._maximize) if t.number not in kept]
         if fixed:  # a given trial runs as asked; a retry of a kept trial is still kept
             left = [t for t in left if t.params == fixed]
@@ -131,12 +133,6 @@ class ScreeningSampler(RepeatingSampler):
             storage_of(study).set_trial_user_attr(
                 trial_id_of(trial), keys.SCREEN_OF, left[0].number
             )
-
-    @staticmethod
-    def _taken_below(study: Study, number: int) -> list[FrozenTrial]:
-        """The started trials numbered below ``number`` that have not failed, in order."""
-        trials = study.get_trials(deepcopy=False, states=_TAKEN)
-        return sorted((t for t in trials if t.number < number), key=lambda t: t.number)
 
     def after_trial(
         self,
@@ -149,12 +145,23 @@ class ScreeningSampler(RepeatingSampler):
         super().after_trial(study, trial, state, values)
 
 
+def _taken_below(trials: Sequence[FrozenTrial], number: int) -> list[FrozenTrial]:
+    """The started trials numbered below ``number`` that have not failed, in order."""
+    taken = (t for t in trials if t.state in _TAKEN and t.number < number)
+    return sorted(taken, key=lambda t: t.number)
+
+
+def _role(trial: Trial) -> Role | None:
+    """The role the study's screening sampler gave ``trial``; None without screening."""
+    sampler = trial.study.sampler
+    return sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
+
+
 def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
     """For a screen, the steps it trains (the first evaluation), recorded on the trial; None
     for a kept trial (its ``screen_of`` was stored when it started) and for a trial that
     searches as usual."""
-    sampler = trial.study.sampler
-    role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
+    role = _role(trial)
     if role is None:
         return None
     if role.keeps is not None:
@@ -170,8 +177,7 @@ def screen_role(trial: Trial, full_steps: int, eval_every: int) -> int | None:
 
 def kept(trial: Trial) -> bool:
     """Whether ``trial`` re-runs a screened configuration (so no pruner may stop it)."""
-    sampler = trial.study.sampler
-    role = sampler.role(trial.number) if isinstance(sampler, ScreeningSampler) else None
+    role = _role(trial)
     return role is not None and role.keeps is not None
 
 
