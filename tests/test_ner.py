@@ -497,6 +497,7 @@ def test_screening_keeps_the_screen_with_the_best_entity_f1(
 
     from hpo import keys
     from hpo.search.objective import Objective
+    from hpo.search.screening import screen_caution
     from hpo.search.study import build_sampler
 
     raw = ner_spec(
@@ -519,3 +520,7 @@ def test_screening_keeps_the_screen_with_the_best_entity_f1(
     assert kept.params == best.params
     assert kept.state == TrialState.COMPLETE
     assert sorted(kept.intermediate_values) == [30, 60]
+    # entity F1 is no proportion: the noise a screen is judged against is the bootstrap's
+    # (the kept screen's F1 is above its bootstrap standard error: it learned something)
+    assert best.intermediate_values[30] > best.user_attrs[keys.EVAL_NOISE] > 0
+    assert screen_caution(study.trials, maximize=True, proportion=False) is None

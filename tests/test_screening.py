@@ -16,7 +16,7 @@ from hpo.cli.main import cli
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
 from hpo.final.best import top_trials
-from hpo.search.screening import ScreeningSampler, ranked_screens, screen_role
+from hpo.search.screening import ScreeningSampler, ranked_screens, screen_caution, screen_role
 from tests.conftest import spec_dict, toml_text
 
 
@@ -75,27 +75,61 @@ def test_a_retried_kept_trial_is_kept_and_a_given_one_runs_as_asked() -> None:
     assert last.user_attrs[keys.SCREEN_OF] == best_two[1].number
 
 
-def test_screens_rank_by_their_one_evaluation_in_the_study_direction() -> None:
-    def screen(number: int, value: float, **attrs: Any) -> optuna.trial.FrozenTrial:
-        t = optuna.trial.create_trial(
-            state=TrialState.PRUNED,
-            params={"x": value},
-            distributions={"x": optuna.distributions.FloatDistribution(-10, 10)},
-            intermediate_values={25: value},
-            user_attrs={keys.SCREENED: 25, **attrs},
-        )
-        t.number = number
-        return t
+def _screen_at(number: int, value: float, **attrs: Any) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(
+        state=TrialState.PRUNED,
+        params={"x": value},
+        distributions={"x": optuna.distributions.FloatDistribution(-10, 10)},
+        intermediate_values={25: value},
+        user_attrs={keys.SCREENED: 25, **attrs},
+    )
+    t.number = number
+    return t
 
+
+def _kept_of(number: int, screen: int, value: float) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(value=value, user_attrs={keys.SCREEN_OF: screen})
+    t.number = number
+    return t
+
+
+def test_screens_rank_by_their_one_evaluation_in_the_study_direction() -> None:
     trials = [
-        screen(0, 0.5),
-        screen(1, 0.2),
-        screen(2, 0.9, **{keys.INFEASIBLE: "out of memory"}),
-        screen(3, 0.2),
+        _screen_at(0, 0.5),
+        _screen_at(1, 0.2),
+        _screen_at(2, 0.9, **{keys.INFEASIBLE: "out of memory"}),
+        _screen_at(3, 0.2),
     ]
     trials.append(optuna.trial.create_trial(value=0.0))  # a complete trial is no screen
     assert [t.number for t in ranked_screens(trials, maximize=True)] == [0, 1, 3]
     assert [t.number for t in ranked_screens(trials, maximize=False)] == [1, 3, 0]
+
+
+def test_the_report_cautions_when_a_kept_screen_had_learned_nothing() -> None:
+    # accuracy on 100 rows with a constant answer of 0.5: one standard error is
+    # sqrt(0.5 * 0.5 / 100) = 0.05, so a screen shows it learned above 0.55
+    attrs = {keys.CONSTANT_SCORE: 0.5, keys.EVAL_ROWS: 100}
+
+    def study(second: float) -> list[optuna.trial.FrozenTrial]:
+        screens = [
+            _screen_at(0, 0.70, **attrs),
+            _screen_at(1, second, **attrs),
+            _screen_at(2, 0.52, **attrs),
+            _screen_at(3, 0.30, **attrs),
+        ]
+        return [*screens, _kept_of(4, 0, 0.8), _kept_of(5, 1, 0.6)]
+
+    # 0.54 is above the constant answer but within its noise: the second kept screen is chance
+    caution = screen_caution(study(0.54), maximize=True, proportion=True)
+    assert caution is not None
+    assert caution.startswith("caution: 1 of 4 screens scored above a constant answer (0.5000)")
+    assert "the kept screen(s) #1 had not" in caution
+    # 0.56 is beyond the noise: both kept screens had learned something
+    assert screen_caution(study(0.56), maximize=True, proportion=True) is None
+    # a loss has no constant answer to compare with; neither does a trial that stored none
+    assert screen_caution(study(0.54), maximize=False, proportion=True) is None
+    bare = [_screen_at(0, 0.54), _screen_at(1, 0.53), _kept_of(2, 0, 0.6)]
+    assert screen_caution(bare, maximize=True, proportion=True) is None
 
 
 def test_a_screened_study_trains_its_screens_short_and_the_kept_ones_whole(
@@ -137,6 +171,14 @@ def test_a_screened_study_trains_its_screens_short_and_the_kept_ones_whole(
     assert "2 complete, 4 pruned (4 of them screens)" in out
     assert "pruning and screening saved 80 of 180 training steps" in out  # 4 x (30 - 10)
     assert f"#{best[0].number} ({screen_score_text(best[0])}) as #4" in out
+    # the tiny model learns nothing in 10 steps: every screen sits at the constant answer, so
+    # the report says the kept screens were chosen by chance
+    for t in screens:
+        rows, constant = t.user_attrs[keys.EVAL_ROWS], t.user_attrs[keys.CONSTANT_SCORE]
+        assert t.intermediate_values[10] <= constant + (constant * (1 - constant) / rows) ** 0.5
+    blind = ", ".join(f"#{t.number}" for t in sorted(best, key=lambda t: t.number))
+    assert "caution: 0 of 4 screens scored above a constant answer (0.5000)" in out
+    assert f"the kept screen(s) {blind} had not, so chance chose them" in out
 
 
 def screen_score_text(t: optuna.trial.FrozenTrial) -> str:

@@ -42,7 +42,9 @@ def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     baseline = None
     if stored and spec.study.metric == "accuracy":
         baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
-    console.print(render_report(summary, trials, top=top, baseline=baseline))
+    console.print(
+        render_report(summary, trials, top=top, baseline=baseline, proportion=spec.study.proportion)
+    )
     console.print(render_insights(spec, trials))
     retrained = study.user_attrs.get(keys.BEST)
     if retrained and retrained.get("test_mean") is not None:

@@ -20,7 +20,7 @@ from hpo.results.privacy import epsilon_table
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
 from hpo.search.racing import race_summary
-from hpo.search.screening import screen_summary
+from hpo.search.screening import screen_caution, screen_summary
 from hpo.tasks.token_classification import per_type_f1
 
 FAIL_REASON_WIDTH = 120
@@ -327,8 +327,11 @@ def render_report(
     trials: Sequence[FrozenTrial],
     top: int = 10,
     baseline: tuple[str, float] | None = None,
+    proportion: bool = True,
 ) -> Group:
-    """The end-of-study report: leaderboard, counts, pruning savings, best params, failures."""
+    """The end-of-study report: leaderboard, counts, pruning savings, best params, failures.
+    ``proportion``: the metric is a share of validation rows (accuracy), so one evaluation's
+    noise follows from the rows where the task does not measure it."""
     if top < 1:
         raise ValueError(f"top must be at least 1, not {top}")
     head = Text(f"study {summary.study_name}: {summary.metric} ({summary.direction})", style="bold")
@@ -380,6 +383,8 @@ def render_report(
         parts.append(Text(race))
     if screen := screen_summary(trials, summary.direction == "maximize", summary.metric):
         parts.append(Text(screen))
+    if caution := screen_caution(trials, summary.direction == "maximize", proportion):
+        parts.append(Text(caution, style="yellow"))
     if (line := _recipe_line(summary)) is not None:
         parts.append(line)
     if baseline is not None:

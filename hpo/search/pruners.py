@@ -119,6 +119,18 @@ def _noise(trial: FrozenTrial, p: float, proportion: bool) -> float | None:
     return standard_error(p, int(rows))
 
 
+def learned_floor(trial: FrozenTrial, proportion: bool) -> float | None:
+    """The highest score that shows nothing learned: what a constant answer scores (the
+    majority class's share, for accuracy) plus one evaluation's noise. None where the trial
+    does not know its constant answer or that noise (a loss, say)."""
+    stored = trial.user_attrs.get(CONSTANT_SCORE_ATTR)
+    if stored is None:
+        return None
+    constant = float(stored)
+    noise = _noise(trial, constant, proportion)
+    return None if noise is None else constant + noise
+
+
 def standard_error(p: float, rows: int) -> float:
     """One standard error of a proportion p measured on ``rows`` examples: how far two equally
     good models may land apart on the same validation split by chance."""
@@ -210,14 +222,11 @@ class SuccessiveHalvingPruner(optuna.pruners.BasePruner):
 
     def _as_learned(self, trial: FrozenTrial) -> Callable[[float], float]:
         """Map a score to what it shows: within noise of a constant answer, that answer's."""
-        stored = trial.user_attrs.get(CONSTANT_SCORE_ATTR)
-        if stored is None:
+        floor = learned_floor(trial, self.proportion)
+        if floor is None:
             return lambda v: v
-        constant = float(stored)
-        noise = _noise(trial, constant, self.proportion)
-        if noise is None:
-            return lambda v: v
-        return lambda v: constant if v <= constant + noise else v
+        constant = float(trial.user_attrs[CONSTANT_SCORE_ATTR])
+        return lambda v: constant if v <= floor else v
 
     def _first_rung(self, trial: FrozenTrial) -> int | None:
         """The step of rung 0: ``min_resource``, else the trial's ``first_rung`` (None before

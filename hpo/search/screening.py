@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from hpo import keys
 from hpo.errors import TrialFailure
 from hpo.execution.optuna_private import enqueued_params, storage_of, trial_id_of
+from hpo.search.pruners import learned_floor
 from hpo.search.repeat import RepeatingSampler
 
 if TYPE_CHECKING:
@@ -201,4 +202,38 @@ def screen_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -
     return (
         f"screened: {len(screens)} trial(s) to step {at}; kept, validation {metric} "
         f"screened then in full: {kept_text}"
+    )
+
+
+def screen_caution(trials: Sequence[FrozenTrial], maximize: bool, proportion: bool) -> str | None:
+    """A warning when some kept trials re-run screens that had shown nothing: screens whose
+    score was within one evaluation's noise of a constant answer's (the majority class, for
+    accuracy). Their order is noise, and at an early evaluation it favours slow learners that
+    have not yet collapsed to the majority class over fast ones passing through it. None when
+    every kept screen had learned, or where the trials do not say what a constant answer
+    scores (a loss)."""
+    if not maximize:
+        return None
+    screens = ranked_screens(trials, maximize)
+    kept_of = {t.user_attrs[keys.SCREEN_OF] for t in trials if keys.SCREEN_OF in t.user_attrs}
+    if not screens or not kept_of:
+        return None
+    learned: set[int] = set()
+    for t in screens:
+        floor, score = learned_floor(t, proportion), screen_score(t)
+        if floor is None or score is None:
+            return None
+        if score > floor:
+            learned.add(t.number)
+    blind = sorted(n for n in kept_of if n not in learned)
+    if not blind:
+        return None
+    constant = float(screens[0].user_attrs[keys.CONSTANT_SCORE])
+    steps = "/".join(map(str, sorted({int(t.user_attrs[keys.SCREENED]) for t in screens})))
+    which = ", ".join(f"#{n}" for n in blind)
+    return (
+        f"caution: {len(learned)} of {len(screens)} screens scored above a constant answer "
+        f"({constant:.4f}) by more than one evaluation's noise at step {steps}; the kept "
+        f"screen(s) {which} had not, so chance chose them. Screens that train longer "
+        "(a higher `train.eval_every`) or more screen trials give the choice something to go on"
     )
