@@ -340,3 +340,138 @@ def test_a_failed_save_leaves_nothing_and_no_best_attribute(
     assert predicted.exit_code == 0, predicted.output
     label, prob, _ = predicted.output.strip().split("\t")
     assert label in {"neg", "pos"} and 0.5 <= float(prob) <= 1.0
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_best_refuses_an_out_folder_that_holds_files_before_retraining(
+    stored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with files in it is refused in one line (exit 2) before the model is even
+    loaded, and left byte for byte; --overwrite replaces it whole; a new path, nested, and an
+    empty existing folder take the model."""
+    from hpo.search.objective import Objective
+
+    url, _ = stored
+    out = tmp_path / "model1"
+    (out / "sub").mkdir(parents=True)
+    for name, text in [("config.json", "{}"), ("README.md", "mine"), ("notes.txt", "keep")]:
+        (out / name).write_text(text)
+    (out / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    before, siblings = _snapshot(out), sorted(p.name for p in tmp_path.iterdir())
+    args = ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1", "--top", "1"]
+    prepared: list[object] = []
+    real_prepare = Objective.prepare
+
+    def no_retraining(self: Objective, *a: object, **k: object) -> object:
+        prepared.append(a)
+        raise AssertionError("retraining started")
+
+    monkeypatch.setattr(Objective, "prepare", no_retraining)
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert refused.output == (
+        f"Error: --out {out} is not empty (it holds 3 files and 1 folder); "
+        "choose a new folder or pass --overwrite to replace it\n"
+    )
+    assert prepared == []  # refused before the model was loaded, let alone trained
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # no partial folder left
+    assert "hpo_best" not in optuna.load_study(study_name="tiny", storage=url).user_attrs
+
+    monkeypatch.setattr(Objective, "prepare", real_prepare)
+    replaced = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "hpo_results.json"} <= names
+    assert not {"notes.txt", "sub"} & names  # replaced whole, not merged into
+    assert "tiny" in (out / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # nothing hidden left over
+    saved = _snapshot(out)
+
+    again = CliRunner().invoke(cli, args)  # the saved model is no longer replaced unasked
+    assert again.exit_code == 2 and "--out" in again.output and "is not empty" in again.output
+    assert _snapshot(out) == saved
+
+    empty, new = tmp_path / "empty", tmp_path / "new" / "nested"
+    empty.mkdir()
+    for folder in (empty, new):
+        result = CliRunner().invoke(cli, [*args[:4], "--out", str(folder), *args[6:]])
+        assert result.exit_code == 0, result.output
+        assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    predicted = CliRunner().invoke(cli, ["predict", str(out), "a great fun film"])
+    assert predicted.exit_code == 0, predicted.output
+
+
+def test_overwrite_never_deletes_the_current_folder_or_the_database(
+    stored, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+) -> None:
+    url, _ = stored
+    here = tmp_path_factory.mktemp("here")  # outside tmp_path, which holds the database
+    (here / "study.toml").write_text("x")
+    monkeypatch.chdir(here)
+    for out, holds in [(".", "the current folder"), (str(tmp_path), str(tmp_path / "best.db"))]:
+        args = ["best", "tiny", "--storage", url, "--out", out, "--seeds", "1"]
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code == 2 and "is not empty" in refused.output, refused.output
+        refused = CliRunner().invoke(cli, [*args, "--overwrite"])
+        assert refused.exit_code == 2, refused.output
+        assert refused.output == (
+            f"Error: --out {out} holds {holds}, which --overwrite would delete; "
+            "choose a new folder\n"
+        )
+    assert [p.name for p in here.iterdir()] == ["study.toml"]
+    assert (tmp_path / "best.db").stat().st_size > 0
+
+
+def test_write_folder_keeps_what_it_would_replace_when_anything_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files that arrive after the up-front check are not replaced unasked; with overwrite, a
+    failed write or a failed swap leaves the old folder as it was and no hidden sibling."""
+    from hpo.errors import UserError, WriteFailed
+    from hpo.results.export import write_folder
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+
+    def write(folder: Path) -> None:
+        (folder / "new.txt").write_text("new")
+
+    with pytest.raises(UserError, match="is not empty"):
+        write_folder(out, write, "the model")
+    assert _snapshot(out) == {"old.txt": b"old"} and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]
+
+    def full_disk(folder: Path) -> None:
+        write(folder)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(WriteFailed, match=r"\[Errno 28\] No space left on device"):
+        write_folder(out, full_disk, "the model", overwrite=True)
+    assert _snapshot(out) == {"old.txt": b"old"} and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]
+
+    real_rename = os.rename
+
+    def failing_swap_in(src: object, dst: object) -> None:
+        if ".partial-" in str(src) and not Path(str(dst)).exists():  # once the old one is aside
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", failing_swap_in)
+    with pytest.raises(WriteFailed, match=r"\[Errno 5\]"):
+        write_folder(out, write, "the model", overwrite=True)
+    assert _snapshot(out) == {"old.txt": b"old"} and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]
+    monkeypatch.setattr(os, "rename", real_rename)
+    write_folder(out, write, "the model", overwrite=True)
+    assert _snapshot(out) == {"new.txt": b"new"} and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]

@@ -290,6 +290,38 @@ def test_plot_writes_png_files(stored, runner, tmp_path: Path) -> None:
     assert "never varied: " in out.output and "batch_size" in out.output
 
 
+def test_plot_refuses_an_out_folder_that_holds_files_unless_overwrite(
+    stored, runner, tmp_path: Path, monkeypatch
+) -> None:
+    """Like `hpo best`: a folder with files is refused in one line and left byte for byte,
+    --overwrite replaces it whole (no stale plot stays), an empty current folder takes them."""
+    pytest.importorskip("matplotlib", reason="hpo plot needs the plots extra")
+    url, _, _ = stored
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "history.png").write_bytes(b"mine")
+    (folder / "slice_gone.png").write_bytes(b"stale")
+    args = ["plot", "res", "--out", str(folder), "--storage", url]
+    out = runner.invoke(cli, args)
+    _one_line_error(out, f"--out {folder} is not empty (it holds 2 files); choose a new", 2)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        "history.png": b"mine",
+        "slice_gone.png": b"stale",
+    }
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # none hidden
+    out = runner.invoke(cli, [*args, "--overwrite"])
+    assert out.exit_code == 0, out.output
+    assert "slice_gone.png" not in {p.name for p in folder.iterdir()}
+    assert (folder / "history.png").read_bytes().startswith(PNG)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # none hidden
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = runner.invoke(cli, ["plot", "res", "--out", ".", "--storage", url])
+    assert out.exit_code == 0, out.output
+    assert (here / "history.png").read_bytes().startswith(PNG)
+
+
 def test_plot_skips_importances_with_one_complete_trial(
     runner, tmp_path: Path, sentiment_csv: Path
 ) -> None:

@@ -38,7 +38,13 @@ AUTO_TOP = 3  # configurations `hpo best` retrains by default when validation ca
     help="train+validation uses more data but leaves no held-out validation score.",
 )
 def best(
-    study_name: str, out: Path, storage: str | None, seeds: int, top: int | None, train_on: str
+    study_name: str,
+    out: Path,
+    overwrite: bool,
+    storage: str | None,
+    seeds: int,
+    top: int | None,
+    train_on: str,
 ) -> None:
     """Retrain the best configuration with several seeds, test it, and save the best model.
 
@@ -46,19 +52,22 @@ def best(
     the test split (once, never to choose). With --top K the configuration with the best mean
     validation over its seeds is kept: one search score is noisy, the mean over seeds less so.
     Its run best on validation is saved in Hugging Face format with a model card. The
-    validation-test gap shows whether tuning overfit validation.
+    validation-test gap shows whether tuning overfit validation. An --out folder that holds
+    files is refused before any retraining unless --overwrite, which replaces it whole.
     """
     from rich.console import Console
 
-    from hpo.execution.storage import open_existing, storage_url
+    from hpo.execution.storage import local_file, open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
     from hpo.final.saved import save, summary
-    from hpo.results.export import probe_folder
+    from hpo.results.export import check_out_folder, probe_folder
     from hpo.search.objective import Objective
     from hpo.search.study import load_stored
 
     console = Console()
-    study, spec = load_stored(study_name, open_existing(storage_url(storage)))
+    url = storage_url(storage)
+    check_out_folder(out, overwrite, [f for f in [local_file(url)] if f is not None])
+    study, spec = load_stored(study_name, open_existing(url))
     tied: list[int] = []
     if top is None:  # validation cannot rank trials within its noise: retrain them all
         tied = indistinguishable(study, spec)[: AUTO_TOP - 1]
@@ -94,7 +103,7 @@ def best(
     value = trials[chosen].value
     facts = summary(results, metric, value, chosen)
     kept = objective.prepare(model=results[chosen].params.get("model"))  # its own tokenizer
-    save(model, kept, out, spec, study_name, results, train_on, value, chosen)
+    save(model, kept, out, spec, study_name, results, train_on, value, chosen, overwrite)
     # only now: a study never claims a model its failed save did not leave
     study.set_user_attr(BEST_ATTR, {**facts, "train_on": train_on, "out": str(out)})
     if len(results) > 1 and train_on == "train":

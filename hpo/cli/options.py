@@ -44,13 +44,22 @@ def listen_options(what: str, port: int) -> Callable[[F], F]:
 
 
 def out_folder_option(what: str) -> Callable[[F], F]:
-    """A required --out FOLDER option; ``what`` says what goes in it."""
-    return click.option(
-        "--out",
-        type=click.Path(file_okay=False, path_type=Path),
-        required=True,
-        help=f"Folder for {what}.",
-    )
+    """A required --out FOLDER option and its --overwrite flag; ``what`` says what goes in it."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an --out folder that is not empty (by default it is refused).",
+        )(f)
+        return click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            required=True,
+            help=f"Folder for {what}: a new or empty one, unless --overwrite.",
+        )(f)
+
+    return decorate
 
 
 def set_option(f: F) -> F:

@@ -61,16 +61,21 @@ def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> 
 @click.argument("study_name")
 @out_folder_option("the PNG files")
 @storage_option
-def plot(study_name: str, out: Path, storage: str | None) -> None:
+def plot(study_name: str, out: Path, overwrite: bool, storage: str | None) -> None:
     """Write PNG plots: optimisation history, learning curves, importances, one slice per param.
 
     Needs matplotlib (pip install 'hpo[plots]'). Pruned trials show as cut-off learning curves.
+    An --out folder that holds files is refused unless --overwrite, which replaces it whole.
     """
+    from hpo.execution.storage import local_file, storage_url
+    from hpo.results.export import check_out_folder
     from hpo.results.plots import pyplot, write_plots
 
     pyplot()  # a missing matplotlib is said before the database is read
+    database = local_file(storage_url(storage))
+    check_out_folder(out, overwrite, [database] if database is not None else [])
     study, spec = _load(study_name, storage)
-    files, notes = write_plots(study, spec.study.metric, out)
+    files, notes = write_plots(study, spec.study.metric, out, overwrite)
     for note in notes:
         click.echo(f"note: {note}")
     for path in files:

@@ -33,13 +33,15 @@ def save(
     train_on: str,
     search_value: float | None,
     chosen: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write the model and tokenizer in Hugging Face format plus a model card (README.md);
     ``chosen`` indexes the configuration in ``results`` that the model was trained with.
 
     Everything is written to a hidden sibling folder and moved into place only once every file
     is written (``write_folder``): a full disk leaves no half-written folder that looks
-    complete, but a one-line ``WriteFailed`` and ``out`` as it was."""
+    complete, but a one-line ``WriteFailed`` and ``out`` as it was. An ``out`` that holds files
+    is left as it was (``UserError``) unless ``overwrite``, which replaces it whole."""
     model = plain_model(model)
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
@@ -53,7 +55,7 @@ def save(
         (folder / "README.md").write_text(card, encoding="utf-8")
         (folder / "hpo_results.json").write_text(table, encoding="utf-8")
 
-    write_folder(out, write, "the model")
+    write_folder(out, write, "the model", overwrite)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -167,17 +168,65 @@ def probe_folder(out: Path) -> None:
             out.rmdir()
 
 
-def write_folder(out: Path, write: Callable[[Path], None], what: str) -> None:
+def check_out_folder(out: Path, overwrite: bool, keep: Sequence[Path] = ()) -> None:
+    """Refuse, before any work is done, an --out folder whose files a save would lose: one
+    that exists and is not empty, unless ``overwrite``; and even then one that holds the
+    current folder or a file in ``keep`` (the study's database), which replacing would delete.
+    A new or an empty folder passes."""
+    target = Path(os.path.realpath(out))
+    if not target.is_dir():
+        return  # not there yet: the save creates it
+    entries = _entries(out, target)
+    if not entries:
+        return
+    if not overwrite:
+        raise UserError(_not_empty(out, entries))
+    _keep(out, target, keep)
+
+
+def _keep(out: Path, target: Path, keep: Sequence[Path] = ()) -> None:
+    """Refuse to replace ``target`` when it holds the current folder or a file in ``keep``."""
+    for inside, what in [(Path.cwd(), "the current folder"), *((k, str(k)) for k in keep)]:
+        if Path(os.path.realpath(inside)).is_relative_to(target):
+            raise UserError(
+                f"--out {out} holds {what}, which --overwrite would delete; choose a new folder"
+            )
+
+
+def _entries(out: Path, folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise HpoError(f"cannot read --out {out}: {exc.strerror or exc}") from None
+
+
+def _not_empty(out: Path, entries: Sequence[Path]) -> str:
+    folders = sum(1 for e in entries if e.is_dir() and not e.is_symlink())
+    counts = [(len(entries) - folders, "file"), (folders, "folder")]
+    holds = " and ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in counts if n)
+    return (
+        f"--out {out} is not empty (it holds {holds}); "
+        "choose a new folder or pass --overwrite to replace it"
+    )
+
+
+def write_folder(
+    out: Path, write: Callable[[Path], None], what: str, overwrite: bool = False
+) -> None:
     """Call ``write`` on a hidden sibling of ``out`` (``.<name>.partial-<pid>``), then move it
-    into place: a folder that does not exist, or an empty one, by one atomic rename, so a full
-    disk or any failed write never leaves a half-written ``out`` that looks complete. Into a
-    folder that already holds files (``ensure_folder`` accepts one: a re-save over an earlier
-    model) each file moves by its own atomic rename, once every file is written.
+    into place once every file is written, so a full disk or any failed write never leaves a
+    half-written ``out`` that looks complete: a folder that does not exist, or an empty one,
+    by one atomic rename (an empty current folder, which cannot be renamed over, gets the
+    files moved in one by one). A folder that holds anything is never merged into: without
+    ``overwrite`` it is refused (``UserError``, as ``check_out_folder`` does up front) and
+    left as it was; with ``overwrite`` it is swapped out (renamed aside, the new folder
+    renamed in, the old one deleted only then). ``out`` as a symbolic link keeps pointing to
+    the new folder.
 
     On a write failure (an ``OSError``, or a Rust writer's "... (os error N)") the sibling is
     removed, ``out`` is left as it was, and ``WriteFailed`` names ``out`` and the OS reason.
     """
-    target = Path(os.path.abspath(out))  # "." and "a/.." have a name and a parent too
+    target = Path(os.path.realpath(out))  # "." and "a/.." have a name and a parent too
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
         try:
@@ -186,7 +235,7 @@ def write_folder(out: Path, write: Callable[[Path], None], what: str) -> None:
                 shutil.rmtree(partial)
             partial.mkdir()
             write(partial)
-            _move_into_place(partial, target)
+            _move_into_place(partial, target, out, overwrite)
         finally:
             if partial.exists():
                 shutil.rmtree(partial, ignore_errors=True)
@@ -197,32 +246,36 @@ def write_folder(out: Path, write: Callable[[Path], None], what: str) -> None:
         raise WriteFailed(f"cannot save {what} to {out}: {reason}; nothing was saved") from None
 
 
-def _move_into_place(partial: Path, target: Path) -> None:
+def _move_into_place(partial: Path, target: Path, out: Path, overwrite: bool) -> None:
     """Rename the written folder to ``target``; see ``write_folder``."""
-    if not target.exists() and not target.is_symlink():
-        os.rename(partial, target)
+    if _is_cwd(target):
+        entries = _entries(out, target)
+        if entries:  # check_out_folder refuses to replace the current folder, --overwrite or not
+            raise UserError(_not_empty(out, entries))
+        for entry in sorted(partial.iterdir()):
+            os.rename(entry, target / entry.name)
         return
-    empty = target.is_dir() and not any(target.iterdir())
-    if empty and not target.is_symlink() and not _is_cwd(target):
-        target.rmdir()
-        try:
-            os.rename(partial, target)
-        except OSError:
-            with contextlib.suppress(OSError):
-                target.mkdir()  # as it was
+    try:
+        os.rename(partial, target)  # replaces an empty folder; fails on one that holds files
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
             raise
-        return
-    _merge(partial, target)
-
-
-def _merge(partial: Path, target: Path) -> None:
-    for entry in sorted(partial.iterdir()):
-        dest = target / entry.name
-        if entry.is_dir() and dest.is_dir() and not dest.is_symlink():
-            _merge(entry, dest)
-            entry.rmdir()
-        else:
-            os.replace(entry, dest)
+    if not overwrite:  # files came in since check_out_folder: keep them
+        raise UserError(_not_empty(out, _entries(out, target)))
+    _keep(out, target)
+    old = target.parent / f".{target.name}.replaced-{os.getpid()}"
+    if old.is_dir() and not old.is_symlink():  # left by a killed run with the same process id
+        shutil.rmtree(old)
+    elif old.exists() or old.is_symlink():
+        old.unlink()
+    os.rename(target, old)
+    try:
+        os.rename(partial, target)
+    except OSError:
+        os.rename(old, target)  # as it was
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_cwd(folder: Path) -> bool:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.errors import DependencyError, HpoError
-from hpo.results.export import ensure_folder
+from hpo.errors import DependencyError
+from hpo.results.export import probe_folder, write_folder
 from hpo.results.insights import _quiet_optuna, study_copy, varying_params
 from hpo.results.report import infeasible
 
@@ -29,8 +29,12 @@ def pyplot() -> Any:
     return plt
 
 
-def write_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path], list[str]]:
+def write_plots(
+    study: optuna.Study, metric: str, out: Path, overwrite: bool = False
+) -> tuple[list[Path], list[str]]:
     """PNG plots of a study in the folder out; returns (files written, notes on skipped plots).
+    The folder is written whole (``write_folder``): one that holds files is refused unless
+    ``overwrite``, which replaces it.
 
     Plots draw on the stored study so trials keep their numbers; Optuna's plots never show
     WAITING slots, and infeasible trials are left out of slices and importances.
@@ -38,7 +42,7 @@ def write_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path]
     from optuna.visualization import matplotlib as ov
 
     plt = pyplot()
-    ensure_folder(out)
+    probe_folder(out)
     trials = study.get_trials(deepcopy=False)
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and not infeasible(t)]
     varying, fixed = varying_params(feasible)
@@ -67,17 +71,18 @@ def write_plots(study: optuna.Study, metric: str, out: Path) -> tuple[list[Path]
         jobs.append((f"slice_{name}", slice_plot))
     if fixed:
         notes.append(f"no slice plot for parameters that never varied: {', '.join(fixed)}")
-    files = []
-    for stem, draw in jobs:
-        with _quiet_optuna():
-            axes = draw()
-        fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        path = out / f"{stem}.png"
-        try:
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-        except OSError as exc:
-            raise HpoError(f"cannot write {path}: {exc.strerror or exc}") from None
-        finally:
-            plt.close(fig)
-        files.append(path)
+    files: list[Path] = []
+
+    def write(folder: Path) -> None:
+        for stem, draw in jobs:
+            with _quiet_optuna():
+                axes = draw()
+            fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            try:
+                fig.savefig(folder / f"{stem}.png", dpi=110, bbox_inches="tight")
+            finally:
+                plt.close(fig)
+            files.append(out / f"{stem}.png")
+
+    write_folder(out, write, "the plots", overwrite)
     return files, notes
