@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
+from hpo import keys
 from hpo.cli.main import cli
 from hpo.search.study import FILE_ATTR, SPEC_ATTR
+from tests.conftest import sentiment_rows, spec_dict, toml_text, write_csv
 
 
 @pytest.fixture
@@ -263,3 +266,62 @@ def test_a_storage_password_never_reaches_the_output(runner, study_file, tmp_pat
     assert "created study 'tiny' in" in outputs[0].output and ":***@" in outputs[0].output
     for out in outputs:
         assert secret not in out.output
+
+
+def _rows_line(output: str) -> tuple[int, int]:
+    """The train and validation row counts a run printed as it started."""
+    found = re.search(r"(\d[\d,]*) train / (\d[\d,]*) validation rows", output)
+    assert found, output
+    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
+
+
+def test_a_study_refuses_to_go_on_over_changed_data_and_keeps_what_it_has(
+    runner, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(400))
+    path = tmp_path / "reviews.toml"
+    path.write_text(toml_text(spec_dict(tiny_model_dir, data)))
+    url = db(tmp_path)
+    args = ["run", str(path), "--storage", url, "--set", "train.max_steps=5"]
+    first = runner.invoke(cli, [*args, "--n-trials", "1"])
+    assert first.exit_code == 0, first.output
+    train_before, _ = _rows_line(first.output)
+    stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[keys.DATA]
+    # the same data again: the study resumes
+    again = runner.invoke(cli, [*args, "--n-trials", "1"])
+    assert again.exit_code == 0 and "resumed study" in again.output
+
+    # 60 more training rows: refused in one line, naming the change
+    write_csv(data, sentiment_rows(460))
+    grown = runner.invoke(cli, [*args, "--n-trials", "2"])
+    assert grown.exit_code == 2, grown.output
+    fresh = runner.invoke(cli, [*args, "--n-trials", "1", "--set", "study.name=grown"])
+    train_after, _ = _rows_line(fresh.output)  # what the changed file gives a new study
+    assert train_after != train_before
+    assert "put the data back as it was" in grown.output
+    assert "Traceback" not in grown.output
+    error = grown.output.strip().splitlines()[-1]  # after the "preparing study" progress line
+    assert error.startswith("Error: the data differ from what the trials of study 'tiny' ran on")
+    assert f"train {train_after:,} rows (was {train_before:,})" in error
+
+    # the same rows with two labels swapped: same counts, other content
+    rows = sentiment_rows(400)
+    pos = next(i for i, (_, y) in enumerate(rows) if y == "pos")
+    neg = next(i for i, (_, y) in enumerate(rows) if y == "neg")
+    rows[pos], rows[neg] = (rows[pos][0], "neg"), (rows[neg][0], "pos")
+    write_csv(data, rows)
+    swapped = runner.invoke(cli, [*args, "--n-trials", "2"])
+    assert swapped.exit_code == 2 and "the rows' texts or labels changed" in swapped.output
+    worker = runner.invoke(cli, ["worker", "tiny", "--storage", url])
+    assert worker.exit_code == 2 and "the rows' texts or labels changed" in worker.output
+
+    # nothing stored was lost or overwritten by the refused runs
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert len(study.trials) == 1 and study.user_attrs[keys.DATA] == stored
+    # `hpo best` retrains on the data as it is, and says it differs from the search's
+    out = tmp_path / "model"
+    best = runner.invoke(cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"])
+    assert best.exit_code == 0, best.output
+    said = " ".join(best.output.split())  # rich wraps long lines
+    assert "warning: the data differ from what the study's trials ran on" in said
+    assert "(the rows' texts or labels changed)" in said

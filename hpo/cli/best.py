@@ -57,6 +57,8 @@ def best(
     """
     from rich.console import Console
 
+    from hpo import keys
+    from hpo.data.fingerprint import data_change, fingerprint
     from hpo.execution.storage import local_file, open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
     from hpo.final.saved import save, summary
@@ -76,6 +78,13 @@ def best(
     probe_folder(out)  # fail before hours of retraining; the save itself creates the folder
     objective = Objective(spec)
     prep = objective.prepare()
+    changed = data_change(study.user_attrs.get(keys.DATA), fingerprint(prep.task))
+    if changed is not None:
+        console.print(
+            f"[yellow]warning[/]: the data differ from what the study's trials ran on "
+            f"({changed}): the configuration chosen there is retrained on the data as it is now",
+            highlight=False,
+        )
     metric = spec.study.metric
     if prep.task.test is None:
         console.print(

@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
+from hpo import keys
 from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
 from hpo.cli.options import F, set_option, storage_option
+from hpo.data.fingerprint import check_same_data, fingerprint
 from hpo.execution.storage import masked_url, open_storage
 from hpo.execution.workers import WorkerStopped
 from hpo.results.dashboard import write_study_note
@@ -53,7 +55,7 @@ def create(
     task = preflight(spec)
     url = storage_url(storage)
     extra = {BASELINE_ATTR: baseline(task)}
-    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(task))
     set_deadline(study, spec.study.timeout)
     write_study_note(study)
     click.echo(
@@ -162,7 +164,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
     prep = objective.prepare()
     extra = {BASELINE_ATTR: baseline(prep.task)}
-    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(prep.task))
     set_deadline(study, spec.study.timeout)
     done = progress(study.get_trials(deepcopy=False), budget_used(study), spec)
     console.print(
@@ -195,7 +197,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
 
     task = preflight(spec)
     extra = {BASELINE_ATTR: baseline(task)}
-    study, resumed = create_or_resume(spec, open_storage(url), text, extra)
+    study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(task))
     set_deadline(study, spec.study.timeout)
     where = ", ".join(
         f"GPU {s.gpu}" if s.gpu is not None else f"{s.threads} CPU threads" for s in slots
@@ -270,6 +272,11 @@ def worker(
     # --quiet keeps N workers from repeating them (errors still raise and are printed)
     with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
         prep = objective.prepare()
+    # a worker on another machine reads its own copy of the data: it must be the study's
+    data = fingerprint(prep.task)
+    check_same_data(study.study_name, study.user_attrs.get(keys.DATA), data)
+    if keys.DATA not in study.user_attrs:
+        study.set_user_attr(keys.DATA, data)
     if BASELINE_ATTR not in study.user_attrs:
         study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
     console = Console(quiet=quiet)

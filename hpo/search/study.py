@@ -212,13 +212,17 @@ def create_or_resume(
     storage: optuna.storages.BaseStorage,
     study_file: str = "",
     extra_attrs: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study with its spec stored, or load it; returns (study, resumed).
 
     Resuming with a study file that differs in anything but the budget is refused, because the
-    stored trials would then describe another experiment.
+    stored trials would then describe another experiment; so is resuming on other ``data``
+    (its ``fingerprint``).
     """
     import optuna
+
+    from hpo.data.fingerprint import check_same_data
 
     new = _as_stored(spec)
     try:
@@ -235,6 +239,8 @@ def create_or_resume(
                 f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "
                 "use another study.name (--set study.name=...) to start a new study"
             )
+        if data is not None:
+            check_same_data(spec.study.name, existing.user_attrs.get(keys.DATA), data)
         study = optuna.load_study(
             study_name=spec.study.name,
             storage=storage,
@@ -242,6 +248,8 @@ def create_or_resume(
             pruner=build_pruner(spec),
         )
         study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
+        if data is not None and keys.DATA not in existing.user_attrs:  # stored before hpo kept it
+            study.set_user_attr(keys.DATA, data)
         ensure_budget(study, spec.study.n_trials, _ahead(spec))
         return study, True
     study = optuna.create_study(
@@ -253,6 +261,8 @@ def create_or_resume(
     )
     study.set_user_attr(SPEC_ATTR, new)
     study.set_user_attr(FILE_ATTR, study_file)
+    if data is not None:
+        study.set_user_attr(keys.DATA, data)
     for key, value in (extra_attrs or {}).items():
         study.set_user_attr(key, value)
     for origin, params in _enqueued_first(spec):
