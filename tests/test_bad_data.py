@@ -185,9 +185,13 @@ def test_whitespace_only_texts_are_dropped_and_counted_once(
     test = write_rows(tmp_path / "test.csv", [*map(list, rows(10, "held")), [" ", "neg"]])
     out = hpo(["validate", str(study(tmp_path, tiny_model_dir, {"train": train, "test": test}))])
     assert out.exit_code == 0, out.output
-    assert out.stderr == (
-        "warning: dropped rows whose text is empty or only whitespace: 3 in train, 1 in test\n"
-    )
+    assert out.stderr.splitlines() == [
+        "warning: dropped rows whose text is empty or only whitespace: 3 in train, 1 in test",
+        # 4 rows: sqrt(0.5 * 0.5 / 4) = 0.25
+        "warning: only 4 validation rows: one evaluation's standard error is about 0.25, so "
+        "trials that close cannot be told apart; give more validation data "
+        "(data.files.validation, data.validation_fraction)",
+    ]
     assert "data: 36 train, 4 validation, 10 test rows" in out.stdout  # 40 kept, 10% carved
 
 
@@ -220,6 +224,36 @@ def test_leakage_into_test_and_validation_is_a_warning_printed_once_before_trial
     quiet = hpo(["worker", "tiny", "--storage", f"sqlite:///{db}", "--quiet"])
     assert loud.exit_code == 0 and quiet.exit_code == 0, loud.output + quiet.output
     assert loud.stderr.splitlines() == warnings and quiet.stderr == ""
+
+
+def test_no_validation_split_and_a_zero_fraction_is_one_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    train = write_csv(tmp_path / "train.csv", rows(40))
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": train}, validation_fraction=0.0),
+        "no validation split and `data.validation_fraction` is 0",
+        "a fraction above 0",
+    )
+
+
+def test_labels_that_look_like_a_mistake_are_warned_about(tmp_path: Path) -> None:
+    # labels that differ only in case or trailing spaces
+    spelled = ["positive", "Positive ", "negative", "NEGATIVE", "neutral"]
+    body = [[f"text {i}", spelled[i % 5]] for i in range(50)]
+    task = load_task(DataSection(files={"train": str(write_rows(tmp_path / "a.csv", body))}))
+    assert len(task.label_names) == 5  # still read as written
+    (note,) = [n for n in task.notes if "differ only in case" in n]
+    assert "'NEGATIVE' and 'negative'" in note and "'Positive ' and 'positive'" in note
+    # a continuous target: 120 rows, a distinct value in each
+    body = [[f"text {i}", f"{i / 7:.3f}"] for i in range(120)]
+    task = load_task(DataSection(files={"train": str(write_rows(tmp_path / "b.csv", body))}))
+    (note,) = [n for n in task.notes if "continuous target" in n]
+    assert note.startswith(f"{len(task.label_names)} distinct labels among {len(task.train)}")
+    # ordinary labels draw neither note
+    task = load_task(DataSection(files={"train": str(write_csv(tmp_path / "c.csv", rows(60)))}))
+    assert not [n for n in task.notes if "case" in n or "continuous" in n]
 
 
 # ---------------------------------------------------------------- labels of mixed types

@@ -115,7 +115,7 @@ def load_task(spec: DataSection) -> TaskData:
         train, test = _stratified_fraction(train, spec.test_fraction, rng)
     validation = splits.get("validation")
     if validation is None or len(validation) == 0:
-        train, validation = _stratified_fraction(train, spec.validation_fraction or 0.1, rng)
+        train, validation = _stratified_fraction(train, validation_fraction(spec), rng)
     if spec.max_train_samples is not None and len(train) > spec.max_train_samples:
         train = _stratified_cap(train, spec.max_train_samples, rng)
     if spec.max_eval_samples is not None and len(validation) > spec.max_eval_samples:
@@ -124,10 +124,62 @@ def load_task(spec: DataSection) -> TaskData:
         raise DataError(
             f"too little data: {len(train)} training and {len(validation)} validation rows"
         )
-    notes = _blank_note(blank) + _leakage_notes(train, {"validation": validation, "test": test})
+    notes = (
+        _blank_note(blank)
+        + _label_notes(label_names, len(train))
+        + _leakage_notes(train, {"validation": validation, "test": test})
+        + small_validation_note(len(validation), "rows")
+    )
     for note in notes:
         print(f"warning: {note}", file=sys.stderr, flush=True)
     return TaskData(train, validation, test, label_names, tuple(notes))
+
+
+def validation_fraction(spec: DataSection) -> float:
+    """The share of train to score trials on, where the data has no validation split."""
+    if spec.validation_fraction <= 0:
+        raise DataError(
+            "the data has no validation split and `data.validation_fraction` is 0: trials are "
+            "scored on validation rows; give data.files.validation (or data.validation_split), "
+            "or a fraction above 0 (0.1 is the default)"
+        )
+    return spec.validation_fraction
+
+
+SMALL_VALIDATION = 20  # below this, one evaluation's standard error is above 0.1
+
+
+def small_validation_note(n: int, units: str) -> list[str]:
+    """A note when the validation split is too small to rank trials by."""
+    if n >= SMALL_VALIDATION:
+        return []
+    return [
+        f"only {n} validation {units}: one evaluation's standard error is about "
+        f"{0.5 / math.sqrt(max(n, 1)):.2f}, so trials that close cannot be told apart; give "
+        "more validation data (data.files.validation, data.validation_fraction)"
+    ]
+
+
+def _label_notes(label_names: Sequence[str], train_rows: int) -> list[str]:
+    """Notes on label columns that are probably not what the user meant: labels that differ
+    only in case or surrounding spaces, and a continuous target read as classes."""
+    notes = []
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in label_names:
+        groups[name.strip().casefold()].append(name)
+    alike = [names for names in groups.values() if len(names) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(repr(n) for n in names) for names in alike[:3])
+        notes.append(
+            f"labels that differ only in case or spaces are separate classes: {shown}; "
+            "clean the label column if they are one class"
+        )
+    if len(label_names) > 20 and len(label_names) > train_rows / 2:
+        notes.append(
+            f"{len(label_names)} distinct labels among {train_rows} training rows: a "
+            "continuous target? hpo classifies, so every distinct value is a class of its own"
+        )
+    return notes
 
 
 def _blank_note(blank: dict[str, int]) -> list[str]:

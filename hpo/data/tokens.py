@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.data.dataset import validation_fraction
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -339,7 +340,7 @@ def load_tokens(spec: DataSection) -> TokenData:
         train, test = carve(train, max(1, round(len(train) * spec.test_fraction)), rng)
     validation = splits.get("validation")
     if validation is None:
-        size = max(1, round(len(train) * (spec.validation_fraction or 0.1)))
+        size = max(1, round(len(train) * validation_fraction(spec)))
         train, validation = carve(train, size, rng)
     if spec.max_train_samples is not None and len(train) > spec.max_train_samples:
         train = carve(train, spec.max_train_samples, rng)[1]
