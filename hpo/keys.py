@@ -12,9 +12,8 @@ STUDY_FILE = "hpo_study_file"  # the study file's text, as written
 BASELINE = "hpo_baseline"  # the constant-answer baseline of the validation split
 BEST = "hpo_best"  # the retraining summary written by `hpo best`
 DEADLINE = "hpo_deadline"  # epoch seconds after which no worker starts a trial
-DATA = (
-    "hpo_data"  # row counts and content hash of the data the trials ran on (hpo.data.fingerprint)
-)
+# row counts and a content hash of the data the trials ran on (hpo.data.fingerprint)
+DATA = "hpo_data"
 
 # ----------------------------------------------------------------- trial attributes
 DEVICE = "device"
