@@ -86,9 +86,32 @@ def test_parameter_groups_exclude_bias_and_norm_from_decay(pretrained: Pretraine
 
 
 def test_missing_model_is_a_one_line_model_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"cannot load `model\.name`") as info:
-        load_config(ModelSection(name=str(tmp_path / "nowhere")))
-    assert "\n" not in str(info.value)
+    # a path that does not exist is said to be one, not judged as a hub id
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ModelError) as info:
+        load_config(ModelSection(name=missing))
+    assert str(info.value).startswith(
+        f"`model.name` {missing!r} is a path, and no such folder exists"
+    )
+    assert "\n" not in str(info.value) and "Repo id" not in str(info.value)
+
+
+def test_a_missing_relative_model_folder_in_a_study_file_is_one_line(
+    tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+    from tests.conftest import spec_dict, toml_text
+
+    raw = spec_dict(tiny_model_dir, sentiment_csv)
+    raw["model"]["name"] = "./no-such-model"
+    path = tmp_path / "study.toml"
+    path.write_text(toml_text(raw))
+    out = CliRunner().invoke(cli, ["validate", str(path)])
+    assert out.exit_code == 2, out.output
+    assert out.stderr.startswith("Error: `model.name` ") and out.stderr.count("\n") == 1
+    assert f"{tmp_path / 'no-such-model'}' is a path, and no such folder exists" in out.stderr
 
 
 def test_unknown_bundled_name_is_refused() -> None:

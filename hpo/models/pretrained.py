@@ -119,6 +119,12 @@ def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> 
         kind = getattr(load_config(spec), "model_type", "these")
         return no_head_error(spec.name, model_class, kind)
     folder = Path(spec.name)
+    if not folder.exists() and (folder.is_absolute() or spec.name.startswith((".", "~"))):
+        # a path, not a hub id (which never starts so): say so, not what the hub makes of it
+        return ModelError(
+            f"`model.name` {spec.name!r} is a path, and no such folder exists; give the folder "
+            "of a saved model (relative paths start from the study file's folder) or a hub id"
+        )
     where = "folder" if folder.exists() else "hub id"
     what = f"cannot load `model.name` {spec.name!r} ({where})"
     if where == "hub id" and _hub_offline() and "cached" in text:
