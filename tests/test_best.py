@@ -475,3 +475,32 @@ def test_write_folder_keeps_what_it_would_replace_when_anything_fails(
     assert _snapshot(out) == {"new.txt": b"new"} and [p.name for p in tmp_path.iterdir()] == [
         "model"
     ]
+
+
+def test_ctrl_c_during_best_exits_130_in_one_line_and_saves_nothing(stored, tmp_path: Path) -> None:
+    url, _ = stored
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "hpo", "best", "tiny", "--storage", url, "--out", str(out)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [*cmd, "--seeds", "50", "--top", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the first retraining has finished: more are under way
+            if line.lstrip().startswith("trial #"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest + err
+    assert err.strip().splitlines()[-1] == "stopped by Ctrl-C", err
+    assert "Traceback" not in err and "Aborted" not in err + rest
+    assert not out.exists()
+    assert "hpo_best" not in optuna.load_study(study_name="tiny", storage=url).user_attrs

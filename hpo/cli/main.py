@@ -25,13 +25,16 @@ class _WrongInput(click.ClickException):
 
 class _Group(click.Group):
     """A click group that shows library errors as ``Error: <one line>`` on stderr, not a
-    traceback: exit 2 for wrong input (``UserError``), 1 for the rest."""
+    traceback: exit 2 for wrong input (``UserError``), 1 for the rest, 130 for Ctrl-C."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise _WrongInput(str(exc)) from None
+        except KeyboardInterrupt:  # click would say "Aborted!" and exit 1; `run` exits 130 too
+            click.echo("stopped by Ctrl-C", err=True)
+            ctx.exit(130)
         except HpoError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
