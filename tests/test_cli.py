@@ -325,3 +325,26 @@ def test_a_study_refuses_to_go_on_over_changed_data_and_keeps_what_it_has(
     said = " ".join(best.output.split())  # rich wraps long lines
     assert "warning: the data differ from what the study's trials ran on" in said
     assert "(the rows' texts or labels changed)" in said
+
+
+def test_a_study_its_timeout_cut_short_says_so_and_a_rerun_goes_on(
+    runner, study_file: Path, tmp_path: Path
+) -> None:
+    url = db(tmp_path)
+    args = ["run", str(study_file), "--storage", url, "--n-trials", "3"]
+    args += ["--set", "train.max_steps=100", "--set", "train.eval_every=50"]
+    cut = runner.invoke(cli, [*args, "--timeout", "1"])
+    assert cut.exit_code == 0, cut.output
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    ran = sum(t.state != optuna.trial.TrialState.WAITING for t in trials)
+    assert ran < 3  # a trial of 100 steps takes longer than the timeout
+    note = f"stopped by study.timeout (1 s) with {ran} of 3 trials done; run the same command"
+    assert note in " ".join(cut.output.split())
+    report = runner.invoke(cli, ["report", "tiny", "--storage", url, "--json"])
+    assert json.loads(report.output)["stopped_by_timeout"].startswith(note)
+    # a rerun with time enough finishes the budget, and the note is gone
+    done = runner.invoke(cli, [*args, "--timeout", "600"])
+    assert done.exit_code == 0, done.output
+    assert "stopped by study.timeout" not in done.output
+    report = runner.invoke(cli, ["report", "tiny", "--storage", url, "--json"])
+    assert json.loads(report.output)["stopped_by_timeout"] is None

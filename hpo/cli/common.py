@@ -32,6 +32,7 @@ def baseline(task: Any) -> dict[str, Any]:
 
 
 def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
+    from hpo.execution.workers import timeout_note
     from hpo.results.insights import render_insights
     from hpo.results.report import render_report, summarize
     from hpo.search.study import BASELINE_ATTR
@@ -45,6 +46,11 @@ def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     console.print(
         render_report(summary, trials, top=top, baseline=baseline, proportion=spec.study.proportion)
     )
+    note = timeout_note(
+        trials, study.user_attrs, spec.study.n_trials, spec.study.budget, spec.study.timeout
+    )
+    if note is not None:
+        console.print(f"[yellow]{note}[/]", highlight=False)
     console.print(render_insights(spec, trials))
     retrained = study.user_attrs.get(keys.BEST)
     if retrained and retrained.get("test_mean") is not None:

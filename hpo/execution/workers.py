@@ -59,9 +59,13 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 def budget_used(study: optuna.Study, include_waiting: bool = False) -> int:
     """Trials that count against the budget: all that ran or run, less failures that were
     retried and trials a user interrupted (Ctrl-C, SIGTERM), whose slots a rerun fills again."""
+    return trials_used(study.get_trials(deepcopy=False), include_waiting)
+
+
+def trials_used(trials: list[optuna.trial.FrozenTrial], include_waiting: bool = False) -> int:
+    """``budget_used`` of a study's ``trials``."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     return sum(
         1
@@ -91,6 +95,41 @@ def ensure_budget(study: optuna.Study, n_trials: int, ahead: int | None = None) 
 def set_deadline(study: optuna.Study, timeout: float | None) -> None:
     """Start the study-wide clock: no worker starts a trial after ``timeout`` seconds from now."""
     study.set_user_attr(DEADLINE_ATTR, None if timeout is None else time.time() + timeout)
+
+
+def timeout_note(
+    trials: list[optuna.trial.FrozenTrial],
+    study_attrs: Mapping[str, Any],
+    n_trials: int,
+    spend: Mapping[str, float] | None,
+    timeout: float | None,
+) -> str | None:
+    """The report's line for a study its ``timeout`` stopped before the budget (``n_trials``,
+    or the ``spend`` of ``study.budget``) was used; None otherwise, and while trials run."""
+    from optuna.trial import TrialState
+
+    from hpo.search.budget import progress, spent
+
+    deadline = study_attrs.get(DEADLINE_ATTR)
+    if deadline is None or time.time() < float(deadline):
+        return None
+    if any(t.state == TrialState.RUNNING for t in trials):
+        return None
+    if spend:
+        ((unit, amount),) = spend.items()
+        if spent(trials, unit) >= amount:
+            return None
+        done = progress(trials, dict(spend))
+    else:
+        used = trials_used(trials)
+        if used >= n_trials:
+            return None
+        done = f"{used} of {n_trials} trials done"
+    limit = f" ({timeout:g} s)" if timeout is not None else ""
+    return (
+        f"stopped by study.timeout{limit} with {done}; run the same command again to go on "
+        "(each run has the whole timeout)"
+    )
 
 
 def _past_deadline(study: optuna.Study) -> bool:

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import keys
+from hpo.execution.workers import timeout_note
 from hpo.results.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
 
 if TYPE_CHECKING:
@@ -263,6 +264,13 @@ def report_data(
         {
             "summary": facts,
             "n_waiting": sum(t.state == TrialState.WAITING for t in trials),
+            "stopped_by_timeout": timeout_note(
+                list(trials),
+                study_attrs,
+                spec.study.n_trials,
+                spec.study.budget,
+                spec.study.timeout,
+            ),
             "n_trials_budget": spec.study.n_trials,
             "baseline": baseline,
             "leaderboard": leaderboard,
