@@ -348,3 +348,26 @@ def test_a_study_its_timeout_cut_short_says_so_and_a_rerun_goes_on(
     assert "stopped by study.timeout" not in done.output
     report = runner.invoke(cli, ["report", "tiny", "--storage", url, "--json"])
     assert json.loads(report.output)["stopped_by_timeout"] is None
+
+
+def test_a_resumed_study_s_live_view_counts_what_it_holds(
+    runner, study_file: Path, tmp_path: Path
+) -> None:
+    url = db(tmp_path)
+    args = ["run", str(study_file), "--storage", url, "--n-trials", "2"]
+    args += ["--set", "train.max_steps=5"]
+    assert runner.invoke(cli, args).exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=url)
+    states = [t.state for t in study.trials]
+    complete, pruned = (
+        states.count(optuna.trial.TrialState.COMPLETE),
+        states.count(optuna.trial.TrialState.PRUNED),
+    )
+    best = study.best_trial
+    # the budget is used: the rerun runs nothing, and its view shows the stored trials
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert f"{complete} complete · {pruned} pruned · 0 failed · 2 of 2 trials" in text
+    assert f"best so far: accuracy {best.value:.4g} (trial #{best.number})" in text
+    assert "none yet" not in text

@@ -142,16 +142,19 @@ def _work(study: Any, objective: Any, spec: Any, live: Any) -> None:
     )
 
 
-def _live(console: Any, spec: Any) -> Any:
+def _live(console: Any, spec: Any, held: Any) -> Any:
+    """The live view, counting the trials a study already ``held`` when it started."""
     from hpo.results.live import LiveView
 
-    return LiveView(
+    view = LiveView(
         console,
         spec.study.name,
         spec.study.metric,
         spec.direction,
         None if spec.study.budget else spec.study.n_trials,
     )
+    view.resume_from(held)
+    return view
 
 
 def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
@@ -175,7 +178,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
         highlight=False,
     )
     try:
-        with sigterm_stops_worker(), _live(console, spec) as live:
+        with sigterm_stops_worker(), _live(console, spec, study.get_trials(deepcopy=False)) as live:
             objective.listener = live
             _work(study, objective, spec, live)
     except (KeyboardInterrupt, WorkerStopped):
@@ -207,10 +210,12 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
         f"{len(slots)} workers ({where})",
         highlight=False,
     )
+    # the trials a resumed study already holds are counted by the view, not announced again
+    held = study.get_trials(deepcopy=False)
+    seen = {t.number for t in held if t.state.is_finished()}
     procs = launch.spawn(spec.study.name, url, slots)
-    seen: set[int] = set()
     try:
-        with sigterm_stops_worker(), _live(console, spec) as live:
+        with sigterm_stops_worker(), _live(console, spec, held) as live:
 
             def poll() -> None:
                 for t in study.get_trials(deepcopy=False):
@@ -281,7 +286,7 @@ def worker(
         study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
     console = Console(quiet=quiet)
     try:
-        with sigterm_stops_worker(), _live(console, spec) as live:
+        with sigterm_stops_worker(), _live(console, spec, study.get_trials(deepcopy=False)) as live:
             if not quiet:
                 objective.listener = live
             _work(study, objective, spec, live)

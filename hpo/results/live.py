@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import progress as rp
@@ -45,6 +45,24 @@ class LiveView:
         columns = (rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn())
         eta = (rp.TextColumn("eta"), rp.TimeRemainingColumn())
         self._progress = rp.Progress(*columns, *eta, console=console, auto_refresh=False)
+
+    def resume_from(self, trials: Sequence[Any]) -> None:
+        """Count the finished trials a resumed study already holds, and take its best, so the
+        view agrees with the report and a trial that only ties the stored best is no new one."""
+        with self._lock:
+            for t in sorted(trials, key=lambda t: t.number):
+                state = t.state.name
+                if state not in self.counts:
+                    continue  # running or waiting: not finished
+                self.counts[state] += 1
+                value = t.value
+                if (
+                    state == "COMPLETE"
+                    and value is not None
+                    and not math.isnan(value)
+                    and (self.best is None or _better(value, self.best[1], self.direction))
+                ):
+                    self.best = (t.number, value)
 
     def __enter__(self) -> LiveView:
         """Start drawing the live area."""
@@ -144,6 +162,7 @@ class LiveView:
             c = self.counts
             tally = f"{c['COMPLETE']} complete · {c['PRUNED']} pruned · {c['FAIL']} failed"
             if self.n_trials:
-                tally += f" · {sum(c.values())} of {self.n_trials} trials"
+                done = sum(c.values())  # above the budget when a rerun lowered it
+                tally += f" · {done} of {max(self.n_trials, done)} trials"
             lines.append(Text(tally))
             return Group(*lines)
