@@ -11,7 +11,7 @@ import torch
 from hpo.config.spec import DataSection, ModelSection
 from hpo.data.batches import Encoded, encode
 from hpo.data.dataset import load_task
-from hpo.errors import TrialFailure
+from hpo.errors import SpecError, TrialFailure
 from hpo.models.anatomy import freeze_lower_layers
 from hpo.models.pretrained import PretrainedModel, load_tokenizer
 from hpo.tasks.classification import classification_metrics, constant_score
@@ -216,7 +216,7 @@ def test_device_is_cpu_here_unless_cuda() -> None:
     assert device.type == ("cuda" if torch.cuda.is_available() else device.type)
     assert pick_device("cpu").autocast is None
     if not torch.cuda.is_available():
-        with pytest.raises(TrialFailure, match="CUDA"):
+        with pytest.raises(SpecError, match='is "cuda" but torch sees no CUDA GPU'):
             pick_device("cuda")
 
 

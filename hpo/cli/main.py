@@ -82,8 +82,10 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool, model: bo
     from rich.console import Console
 
     from hpo.search.preflight import preflight
+    from hpo.training.device import check_device
 
     spec, _ = load_study_file(study_file, overrides)
+    check_device(spec.train.device)
     lines = []
     if data and model:
         from hpo.errors import ModelError

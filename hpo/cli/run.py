@@ -93,15 +93,20 @@ def run(
 
     from hpo.execution import launch
     from hpo.execution.storage import storage_url
+    from hpo.training.device import check_device
 
     spec, text = load_study_file(study_file, overrides, n_trials, timeout)
     url = storage_url(storage)
     console = Console()
     quiet_libraries()
     gpu_ids = launch.parse_gpus(gpus)
+    check_device(spec.train.device)  # before anything loads or the database opens
     # the database is opened once the data and model have loaded: bad data leaves no database
     if gpu_ids or (workers or 1) > 1:
         slots = launch.plan_slots(workers, gpu_ids, per_gpu)
+        # each worker sees only its own GPU (as cuda:0), or none
+        who = "in each --gpus worker" if gpu_ids else "in --workers processes (--gpus: GPU ones)"
+        check_device(spec.train.device, 1 if gpu_ids else 0, who)
         study = _run_parallel(console, spec, text, url, slots)
     else:
         study = _run_here(console, spec, text, url)
@@ -161,9 +166,11 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     """One worker in this process, with the live view."""
     from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker
     from hpo.search.objective import Objective
+    from hpo.search.preflight import check_max_lengths
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     objective = Objective(spec)
+    check_max_lengths(spec)  # tokenizers and configs: an error before the data and weights load
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
     prep = objective.prepare()
     extra = {BASELINE_ATTR: baseline(prep.task)}

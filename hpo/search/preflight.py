@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 from hpo.config.space import check_depths
+from hpo.errors import SpecError
 from hpo.strategies import REGISTRY
 from hpo.tasks import get_task
 
@@ -35,8 +37,96 @@ def check_fits(
         strategy.check_model(spec.space, found, model_class or model)
 
 
+# A tokenizer's ``model_max_length`` at or past this is transformers' "not set" (1e30)
+_UNSET_LENGTH = 10**12
+# configuration keys that size a table of absolute positions, in the order they are read
+_POSITION_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_sequence_length",
+    "max_seq_len",
+    "n_ctx",
+    "seq_length",
+)
+# models whose position ids start after the padding id (RoBERTa's ``pad_token_id + 1``): the
+# table's first ``pad_token_id + 1`` rows hold no position (RoBERTa: 514 rows, 512 positions)
+_PADDING_OFFSET = {
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
+    "ibert", "roberta-prelayernorm", "xmod", "mpnet", "luke", "markuplm", "lilt", "layoutlmv3",
+    "esm",
+}  # fmt: skip
+
+
+def _no_position_table(config: Any) -> bool:
+    """Whether the model has no table of absolute positions (rotary, ALiBi, T5's or DeBERTa's
+    relative attention): any length runs, so its configuration sets no limit."""
+    said = getattr(config, "position_embedding_type", None)
+    if isinstance(said, str):  # BERT's and ESM's kind: absolute (or relative_key) has a table
+        return said.lower() in ("rotary", "rope", "alibi")
+    for key, value in vars(config).items():
+        if ("rope" in key or "rotary" in key) and value not in (None, False, 0, ""):
+            return True
+    if getattr(config, "alibi", False) is True:
+        return True
+    if hasattr(config, "relative_attention_num_buckets") and not hasattr(
+        config, "max_position_embeddings"
+    ):  # T5's relative buckets (MPNet has them beside a table)
+        return True
+    return bool(getattr(config, "relative_attention", False)) and not getattr(
+        config, "position_biased_input", True
+    )  # DeBERTa v2/v3 without absolute positions
+
+
+def position_limit(config: Any, tokenizer: Any) -> int | None:
+    """The most tokens a row of the model may have: the tokenizer's ``model_max_length`` where
+    it is set, and the size of the configuration's table of absolute positions (less RoBERTa's
+    padding offset), the smaller of the two; None where neither says (no absolute positions)."""
+    limits = []
+    said = getattr(tokenizer, "model_max_length", None)
+    if isinstance(said, int | float) and math.isfinite(said) and 0 < said < _UNSET_LENGTH:
+        limits.append(int(said))
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not _no_position_table(text):
+        for key in _POSITION_KEYS:
+            rows = getattr(text, key, None)
+            if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0:
+                if getattr(text, "model_type", "") in _PADDING_OFFSET:
+                    pad = getattr(text, "pad_token_id", None)
+                    rows -= (pad if isinstance(pad, int) else 1) + 1
+                limits.append(rows)
+                break
+    return min(limits) if limits else None
+
+
+def check_max_length(spec: StudySpec, name: str, tokenizer: Any = None) -> None:
+    """Refuse ``train.max_length`` above what model ``name`` takes (``tokenizer``: its loaded
+    tokenizer, else loaded here): every row that long would fail its trial."""
+    from hpo.models.pretrained import load_config, load_tokenizer
+
+    section = dataclasses.replace(spec.model, name=name)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(section)
+    limit = position_limit(load_config(section), tokenizer)
+    wanted = spec.train.max_length
+    if limit is not None and wanted > limit:
+        raise SpecError(
+            f"`train.max_length` {wanted} is above what {name!r} takes ({limit} positions); "
+            f"set it to {limit} or less"
+        )
+
+
+def check_max_lengths(spec: StudySpec) -> None:
+    """``check_max_length`` for every model a trial may use (tokenizers and configurations
+    only: quick, before the data or any weights load)."""
+    from hpo.search.objective import Objective
+
+    for name in Objective(spec).model_names():
+        check_max_length(spec, name)
+
+
 def preflight(spec: StudySpec) -> TaskData:
-    """Load the data and each model's configuration (not its weights) and check the study."""
+    """Load the data and each model's configuration and tokenizer (not its weights) and check
+    the study."""
     from hpo.models.anatomy import anatomy_from_config
     from hpo.models.pretrained import load_config, num_layers
     from hpo.search.objective import Objective
@@ -44,6 +134,7 @@ def preflight(spec: StudySpec) -> TaskData:
     objective = Objective(spec)
     task = objective.task.load(spec.data)
     for name in objective.model_names():
+        check_max_length(spec, name)
         config = load_config(dataclasses.replace(spec.model, name=name))
         built = anatomy_from_config(config, objective.task.model_class(), name)
         # a model not buildable without its weights has its layers checked when they load

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.search.preflight import check_fits
+from hpo.search.preflight import check_fits, check_max_length
 from hpo.training.loop import Device, pick_device
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def load_prepared(
     task = first.task if first is not None else kind.load(spec.data)
     section = dataclasses.replace(spec.model, name=name)
     tokenizer = load_tokenizer(section)
+    check_max_length(spec, name, tokenizer)  # before the weights load
     device = first.device if first else pick_device(spec.train.device, spec.train.precision)
     if pretrained is None:
         pretrained = PretrainedModel(

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import TrialFailure
+from hpo.errors import SpecError
 
 if TYPE_CHECKING:
     import torch
@@ -30,10 +30,43 @@ class Device:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
-def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
-    """CUDA if there is one, then MPS, then the CPU; bf16 autocast where the GPU supports it."""
+def check_device(requested: str, gpus: int | None = None, where: str = "on this machine") -> None:
+    """Refuse, in one line, a ``train.device`` that torch cannot use: "cuda" or "cuda:N" with
+    no such GPU, "mps" where there is no MPS device. ``gpus``: how many CUDA GPUs the process
+    that trains sees (None: as many as torch sees here), ``where`` says which process that is."""
     import torch
 
+    kind = requested.split(":")[0]
+    if kind == "cuda":
+        seen = torch.cuda.device_count() if gpus is None else gpus
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if seen == 0:
+            raise SpecError(
+                f'`train.device` is "{requested}" but torch sees no CUDA GPU {where}; '
+                'use "auto" or "cpu"'
+            )
+        if index >= seen:
+            listed = "cuda:0" if seen == 1 else f"cuda:0 to cuda:{seen - 1}"
+            raise SpecError(
+                f'`train.device` is "{requested}" but torch sees {seen} CUDA GPU'
+                f'{"s" if seen > 1 else ""} {where} ({listed}); use "cuda", "auto" or one of those'
+            )
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps and mps.is_available()):
+            raise SpecError(
+                f'`train.device` is "mps" but torch has no MPS device (Apple silicon\'s GPU) '
+                f'{where}; use "auto" or "cpu"'
+            )
+
+
+def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
+    """CUDA if there is one, then MPS, then the CPU; bf16 autocast where the GPU supports it.
+    A device torch cannot use here is refused in one line (``check_device``): the CLI checks
+    before it loads anything, this check covers a worker on another machine."""
+    import torch
+
+    check_device(requested)
     kind = requested.split(":")[0]
     if kind == "auto":
         if torch.cuda.is_available():
@@ -43,8 +76,6 @@ def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
         else:
             kind = "cpu"
     if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise TrialFailure("`train.device` asks for CUDA but torch sees no CUDA GPU")
         index = int(requested.split(":")[1]) if ":" in requested else 0
         name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
         auto = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
