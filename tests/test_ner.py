@@ -60,6 +60,8 @@ def sentence(tags: str, tokens: str | None = None) -> Sentence:
         ("iob2", "B-PER I-PER O B-LOC B-LOC I-LOC", "B-PER I-PER O B-LOC B-LOC I-LOC"),
         ("iobes", "B-PER E-PER O S-LOC B-ORG I-ORG E-ORG S-PER", "B-PER I-PER O B-LOC B-ORG I-ORG I-ORG B-PER"),
         ("bilou", "B-PER L-PER U-LOC U-LOC O", "B-PER I-PER B-LOC B-LOC O"),
+        # IO: bare types (LOC must not read as BILOU's L-); a run of one type is one entity
+        ("io", "PER PER O LOC ORG ORG LOC", "B-PER I-PER O B-LOC B-ORG I-ORG B-LOC"),
     ],
 )  # fmt: skip
 def test_each_scheme_is_detected_and_converted_to_iob2(scheme: str, tags: str, iob2: str) -> None:
@@ -79,6 +81,8 @@ def test_a_tag_outside_the_scheme_is_refused_with_its_place() -> None:
         to_iob2(sentence("B-PER X-FOO", "a b"), "iob2")
     with pytest.raises(DataError, match="invalid tag 'S-PER'"):
         to_iob2(sentence("S-PER"), "iob2")  # S- only in IOBES
+    with pytest.raises(DataError, match=r"tag 'I-LOC' at word 2 \('b'\) has a B-/I- prefix"):
+        to_iob2(sentence("PER I-LOC", "a b"), "io")
 
 
 def test_conll_reading_skips_docstart_and_ends_sentences_at_whitespace_lines(

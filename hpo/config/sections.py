@@ -217,7 +217,9 @@ class DataSection:
     # token classification (NER): list columns of words and tags (json, jsonl, parquet, hub)
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
-    tag_scheme: Literal["auto", "iob1", "iob2", "iobes", "bilou"] = "auto"  # read as, then IOB2
+    tag_scheme: Literal["auto", "io", "iob1", "iob2", "iobes", "bilou"] = (
+        "auto"  # read as, then IOB2
+    )
     label_all_tokens: bool = False  # also label a word's later sub-tokens (B- becomes I-)
     train_split: str = "train"  # hub split names; a split the dataset lacks is carved from train
     validation_split: str = "validation"

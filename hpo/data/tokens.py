@@ -126,9 +126,12 @@ def _tag_names(feature: Any) -> list[str] | None:
 
 
 def detect_scheme(sentences: Sequence[Sentence]) -> str:
-    """IOBES or BILOU when their single/end tags occur; IOB1 when some entity starts with I-;
-    else IOB2."""
-    prefixes = {t[0] for s in sentences for t in s.tags if t != "O"}
+    """IO when no tag has a prefix (bare ``PER``, ``LOC``); IOBES or BILOU when their
+    single/end tags occur; IOB1 when some entity starts with I-; else IOB2."""
+    tagged = [t for s in sentences for t in s.tags if t != "O"]
+    if tagged and not any(_TAG.match(t) for t in tagged):
+        return "io"
+    prefixes = {t[0] for t in tagged}
     if prefixes & {"U", "L"}:
         return "bilou"
     if prefixes & {"S", "E"}:
@@ -143,13 +146,25 @@ def detect_scheme(sentences: Sequence[Sentence]) -> str:
 
 
 def to_iob2(sentence: Sentence, scheme: str) -> list[str]:
-    """The sentence's tags in IOB2; a tag that fits no scheme is a DataError naming it."""
+    """The sentence's tags in IOB2; a tag that fits no scheme is a DataError naming it. In IO
+    (bare entity types) a run of one type is one entity: two such entities side by side
+    cannot be told apart there, and become one."""
     out: list[str] = []
     previous: str | None = None  # entity type of the word before, None after O
     for i, tag in enumerate(sentence.tags):
         if tag == "O":
             out.append("O")
             previous = None
+            continue
+        if scheme == "io":
+            if _TAG.match(tag):
+                raise DataError(
+                    f"{sentence.where}: tag {tag!r} at word {i + 1} ({sentence.tokens[i]!r}) "
+                    "has a B-/I- prefix, but other tags have none (IO tags): use one scheme "
+                    "throughout, or set `data.tag_scheme`"
+                )
+            out.append(("I-" if previous == tag else "B-") + tag)
+            previous = tag
             continue
         match = _TAG.match(tag)
         prefix = match.group(1) if match else ""
