@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from hpo import keys
 from hpo.cli.main import cli
 from hpo.config.spec import StudySpec
-from hpo.errors import SpecError
+from hpo.errors import SpecError, TrialFailure
 from hpo.final.best import top_trials
 from hpo.search.screening import ScreeningSampler, ranked_screens, screen_caution, screen_role
 from tests.conftest import spec_dict, toml_text
@@ -295,23 +295,48 @@ def test_workers_together_screen_the_first_trials_and_keep_distinct_ones(
         assert t.params == trials[t.user_attrs[keys.SCREEN_OF]].params
 
 
-def test_a_screen_as_long_as_its_trial_fails_with_the_reason(
+def test_a_screen_as_long_as_its_trial_is_refused_before_any_trial(
     tmp_path: Any, tiny_model_dir: Any, sentiment_csv: Any
 ) -> None:
-    """A trial of one epoch has as many steps as the data gives; where the first evaluation
-    falls at or after its end, the screen says so instead of training a whole trial."""
+    """A trial of one epoch has as many steps as the data and the batch size give; where the
+    largest batch size leaves no more steps than a screen, validate and run refuse the study
+    in one line, before it is stored."""
     raw = spec_dict(
         tiny_model_dir,
         sentiment_csv,
         study={"name": "long", "n_trials": 3, "screen": {"trials": 2, "keep": 1}},
-        train={"eval_every": 10, "epochs": 1.0},
+        train={"eval_every": 3, "epochs": 1.0},
     )
     del raw["train"]["max_steps"]
-    raw["data"]["max_train_samples"] = 64  # 4 steps of 16
+    raw["data"]["max_train_samples"] = 96  # 6 steps at batch 16, 3 at batch 32
+    raw["space"]["batch_size"] = [16, 32]
     path = tmp_path / "long.toml"
     path.write_text(toml_text(raw))
-    db = f"sqlite:///{tmp_path / 'long.db'}"
-    CliRunner().invoke(cli, ["run", str(path), "--storage", db])
-    first = optuna.load_study(study_name="long", storage=db).get_trials()[0]
-    assert first.state == TrialState.FAIL
-    assert "`train.eval_every` (10) below a trial's 4 steps" in first.user_attrs[keys.FAIL_REASON]
+    db = tmp_path / "long.db"
+    for args in (["validate", str(path)], ["run", str(path), "--storage", f"sqlite:///{db}"]):
+        out = CliRunner().invoke(cli, args)
+        assert out.exit_code == 2, out.output
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.output
+        assert (
+            "1 epoch(s) of 96 training rows at batch_size 32 is only 3 steps, so a screen "
+            "would be a whole trial; set eval_every below 3, or keep batch_size below 32"
+        ) in out.stderr
+    assert not db.exists() or "long" not in optuna.get_all_study_names(f"sqlite:///{db}")
+    # screens of 2 steps fit in every trial
+    raw["train"]["eval_every"] = 2
+    path.write_text(toml_text(raw))
+    assert CliRunner().invoke(cli, ["validate", str(path)]).exit_code == 0
+
+
+def test_a_screen_whose_trial_turns_out_too_short_fails_with_the_reason() -> None:
+    # the guard behind the up-front check: a trial whose length only its run knows
+    sampler = ScreeningSampler(optuna.samplers.RandomSampler(seed=0), 2, 1, maximize=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 1.0)
+        screen_role(trial, full_steps=4, eval_every=10)
+        return 0.0
+
+    with pytest.raises(TrialFailure, match=r"`train.eval_every` \(10\) below a trial's 4 steps"):
+        study.optimize(objective, n_trials=1)

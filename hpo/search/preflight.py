@@ -29,12 +29,33 @@ def check_fits(
     """Refuse, before any trial starts, a study that cannot fit its data or model (whose layers
     are ``found``, None where it has none; ``layers_read`` False: not read yet)."""
     get_task(spec.study.task).check(spec.study.metric, task)
+    check_screen_length(spec, len(task.train))
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
     if not layers_read:
         return
     for strategy in REGISTRY:
         strategy.check_model(spec.space, found, model_class or model)
+
+
+def check_screen_length(spec: StudySpec, n_train: int) -> None:
+    """With ``study.screen`` and a trial length set by ``epochs``, refuse a batch size whose
+    trials are no longer than a screen (``train.eval_every`` steps): its screens would be
+    whole trials, and fail. The study file alone cannot tell; the training rows can."""
+    from hpo.training.loop import steps_for
+
+    t = spec.train
+    if not spec.study.screen or t.max_steps or "batch_size" not in spec.space:
+        return
+    largest = int(spec.space["batch_size"].upper_bound())
+    steps = steps_for(n_train, largest, t.gradient_accumulation, t.epochs or 1.0)
+    if steps <= t.eval_every:
+        raise SpecError(
+            f"`study.screen` trains each screen `train.eval_every` ({t.eval_every}) steps, but "
+            f"{t.epochs or 1:g} epoch(s) of {n_train} training rows at batch_size {largest} "
+            f"is only {steps} steps, so a screen would be a whole trial; set eval_every below "
+            f"{steps}, or keep batch_size below {largest}"
+        )
 
 
 # A tokenizer's ``model_max_length`` at or past this is transformers' "not set" (1e30)
