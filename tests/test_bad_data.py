@@ -226,6 +226,21 @@ def test_leakage_into_test_and_validation_is_a_warning_printed_once_before_trial
     assert loud.stderr.splitlines() == warnings and quiet.stderr == ""
 
 
+def test_a_headerless_file_s_missing_column_points_at_data_columns(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    train = tmp_path / "train.tsv"
+    train.write_text("".join(f"{t}\t{y}\n" for t, y in rows(40)), encoding="utf-8")
+    first_text, first_label = rows(40)[0]
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": train}),
+        f"`data.text_column` 'text' is not a column of the train split; its columns are: "
+        f"{first_text}, {first_label}; if the file has no header row, name its columns with "
+        "data.columns",
+    )
+
+
 def test_no_validation_split_and_a_zero_fraction_is_one_line(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

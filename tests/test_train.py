@@ -220,6 +220,15 @@ def test_device_is_cpu_here_unless_cuda() -> None:
             pick_device("cuda")
 
 
+def test_a_precision_the_cpu_cannot_autocast_is_named_in_the_device() -> None:
+    # the CPU autocasts bf16; fp16 runs fp32 there, and the device every trial stores says so
+    assert pick_device("cpu", "bf16").autocast == "bf16"
+    half = pick_device("cpu", "fp16")
+    assert half.autocast is None and half.type == "cpu"
+    assert half.description == "cpu (fp32: train.precision fp16 has no autocast on cpu)"
+    assert pick_device("cpu", "auto").description == "cpu"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_uses_bf16_autocast_and_records_peak_memory(setup) -> None:

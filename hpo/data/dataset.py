@@ -91,9 +91,14 @@ def load_task(spec: DataSection) -> TaskData:
             ("text_column", "label_column", "text_pair_column"), columns, strict=False
         ):
             if col not in table.column_names:
+                headless = (
+                    ""
+                    if spec.hub or spec.columns
+                    else "; if the file has no header row, name its columns with data.columns"
+                )
                 raise DataError(
                     f"`data.{key}` {col!r} is not a column of the {split} split; "
-                    f"its columns are: {', '.join(table.column_names)}"
+                    f"its columns are: {', '.join(table.column_names)}{headless}"
                 )
     label_names, encode = _label_encoder(train_rows, spec.label_column)
     splits: dict[str, Split] = {}

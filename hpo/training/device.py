@@ -82,7 +82,10 @@ def pick_device(requested: str = "auto", precision: str = "auto") -> Device:
         autocast = None if precision == "fp32" else (auto if precision == "auto" else precision)
         return Device("cuda", index, name, autocast)
     autocast = "bf16" if precision == "bf16" and kind == "cpu" else None
-    return Device(kind, None, kind, autocast)
+    name = kind
+    if precision in ("bf16", "fp16") and autocast is None:  # said where the run line shows it
+        name = f"{kind} (fp32: train.precision {precision} has no autocast on {kind})"
+    return Device(kind, None, name, autocast)
 
 
 def to_device(batch: Batch, device: Device) -> Batch:
