@@ -371,3 +371,15 @@ def test_a_resumed_study_s_live_view_counts_what_it_holds(
     assert f"{complete} complete · {pruned} pruned · 0 failed · 2 of 2 trials" in text
     assert f"best so far: accuracy {best.value:.4g} (trial #{best.number})" in text
     assert "none yet" not in text
+
+
+def test_validate_names_the_class_f1_scores(runner, study_file: Path) -> None:
+    # the labels are "neg" and "pos": sorted, "pos" is the second and the one f1 scores
+    for extra in ([], ["--no-model"]):
+        out = runner.invoke(cli, ["validate", str(study_file), "--set", "study.metric=f1", *extra])
+        assert out.exit_code == 0, out.output
+        said = " ".join(out.output.split())
+        assert "metric f1: F1 of label 'pos', the positive class" in said
+        assert "'neg' is the first" in said
+    plain = runner.invoke(cli, ["validate", str(study_file), "--no-model"])
+    assert "metric f1" not in plain.output

@@ -99,7 +99,10 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool, model: bo
             raise ModelError(
                 f"{exc} (--no-model checks the study and its data without it)"
             ) from None
-        lines += get_task(spec.study.task).describe(task, tokenizer, spec.train.max_length)
+        kind = get_task(spec.study.task)
+        lines += kind.describe(task, tokenizer, spec.train.max_length)
+        if (note := kind.metric_note(spec.study.metric, task)) is not None:
+            lines.append(note)
     elif data:
         lines += _data_without_model(spec)
     console = Console()
@@ -132,6 +135,8 @@ def _data_without_model(spec: Any) -> list[str]:
     else:
         test = len(task.test) if task.test is not None else 0
         lines = [f"data: {len(task.train)} train, {len(task.validation)} validation, {test} test"]
+    if (note := kind.metric_note(spec.study.metric, task)) is not None:
+        lines.append(note)
     return [*lines, f"model: {spec.model.name!r} not loaded (--no-model)"]
 
 

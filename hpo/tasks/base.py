@@ -75,6 +75,11 @@ class Task:
         """Lines ``hpo validate`` prints about the data (sizes, labels, lengths)."""
         return []
 
+    def metric_note(self, metric: str, data: Any) -> str | None:
+        """A line ``hpo validate`` prints on what ``metric`` scores on ``data``, where the
+        name alone does not say; None where it does."""
+        return None
+
     def augment_pool(self, train: Any, language: str = "auto") -> Any:
         """What augmentation draws replacements from, built once from the training rows;
         ``language`` is ``[augment] language``, for tasks that split texts into words."""

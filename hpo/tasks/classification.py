@@ -122,6 +122,16 @@ class SequenceClassification(Task):
             f"majority class {label!r} is {share:.3f} of validation"
         ]
 
+    def metric_note(self, metric: str, data: TaskData) -> str | None:
+        if metric != "f1" or data.num_labels != 2:
+            return None
+        negative, positive = data.label_names
+        return (
+            f"metric f1: F1 of label {positive!r}, the positive class (the second of the two "
+            f"labels in sorted order; {negative!r} is the first); rename the labels to score "
+            "the other, or use macro_f1"
+        )
+
     def check(self, metric: str, data: TaskData) -> None:
         if metric == "f1" and data.num_labels != 2:
             raise SpecError(
