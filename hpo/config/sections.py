@@ -183,6 +183,38 @@ class PrunerSection:
             raise SpecError(f"`pruner.margin` must be 0 or more, got {self.margin!r}")
         if self.min_delta < 0:
             raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
+        self._refuse_keys_of_other_pruners()
+
+    def _refuse_keys_of_other_pruners(self) -> None:
+        """A key set away from its default that the chosen pruner never reads is a mistake
+        (``patience`` with the median pruner, say): refused rather than silently ignored.
+        ``none`` takes any: turning pruning off (``--set pruner.name=none``) leaves the keys of
+        the pruner it turns off."""
+        if self.name == "none":
+            return
+        uses = set(_PRUNER_KEYS[self.name])
+        if self.name == "patient":
+            uses |= _PRUNER_KEYS[self.wrapped]
+        defaults = PrunerSection.__dataclass_fields__
+        for key in ("wrapped", *sorted({k for ks in _PRUNER_KEYS.values() for k in ks})):
+            if key not in uses and getattr(self, key) != defaults[key].default:
+                readers = [n for n, ks in _PRUNER_KEYS.items() if key in ks]
+                if key == "wrapped":
+                    readers = ["patient"]
+                raise SpecError(
+                    f"`pruner.{key}` is not read by pruner {self.name!r} (only by "
+                    f"{', '.join(map(repr, readers))}); drop it, or choose that pruner"
+                )
+
+
+# the keys each pruner reads (`patient` also reads those of the pruner it wraps)
+_PRUNER_KEYS: dict[str, frozenset[str]] = {
+    "median": frozenset({"n_startup_trials", "n_warmup_steps", "margin"}),
+    "successive_halving": frozenset({"margin", "min_resource", "reduction_factor"}),
+    "hyperband": frozenset({"margin", "min_resource", "reduction_factor"}),
+    "patient": frozenset({"wrapped", "patience", "min_delta"}),
+    "none": frozenset(),
+}
 
 
 @dataclass(frozen=True)
