@@ -190,6 +190,15 @@ def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     for line in lines:
         label, prob, _ = line.split("\t")
         assert label in {"neg", "pos"} and 0.5 <= float(prob) <= 1.0
+    # "-" reads one text per line from standard input; --json keeps non-ASCII text as it is
+    piped = CliRunner().invoke(
+        cli, ["predict", str(out), "-", "--json"], input="一部很好的电影\nawful and boring\n"
+    )
+    assert piped.exit_code == 0, piped.output
+    assert "一部很好的电影" in piped.output  # not \u escapes
+    rows = [json.loads(line) for line in piped.output.strip().splitlines()]
+    assert [r["text"] for r in rows] == ["一部很好的电影", "awful and boring"]
+    assert all(r["label"] in {"neg", "pos"} for r in rows)
 
 
 def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:

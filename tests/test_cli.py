@@ -264,6 +264,9 @@ def test_a_storage_password_never_reaches_the_output(runner, study_file, tmp_pat
     outputs.append(runner.invoke(cli, ["run", str(study_file), "--storage", down]))
     assert [o.exit_code for o in outputs] == [0, 0, 0, 2, 1], [o.output for o in outputs]
     assert "created study 'tiny' in" in outputs[0].output and ":***@" in outputs[0].output
+    # the hint to join it names the database, its password masked, not a placeholder
+    said = " ".join(outputs[0].output.split())
+    assert f"hpo worker tiny --storage {scheme}://{user}:***@{host}" in said
     for out in outputs:
         assert secret not in out.output
 

@@ -153,11 +153,17 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
     """Predict the label of each TEXT with a model saved by `hpo best`.
 
     A classifier prints label, probability and text; a token classification (NER) model prints
-    each text, then one line per entity: its words, type and score."""
+    each text, then one line per entity: its words, type and score. TEXT `-` reads the texts
+    from standard input, one per line."""
     import json
+    import sys
 
     from hpo.final.saved import predict as run_predict
 
+    if texts == ("-",):
+        texts = tuple(sys.stdin.read().splitlines())
+        if not texts:
+            raise click.UsageError("no text on standard input (one text per line)")
     for text, found in zip(texts, run_predict(model_dir, texts), strict=True):
         if isinstance(found, list):  # entities
             if as_json:
@@ -170,7 +176,8 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
                 click.echo("  (no entity)")
         elif as_json:
             label, prob = found
-            click.echo(json.dumps({"text": text, "label": label, "score": round(prob, 4)}))
+            row = {"text": text, "label": label, "score": round(prob, 4)}
+            click.echo(json.dumps(row, ensure_ascii=False))
         else:
             label, prob = found
             click.echo(f"{label}\t{prob:.3f}\t{text}")

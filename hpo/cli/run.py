@@ -61,7 +61,7 @@ def create(
     click.echo(
         f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {masked_url(url)} "
         f"({_budget(spec)}); join it with: "
-        f"hpo worker {spec.study.name} --storage URL"
+        f"hpo worker {spec.study.name} --storage {masked_url(url)}"
     )
 
 
