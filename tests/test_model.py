@@ -322,3 +322,43 @@ def test_offline_hub_and_no_telemetry_are_said_and_honoured(tmp_path: Path) -> N
     env["HF_HUB_DISABLE_TELEMETRY"] = "0"  # a user who wants it on keeps it on
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert again.stdout.startswith("telemetry off: False")
+
+
+def test_an_unreachable_hub_fails_at_once_or_loads_from_the_cache(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """With the hub's address closed (nothing listens on port 9) and HF_HUB_OFFLINE unset, a
+    hub id in the local cache loads from it, and one that is not fails in one line at once
+    (not after the downloads' half a minute of retries)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0" * 40
+    repo = tmp_path / "hf" / "hub" / "models--hpo-test--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    code = (
+        "import hpo\n"
+        "from hpo.config.spec import ModelSection\n"
+        "from hpo.models.pretrained import load_config\n"
+        "print(load_config(ModelSection(name='hpo-test/tiny')).num_hidden_layers)\n"
+        "try:\n"
+        "    load_config(ModelSection(name='hpo-test/no-such-model'))\n"
+        "except hpo.ModelError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    for key in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(key, None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    layers, error = out.stdout.strip().splitlines()
+    assert int(layers) == 2  # the tiny BERT's config, read from the cache
+    assert error == (
+        "cannot load `model.name` 'hpo-test/no-such-model' (hub id): the Hugging Face Hub "
+        "(http://127.0.0.1:9) cannot be reached and the model is not in the local cache; "
+        "connect to the network, or give the path of a local folder"
+    )

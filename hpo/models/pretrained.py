@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -99,6 +100,44 @@ def _options(spec: ModelSection) -> dict[str, Any]:
     return {**options, "trust_remote_code": spec.trust_remote_code}
 
 
+def _without_hub(spec: ModelSection) -> dict[str, Any]:
+    """For a hub id when the Hugging Face Hub cannot be reached: load from the local cache
+    (``local_files_only``), or fail at once in one line where the model is not there. Without
+    this, each file's download retries for about half a minute before the same failure."""
+    if spec.name.startswith("bundled:") or Path(spec.name).exists() or _hub_offline():
+        return {}
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if _hub_reachable(constants.ENDPOINT):
+        return {}
+    cached = try_to_load_from_cache(spec.name, "config.json", revision=spec.revision)
+    if isinstance(cached, str):
+        return {"local_files_only": True}
+    raise ModelError(
+        f"cannot load `model.name` {spec.name!r} (hub id): the Hugging Face Hub "
+        f"({constants.ENDPOINT}) cannot be reached and the model is not in the local cache; "
+        "connect to the network, or give the path of a local folder"
+    )
+
+
+@functools.cache
+def _hub_reachable(endpoint: str) -> bool:
+    """Whether a TCP connection to the hub's host opens within 3 s (asked once per process).
+    Behind a proxy (HTTPS_PROXY, ALL_PROXY) the direct connection says nothing: assumed yes."""
+    import socket
+    import urllib.parse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
 def _weight_options(spec: ModelSection) -> dict[str, Any]:
     """``_options`` for the model's weights: safetensors only, since unpickling a
     ``pytorch_model.bin`` can run any code, unless ``model.allow_pickle`` (then the library
@@ -172,7 +211,7 @@ def load_config(spec: ModelSection) -> Any:
 
     quiet_transformers()
     try:
-        return AutoConfig.from_pretrained(resolve(spec), **_options(spec))
+        return AutoConfig.from_pretrained(resolve(spec), **_options(spec), **_without_hub(spec))
     except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from None
 
@@ -191,7 +230,9 @@ def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
 
     quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve(spec), **_options(spec))
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve(spec), **_options(spec), **_without_hub(spec)
+        )
     except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from None
     if tokenizer.pad_token is None:
@@ -250,6 +291,7 @@ class PretrainedModel:
                     output_loading_info=True,
                     ignore_mismatched_sizes=True,  # a checkpoint with another head size
                     **_weight_options(spec),
+                    **_without_hub(spec),
                 )
         except (OSError, ValueError) as exc:
             raise _load_error(spec, exc, self._model_class) from None
