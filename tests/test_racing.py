@@ -121,3 +121,33 @@ def test_a_raced_study_reruns_its_leaders_with_new_seeds_and_reports_their_means
     assert "raced: mean validation accuracy per configuration" in out
     ranked = configurations(study.get_trials(), maximize=True)
     assert [t.number for t in top_trials(study, 2, True)] == [c.first.number for c in ranked[:2]]
+    # the report's headline is the configuration `hpo best` retrains, by its mean over seeds
+    chosen = top_trials(study, 1, True)[0]
+    runs = [t.value for t in trials if t.state == TrialState.COMPLETE and t.params == chosen.params]
+    mean = sum(runs) / len(runs)  # type: ignore[arg-type]
+    assert (
+        f"best configuration (trial #{chosen.number}): accuracy {mean:.4g} mean over "
+        f"{len(runs)} seed(s)"
+    ) in out
+
+
+def test_the_race_line_says_one_seed_where_a_configuration_ran_once() -> None:
+    from hpo.search.racing import race_summary
+
+    def run(number: int, x: float, value: float, **attrs: Any) -> optuna.trial.FrozenTrial:
+        t = optuna.trial.create_trial(
+            params={"x": x},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            value=value,
+            user_attrs=attrs,
+        )
+        t.number = number
+        return t
+
+    trials = [run(0, 0.1, 0.70), run(1, 0.2, 0.80), run(2, 0.1, 0.74, **{keys.RACE_OF: 0})]
+    line = race_summary(trials, maximize=True, metric="accuracy")
+    # #1 ran once: no spread to show; #0 ran twice: 0.70 and 0.74, mean 0.72, sd 0.0283
+    assert line == (
+        "raced: mean validation accuracy per configuration (first trial): "
+        "#1 0.8000 (one seed); #0 0.7200 ± 0.0283 over 2 seeds"
+    )

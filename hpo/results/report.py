@@ -19,7 +19,7 @@ from hpo.execution.optuna_private import retry_history
 from hpo.results.privacy import epsilon_table
 from hpo.search.budget import spend_line
 from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
-from hpo.search.racing import race_summary
+from hpo.search.racing import race_summary, raced_leader
 from hpo.search.screening import screen_caution, screen_summary
 from hpo.tasks.token_classification import per_type_f1
 
@@ -354,9 +354,17 @@ def render_report(
         params = Table.grid(padding=(0, 2))
         params.add_column(style="cyan")
         params.add_column()
-        for name, value in summary.best_params.items():
+        leader = raced_leader(trials, summary.direction == "maximize")
+        shown_params = summary.best_params if leader is None else dict(leader.first.params)
+        for name, value in shown_params.items():
             params.add_row(Text(name), Text(fmt_number(value)))
         title = f"best trial #{summary.best_number}: {summary.metric} {summary.best_value:.4g}"
+        if leader is not None:  # what `hpo best` takes: the best mean, not one lucky seed
+            title = (
+                f"best configuration (trial #{leader.first.number}): {summary.metric} "
+                f"{leader.mean:.4g} mean over {len(leader.values)} seed(s); best single run "
+                f"#{summary.best_number} {summary.best_value:.4g}"
+            )
         parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
         best = next((t for t in trials if t.number == summary.best_number), None)
         per_type = per_type_f1(best.user_attrs.get(keys.METRICS) if best else None)

@@ -190,12 +190,23 @@ def race_seed(trial: Trial, hp: Hyperparameters) -> Hyperparameters | None:
     return hp.replace(seed=seed)
 
 
+def raced_leader(trials: Sequence[FrozenTrial], maximize: bool) -> Configuration | None:
+    """In a raced study, the configuration with the best mean over its seeds (the one `hpo
+    best` retrains); None where no race ran."""
+    if not raced(trials):
+        return None
+    leading = configurations(trials, maximize)
+    return leading[0] if leading else None
+
+
 def race_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -> str | None:
     """The report's line on a race: the leading configurations' means over their seeds."""
     if not raced(trials):
         return None
     parts = [
-        f"#{c.first.number} {c.mean:.4f} ± {c.sd:.4f} over {len(c.values)} seed(s)"
+        f"#{c.first.number} {c.mean:.4f} ± {c.sd:.4f} over {len(c.values)} seeds"
+        if len(c.values) > 1
+        else f"#{c.first.number} {c.mean:.4f} (one seed)"
         for c in configurations(trials, maximize)[:FINALISTS]
     ]
     return f"raced: mean validation {metric} per configuration (first trial): " + "; ".join(parts)
