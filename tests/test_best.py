@@ -513,3 +513,19 @@ def test_ctrl_c_during_best_exits_130_in_one_line_and_saves_nothing(stored, tmp_
     assert "Traceback" not in err and "Aborted" not in err + rest
     assert not out.exists()
     assert "hpo_best" not in optuna.load_study(study_name="tiny", storage=url).user_attrs
+
+
+def test_best_on_train_and_validation_says_validation_was_trained_on(
+    stored, tmp_path: Path
+) -> None:
+    url, _ = stored
+    args = ["best", "tiny", "--storage", url, "--seeds", "1", "--top", "1"]
+    both = CliRunner().invoke(
+        cli, [*args, "--out", str(tmp_path / "both"), "--train-on", "train+validation"]
+    )
+    assert both.exit_code == 0, both.output
+    runs = [line for line in both.output.splitlines() if line.startswith("  trial #")]
+    assert runs and all("validation (trained on it) accuracy" in line for line in runs)
+    alone = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "alone")])
+    runs = [line for line in alone.output.splitlines() if line.startswith("  trial #")]
+    assert runs and all("seed 0: validation accuracy" in line for line in runs)

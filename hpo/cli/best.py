@@ -102,8 +102,10 @@ def best(
     def show(number: int, seed: int, run: object) -> None:
         val = run.validation.get(metric)  # type: ignore[attr-defined]
         test = run.test.get(metric) if run.test else None  # type: ignore[attr-defined]
+        # trained on validation too, its score there is a training score, not a held-out one
+        seen = " (trained on it)" if train_on != "train" else ""
         console.print(
-            f"  trial #{number} seed {seed}: validation {metric} {val:.4f}"
+            f"  trial #{number} seed {seed}: validation{seen} {metric} {val:.4f}"
             + (f", test {test:.4f}" if test is not None else ""),
             highlight=False,
         )
