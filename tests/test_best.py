@@ -63,6 +63,11 @@ def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) 
     assert (
         "## Hyperparameters" in card and "learning_rate" in card and "Validation minus test" in card
     )
+    # every file has the mode a new file gets here, the weights too (safetensors writes 0o600)
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~mask}, modes
 
     # the saved model reloads and reproduces the test score of the run it came from
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

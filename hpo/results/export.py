@@ -235,6 +235,7 @@ def write_folder(
                 shutil.rmtree(partial)
             partial.mkdir()
             write(partial)
+            _usual_modes(partial)
             _move_into_place(partial, target, out, overwrite)
         finally:
             if partial.exists():
@@ -244,6 +245,21 @@ def write_folder(
         if reason is None:
             raise
         raise WriteFailed(f"cannot save {what} to {out}: {reason}; nothing was saved") from None
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the mode a new one gets here (0o644 and
+    0o755 under the usual umask): safetensors writes weights 0o600, which other users, or a
+    serving container running as another user, cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def _move_into_place(partial: Path, target: Path, out: Path, overwrite: bool) -> None:
