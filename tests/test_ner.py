@@ -161,6 +161,23 @@ def test_an_entity_type_train_never_has_is_refused(tmp_path: Path) -> None:
         load(tmp_path, {"train": str(train), "validation": str(dev)})
 
 
+def test_validation_sentences_train_has_too_are_a_leakage_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sentences = ner_sentences(30)
+    distinct = list({tuple(tokens): (tokens, tags) for tokens, tags in sentences}.values())
+    train = write_conll(tmp_path / "train.conll", distinct[:20])
+    dev = write_conll(tmp_path / "dev.conll", [*distinct[:2], *distinct[20:]])  # 2 from train
+    data = load(tmp_path, {"train": str(train), "validation": str(dev)})
+    warned = [line for line in capsys.readouterr().err.splitlines() if "leakage" in line]
+    assert warned == ["warning: 2 validation sentences also appear in train: validation leakage"]
+    assert data.notes[0] == warned[0].removeprefix("warning: ")
+    # under 20 validation sentences, the noise of one evaluation is named too
+    assert any(
+        note.startswith(f"only {len(data.validation)} validation sentences") for note in data.notes
+    )
+
+
 def test_an_empty_split_is_refused(tmp_path: Path) -> None:
     train = write_conll(tmp_path / "train.conll", ner_sentences(10))
     empty = tmp_path / "test.conll"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.data.dataset import validation_fraction
+from hpo.data.dataset import small_validation_note, validation_fraction
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -237,6 +238,7 @@ class TokenData:
     test: TokenSplit | None
     label_names: list[str]
     scheme: str = "iob2"  # the scheme the files were written in
+    notes: tuple[str, ...] = ()  # the warnings printed when the data was loaded
 
     @property
     def num_labels(self) -> int:
@@ -363,4 +365,20 @@ def load_tokens(spec: DataSection) -> TokenData:
         validation = carve(validation, spec.max_eval_samples, rng)[1]
     if len(train) < 2:
         raise DataError(f"too little data: {len(train)} training sentences")
-    return TokenData(train, validation, test, names, scheme)
+    notes = _shared_sentences(train, {"validation": validation, "test": test})
+    notes += small_validation_note(len(validation), "sentences")
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    return TokenData(train, validation, test, names, scheme, tuple(notes))
+
+
+def _shared_sentences(train: TokenSplit, held_out: dict[str, TokenSplit | None]) -> list[str]:
+    """A note for each held-out split holding sentences (word for word) that train has too:
+    their entity F1 would flatter a model that memorised them."""
+    seen = {tuple(tokens) for tokens in train.tokens}
+    notes = []
+    for name, split in held_out.items():
+        shared = sum(1 for tokens in split.tokens if tuple(tokens) in seen) if split else 0
+        if shared:
+            notes.append(f"{shared} {name} sentences also appear in train: {name} leakage")
+    return notes
