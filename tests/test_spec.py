@@ -477,3 +477,15 @@ def test_keys_the_chosen_pruner_reads_are_taken() -> None:
     assert (halving.margin, halving.reduction_factor) == (0.01, 4)
     # pruning turned off keeps the keys of the pruner it turned off
     assert PrunerSection(name="none", n_startup_trials=5, patience=4).n_startup_trials == 5
+
+
+def test_an_override_of_max_steps_or_epochs_replaces_the_other_from_the_file() -> None:
+    raw = {"train": {"max_steps": 100, "eval_every": 10}}
+    assert apply_overrides(raw, ["train.epochs=2"])["train"] == {"epochs": 2, "eval_every": 10}
+    raw = {"train": {"epochs": 3}}
+    assert apply_overrides(raw, ["train.max_steps=50"])["train"] == {"max_steps": 50}
+    # both given on the command line: the study is refused, as a file with both would be
+    both = apply_overrides({"train": {}}, ["train.max_steps=50", "train.epochs=1"])
+    assert both["train"] == {"max_steps": 50, "epochs": 1}
+    with pytest.raises(SpecError, match="has both `max_steps` and `epochs`"):
+        StudySpec.from_dict({"study": {"name": "x"}, "data": {"hub": "h"}, **both})

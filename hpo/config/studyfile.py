@@ -39,8 +39,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+# keys of which a study sets one: an override of one replaces the other from the file
+_EITHER: dict[tuple[str, ...], tuple[str, str]] = {
+    ("train", "max_steps"): ("train", "epochs"),
+    ("train", "epochs"): ("train", "max_steps"),
+}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to a parsed study file, before validation."""
+    """Apply ``--set`` overrides to a parsed study file, before validation. Setting one of two
+    keys a study takes only one of (``train.max_steps``, ``train.epochs``) drops the other
+    where the file set it, so ``--set train.epochs=2`` works on a file with ``max_steps``."""
+    given: set[tuple[str, ...]] = set()
     for text in overrides:
         path, value = parse_override(text)
         node = raw
@@ -50,6 +60,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                 raise SpecError(f"--set {text!r}: `{shown(part)}` is not a table")
             node = child
         node[path[-1]] = value
+        given.add(tuple(path))
+        other = _EITHER.get(tuple(path))
+        if other is not None and other not in given:
+            section = raw.get(other[0])
+            if isinstance(section, dict):
+                section.pop(other[1], None)
     return raw
 
 
