@@ -266,6 +266,11 @@ def test_labels_that_look_like_a_mistake_are_warned_about(tmp_path: Path) -> Non
     task = load_task(DataSection(files={"train": str(write_rows(tmp_path / "b.csv", body))}))
     (note,) = [n for n in task.notes if "continuous target" in n]
     assert note.startswith(f"{len(task.label_names)} distinct labels among {len(task.train)}")
+    from hpo.tasks import get_task
+
+    (line,) = get_task("sequence_classification").describe(task, None, 64)
+    first_ten = ", ".join(task.label_names[:10])
+    assert f"{len(task.label_names)} labels ({first_ten}, ...);" in line  # more are left out
     # ordinary labels draw neither note
     task = load_task(DataSection(files={"train": str(write_csv(tmp_path / "c.csv", rows(60)))}))
     assert not [n for n in task.notes if "case" in n or "continuous" in n]

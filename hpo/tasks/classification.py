@@ -118,7 +118,8 @@ class SequenceClassification(Task):
         test = len(data.test) if data.test is not None else 0
         return [
             f"data: {len(data.train)} train, {len(data.validation)} validation, {test} test "
-            f"rows; {data.num_labels} labels ({', '.join(data.label_names[:10])}); "
+            f"rows; {data.num_labels} labels ({', '.join(data.label_names[:10])}"
+            f"{', ...' if data.num_labels > 10 else ''}); "
             f"majority class {label!r} is {share:.3f} of validation"
         ]
 
