@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from hpo.config.spec import DataSection
 from hpo.data.dataset import load_task
-from hpo.errors import DataError
+from hpo.errors import DataError, SpecError
 from tests.conftest import sentiment_rows, spec_dict, toml_text, write_csv
 
 
@@ -239,6 +239,29 @@ def test_a_headerless_file_s_missing_column_points_at_data_columns(
         f"{first_text}, {first_label}; if the file has no header row, name its columns with "
         "data.columns",
     )
+
+
+def test_a_semicolon_separated_file_is_read_with_data_delimiter(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    body = rows(40)
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "text;label\n" + "".join(f'"{t}; more";{y}\n' for t, y in body), encoding="utf-8"
+    )
+    # read with commas, the header is one field: the error says which separator it saw
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": train}),
+        "its columns are: text;label; fields separated by ';'? set data.delimiter = ';'",
+    )
+    task = load_task(DataSection(files={"train": str(train)}, delimiter=";"))
+    every = task.train.concat(task.validation)
+    assert sorted(zip(every.text, (task.label_names[y] for y in every.label), strict=True)) == (
+        sorted((f"{t}; more", y) for t, y in body)  # a quoted ";" stays in the text
+    )
+    with pytest.raises(SpecError, match=r"`data\.delimiter` must be one character"):
+        DataSection(files={"train": str(train)}, delimiter=";;")
 
 
 def test_no_validation_split_and_a_zero_fraction_is_one_line(

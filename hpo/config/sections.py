@@ -243,15 +243,15 @@ class DataSection:
     # labels), or of a csv/tsv file without a header row
     columns: list[str] | None = None
     encoding: str = "utf-8"  # text encoding of csv/tsv files
+    delimiter: str | None = None  # the field separator of csv files (default ","), e.g. ";"
     text_column: str = "text"
     text_pair_column: str | None = None  # second text of sentence-pair tasks
     label_column: str = "label"
     # token classification (NER): list columns of words and tags (json, jsonl, parquet, hub)
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
-    tag_scheme: Literal["auto", "io", "iob1", "iob2", "iobes", "bilou"] = (
-        "auto"  # read as, then IOB2
-    )
+    # read as, then IOB2
+    tag_scheme: Literal["auto", "io", "iob1", "iob2", "iobes", "bilou"] = "auto"
     label_all_tokens: bool = False  # also label a word's later sub-tokens (B- becomes I-)
     train_split: str = "train"  # hub split names; a split the dataset lacks is carved from train
     validation_split: str = "validation"
@@ -296,6 +296,11 @@ class DataSection:
                     "`data.columns` names the columns of pickle or header-less csv/tsv files; "
                     "a hub dataset names its own: drop it"
                 )
+        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):
+            raise SpecError(
+                f"`data.delimiter` must be one character other than a quote or a line end, "
+                f"got {self.delimiter!r}"
+            )
         for key in ("validation_fraction", "test_fraction"):
             v = getattr(self, key)
             if not 0 <= v < 1:

@@ -96,6 +96,11 @@ def load_task(spec: DataSection) -> TaskData:
                     if spec.hub or spec.columns
                     else "; if the file has no header row, name its columns with data.columns"
                 )
+                names = table.column_names
+                if len(names) == 1 and spec.hub is None and spec.delimiter is None:
+                    sep = next((c for c in ";|:" if c in names[0]), None)
+                    if sep is not None:  # a header read as one field: another separator
+                        headless = f"; fields separated by {sep!r}? set data.delimiter = {sep!r}"
                 raise DataError(
                     f"`data.{key}` {col!r} is not a column of the {split} split; "
                     f"its columns are: {', '.join(table.column_names)}{headless}"

@@ -111,6 +111,8 @@ def read_file(path: str, spec: DataSection) -> Any:
         kwargs = {"encoding": spec.encoding}
         if fmt == "tsv":
             kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
+        elif spec.delimiter is not None:
+            kwargs["sep"] = spec.delimiter
         if spec.columns is not None:
             _check_headerless(path, spec, fmt)
             kwargs["column_names"] = list(spec.columns)
@@ -167,13 +169,13 @@ def _silent_readers() -> Iterator[None]:
         datasets.logging.set_verbosity(before)
 
 
-def _csv_reader(f: IO[str], fmt: str, strict: bool = False) -> Any:
-    """Rows of a csv or tsv (no quoting) file, fields of any length; ``strict``: a quoting
-    mistake in a csv is a ``csv.Error``."""
+def _csv_reader(f: IO[str], fmt: str, strict: bool = False, delimiter: str | None = None) -> Any:
+    """Rows of a csv (fields split at ``delimiter``, default ",") or tsv (no quoting) file,
+    fields of any length; ``strict``: a quoting mistake in a csv is a ``csv.Error``."""
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     if fmt == "tsv":
         return csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-    return csv.reader(f, strict=strict)
+    return csv.reader(f, strict=strict, delimiter=delimiter or ",")
 
 
 def _csv_problem(path: str, spec: DataSection, fmt: str) -> str | None:
@@ -184,7 +186,7 @@ def _csv_problem(path: str, spec: DataSection, fmt: str) -> str | None:
     line = 0
     try:
         with open(path, encoding=spec.encoding, newline="") as f:
-            reader = _csv_reader(f, fmt, strict=True)
+            reader = _csv_reader(f, fmt, strict=True, delimiter=spec.delimiter)
             for row in reader:
                 rows += bool(row)  # blank lines are no rows (pandas skips them)
                 line = reader.line_num
@@ -209,7 +211,7 @@ def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
     name = Path(path).name
     try:
         with open(path, encoding=spec.encoding, newline="") as f:
-            first: list[str] = next(_csv_reader(f, fmt), [])
+            first: list[str] = next(_csv_reader(f, fmt, delimiter=spec.delimiter), [])
     except UnicodeDecodeError:
         raise DataError(
             f'{name} is not valid {spec.encoding}; set `data.encoding` (for example "latin-1")'
