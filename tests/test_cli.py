@@ -67,7 +67,7 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
         (["space.learning_rate={low=1e-3, high=1e-4}"], "low > high"),
         (["space.frozen_layers={low=0, high=9}"], "goes up to 9 but the model has 2 layers"),
         (["data.text_column=body"], "`data.text_column` 'body' is not a column"),
-        (["train.epochs=1"], "both `max_steps` and `epochs`"),
+        (["train.epochs=1", "train.max_steps=5"], "both `max_steps` and `epochs`"),
         (["sampler.first_trials=[{frozen_layers=5}]"], "first_trials[0].frozen_layers` is 5"),
         (["sampler.start_from_recipe=true"], "recipe's learning_rate 5e-05 is outside the space"),
         (["nonsense"], "--set needs section.key=value"),
