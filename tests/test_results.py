@@ -275,6 +275,29 @@ def test_export_errors_are_one_line(stored, runner, tmp_path: Path) -> None:
     _one_line_error(out, "cannot write --out", 1)
 
 
+def test_export_never_overwrites_a_file_unasked_nor_ever_the_database(
+    stored, runner, tmp_path: Path
+) -> None:
+    url, _, _ = stored
+    database = tmp_path / "results.db"
+    kept = database.read_bytes()
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    args = ["export", "res", "--storage", url, "--out"]
+    out = runner.invoke(cli, [*args, str(mine)])
+    _one_line_error(out, f"--out {mine} exists; choose a new file, or pass --overwrite", 2)
+    assert mine.read_text() == "my notes"
+    replaced = runner.invoke(cli, [*args, str(mine), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert mine.read_text().startswith("number,state,value")
+    # the database itself, with --overwrite or without: refused, and still a working study
+    for extra in ([], ["--overwrite"]):
+        out = runner.invoke(cli, [*args, str(database), *extra])
+        _one_line_error(out, "is the study's database; choose another file", 2)
+    assert database.read_bytes() == kept
+    assert runner.invoke(cli, ["report", "res", "--storage", url]).exit_code == 0
+
+
 def test_plot_writes_png_files(stored, runner, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="hpo plot needs the plots extra")
     url, _, _ = stored

@@ -35,18 +35,24 @@ def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write (default: stdout; parquet needs a file).",
+    help="File to write (default: stdout; parquet needs a file); a new one, unless --overwrite.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an --out file that exists.")
 @storage_option
-def export(study_name: str, fmt: str, out: Path | None, storage: str | None) -> None:
+def export(
+    study_name: str, fmt: str, out: Path | None, overwrite: bool, storage: str | None
+) -> None:
     """Write one row per trial (number, state, value, param_*, times, attributes, metric_*).
 
     Parameters are columns named param_<name>, validation metrics metric_<name>; empty budget
     slots (WAITING trials) are left out.
     """
+    from hpo.execution.storage import local_file, storage_url
     from hpo.results.export import check_export, export_trials
 
-    check_export(fmt, out)  # parquet without --out is refused before the database is read
+    database = local_file(storage_url(storage))
+    # before the database is read: parquet without --out, an --out that exists (or is it)
+    check_export(fmt, out, overwrite, [database] if database is not None else [])
     study, spec = _load(study_name, storage)
     trials = study.get_trials(deepcopy=False)
     order = list(spec.space.dimensions)

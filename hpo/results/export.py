@@ -106,19 +106,50 @@ def _parquet(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
 
 
 def _write(out: Path, data: str | bytes) -> None:
-    """Write data to the file out, creating its folder; an OSError becomes one line."""
+    """Write data to the file out, creating its folder: to a hidden sibling first, then moved
+    over ``out`` in one rename, so a failed write leaves any earlier file whole; an OSError
+    becomes one line."""
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, str):
-            out.write_text(data, encoding="utf-8", newline="")
+            partial.write_text(data, encoding="utf-8", newline="")
         else:
-            out.write_bytes(data)
+            partial.write_bytes(data)
+        os.replace(partial, out)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
         raise HpoError(f"cannot write --out {out}: {exc.strerror or exc}") from None
 
 
-def check_export(fmt: str, out: Path | None) -> None:
-    """Refuse an unknown format, and parquet without a file, before any work is done."""
+def check_export(
+    fmt: str, out: Path | None, overwrite: bool = False, keep: Sequence[Path] = ()
+) -> None:
+    """Refuse, before any work is done: an unknown format; parquet without a file; an --out
+    file that exists, unless ``overwrite``; and, even then, one in ``keep`` (the study's
+    database and its journal files), which an export would destroy."""
+    _check_format(fmt, out)
+    if out is None or not (out.exists() or out.is_symlink()):
+        return
+    target = os.path.realpath(out)
+    for database in keep:
+        for kept in (str(database), *(f"{database}{tail}" for tail in _JOURNALS)):
+            if target == os.path.realpath(kept):
+                raise UserError(
+                    f"--out {out} is the study's database; choose another file"
+                    if kept == str(database)
+                    else f"--out {out} is a journal of the study's database; choose another file"
+                )
+    if not overwrite:
+        raise UserError(f"--out {out} exists; choose a new file, or pass --overwrite to replace it")
+
+
+_JOURNALS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
+
+
+def _check_format(fmt: str, out: Path | None) -> None:
+    """Refuse an unknown format, and parquet without a file."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet" and out is None:
@@ -128,8 +159,9 @@ def check_export(fmt: str, out: Path | None) -> None:
 def export_trials(
     trials: Sequence[FrozenTrial], fmt: str, out: Path | None, param_order: Sequence[str] = ()
 ) -> tuple[str | None, int]:
-    """Write the trial table as csv, json or parquet to out; (the text when out is None, rows)."""
-    check_export(fmt, out)
+    """Write the trial table as csv, json or parquet to out (replacing a file there: the
+    command asked ``check_export`` first); (the text when out is None, rows)."""
+    _check_format(fmt, out)
     columns, rows = trial_table(trials, param_order)
     data: str | bytes
     if fmt == "csv":
