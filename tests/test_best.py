@@ -188,10 +188,13 @@ def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
         .exit_code
         == 0
     )
-    result = CliRunner().invoke(cli, ["predict", str(out), "a great fun film", "awful and boring"])
+    long = " ".join(["a great fun film"] * 100)  # 400 words: past the 64 positions it has
+    result = CliRunner().invoke(
+        cli, ["predict", str(out), "a great fun film", "awful and boring", long]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     for line in lines:
         label, prob, _ = line.split("\t")
         assert label in {"neg", "pos"} and 0.5 <= float(prob) <= 1.0

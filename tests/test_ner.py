@@ -506,6 +506,11 @@ def test_predict_turns_sub_words_into_words_and_words_into_spans(ner_model_dir: 
     [found] = predict_entities(model, tok, [text])
     # a word of three pieces (unbe ##liev ##ably) is one entity, not three
     assert [e["text"] for e in found] == ["Barack", "unbelievably", ",", "Obama"]
+    # a text longer than the model's table of positions is read in windows that fit it
+    assert model.config.max_position_embeddings < 300
+    long = " ".join(["Obama"] * 300)
+    [found] = predict_entities(model, tok, [long])
+    assert len(found) == 300 and found[-1]["end"] == len(long)  # every word, to the last
 
 
 def test_screening_keeps_the_screen_with_the_best_entity_f1(

@@ -283,12 +283,24 @@ def predict(folder: Path, texts: Sequence[str]) -> list[Any]:
     if is_token_model(model):
         return predict_entities(model, tokenizer, texts)
     model.eval()
-    batch = tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt")
+    limit = input_limit(model, tokenizer)
+    batch = tokenizer(
+        list(texts), truncation=True, max_length=limit, padding=True, return_tensors="pt"
+    )
     with torch.inference_mode():
         probs = model(**batch).logits.softmax(-1)
     top = probs.max(-1)
     labels = model.config.id2label
     return [(str(labels[int(i)]), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+
+
+def input_limit(model: Any, tokenizer: Any) -> int:
+    """The most tokens one row may have: what the model's tokenizer and its table of positions
+    allow (a tokenizer saved without ``model_max_length`` says nothing), at most 512, as in
+    training's default windows."""
+    from hpo.search.preflight import position_limit
+
+    return min(position_limit(model.config, tokenizer) or 512, 512)
 
 
 _WORDS = re.compile(r"[@#]?\w+(?:['’.\-]\w+)*|\S")
@@ -313,12 +325,11 @@ def predict_entities(
 
     names = [str(model.config.id2label[i]) for i in range(int(model.config.num_labels))]
     words = [split_words(t) for t in texts]
-    limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
     windows = encode_sentences(
         [[w for w, _, _ in row] for row in words],
         [["O"] * len(row) for row in words],
         tokenizer,
-        min(limit, 512),
+        input_limit(model, tokenizer),
         names,
     )
     tags = [["O"] * len(row) for row in words]
