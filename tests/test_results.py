@@ -263,6 +263,50 @@ def test_infeasible_trials_are_marked_and_never_best(stored, runner) -> None:
     assert rows[-1]["value"] is None and rows[-1]["fail_reason"] == oom
 
 
+def test_an_infeasible_trial_is_best_nowhere_and_counted_as_such(
+    stored, runner, tmp_path: Path, sentiment_csv: Path
+) -> None:
+    from hpo.results.dashboard import note_markdown
+    from hpo.results.live import LiveView
+
+    url, spec, study = stored
+    over = "epsilon 9.1 above privacy.target_epsilon 1"
+    study.add_trial(
+        _trial(
+            spec,
+            TrialState.COMPLETE,
+            1.5e-3,
+            0,
+            0.99,
+            {10: 0.99},
+            infeasible=True,
+            fail_reason=over,
+        )
+    )
+    trials = study.get_trials()
+    best = max((t for t in trials if t.value == 0.85), key=lambda t: t.number)
+    text = " ".join(runner.invoke(cli, ["report", "res", "--storage", url]).output.split())
+    assert "4 complete (1 infeasible), 1 pruned" in text
+    assert f"best trial #{best.number}: accuracy 0.85" in text
+    assert f"**Best accuracy: 0.85** (trial #{best.number})" in note_markdown(study)
+    view = LiveView(Console(file=io.StringIO()), "res", "accuracy", "maximize", None)
+    view.resume_from(trials)
+    assert view.best == (best.number, 0.85)
+    view.trial_finished(99, "COMPLETE", 0.995, feasible=False)  # over its constraint
+    assert view.best == (best.number, 0.85)
+    # a study whose every complete trial is infeasible has no best, and says why
+    alone = _spec(tmp_path, sentiment_csv, "over")
+    only, _ = create_or_resume(alone, open_storage(url, heartbeat=False))
+    only.add_trial(
+        _trial(
+            alone, TrialState.COMPLETE, 1e-3, 0, 0.9, {10: 0.9}, infeasible=True, fail_reason=over
+        )
+    )
+    text = " ".join(runner.invoke(cli, ["report", "over", "--storage", url]).output.split())
+    assert "1 complete (1 infeasible)" in text and "no feasible trial yet" in text
+    assert "no trial has completed yet" not in text
+
+
 def test_export_errors_are_one_line(stored, runner, tmp_path: Path) -> None:
     url, _, _ = stored
     blocker = tmp_path / "a-file"

@@ -195,13 +195,16 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
 
 
 def _announce(live: Any) -> Callable[[Any, Any], None]:
-    return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value)
+    from hpo.results.report import infeasible
+
+    return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value, not infeasible(t))
 
 
 def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]) -> Any:
     """Create the study here, then start one worker process per slot and watch the database."""
     from hpo.execution import launch
     from hpo.execution.workers import set_deadline, sigterm_stops_worker
+    from hpo.results.report import infeasible
     from hpo.search.preflight import preflight
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
@@ -228,7 +231,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
                 for t in study.get_trials(deepcopy=False):
                     if t.state.is_finished() and t.number not in seen:
                         seen.add(t.number)
-                        live.trial_finished(t.number, t.state.name, t.value)
+                        live.trial_finished(t.number, t.state.name, t.value, not infeasible(t))
 
             codes = launch.wait_all(procs, poll)
     except (KeyboardInterrupt, WorkerStopped):

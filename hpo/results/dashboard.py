@@ -43,7 +43,13 @@ def _best(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> Any:
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    from hpo.results.report import infeasible
+
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None and not infeasible(t)
+    ]
     if not done or len(study.directions) != 1:
         return None
     sign = 1 if study.direction == StudyDirection.MAXIMIZE else -1

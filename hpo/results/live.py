@@ -13,7 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from hpo.results.report import _STATE_STYLE, _better, _check_direction, fmt_number
+from hpo.results.report import _STATE_STYLE, _better, _check_direction, fmt_number, infeasible
 
 
 class LiveView:
@@ -58,6 +58,7 @@ class LiveView:
                 value = t.value
                 if (
                     state == "COMPLETE"
+                    and not infeasible(t)
                     and value is not None
                     and not math.isnan(value)
                     and (self.best is None or _better(value, self.best[1], self.direction))
@@ -109,8 +110,11 @@ class LiveView:
             self._latest = (step, value)
             self._last_step = max(self._last_step, step)
 
-    def trial_finished(self, number: int, state: str, value: float | None) -> None:
-        """A trial ended: count it, update the best so far and print its line above the view."""
+    def trial_finished(
+        self, number: int, state: str, value: float | None, feasible: bool = True
+    ) -> None:
+        """A trial ended: count it, update the best so far (``feasible`` trials only: one that
+        broke a constraint is no answer) and print its line above the view."""
         state = state.upper()
         with self._lock:
             self.counts[state] = self.counts.get(state, 0) + 1
@@ -119,6 +123,7 @@ class LiveView:
                 value = self._latest[1]
             new_best = (
                 state == "COMPLETE"
+                and feasible
                 and value is not None
                 and not math.isnan(value)
                 and (self.best is None or _better(value, self.best[1], self.direction))
@@ -134,6 +139,8 @@ class LiveView:
                 line.append(f"  {name} {fmt_number(v)}", style="dim")
             if new_best:
                 line.append("  new best", style="bold green")
+            elif state == "COMPLETE" and not feasible:
+                line.append("  infeasible", style="yellow")
             if self._task is not None:
                 self._progress.remove_task(self._task)
                 self._task = None

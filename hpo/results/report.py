@@ -343,7 +343,9 @@ def render_report(
     counts = (summary.n_complete, summary.n_pruned, summary.n_failed, summary.n_running)
     screens = sum(1 for t in trials if keys.SCREENED in t.user_attrs)
     pruned = f"{counts[1]} pruned" + (f" ({screens} of them screens)" if screens else "")
-    parts.append(Text(f"{counts[0]} complete, {pruned}, {counts[2]} failed, {counts[3]} running"))
+    over = sum(1 for t in trials if t.state == TrialState.COMPLETE and infeasible(t))
+    complete = f"{counts[0]} complete" + (f" ({over} infeasible)" if over else "")
+    parts.append(Text(f"{complete}, {pruned}, {counts[2]} failed, {counts[3]} running"))
     total, saved = summary.steps_if_unpruned, summary.steps_saved_by_pruning
     pct = f"{100 * saved / total:.1f}" if total else "0.0"
     what = "pruning and screening" if screens else "pruning"
@@ -371,6 +373,14 @@ def render_report(
         if per_type:
             shown = ", ".join(f"{k} {v:.3f}" for k, v in per_type.items())
             parts.append(Text(f"F1 per entity type (trial #{summary.best_number}): {shown}"))
+    elif summary.n_complete:  # every complete trial broke a constraint: none is an answer
+        parts.append(
+            Text(
+                f"no feasible trial yet: the {summary.n_complete} complete trial(s) each broke "
+                "a constraint (see the failed trials below)",
+                style="yellow",
+            )
+        )
     else:
         parts.append(Text("no trial has completed yet", style="yellow"))
     windowed = next(
