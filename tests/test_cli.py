@@ -386,3 +386,29 @@ def test_validate_names_the_class_f1_scores(runner, study_file: Path) -> None:
         assert "'neg' is the first" in said
     plain = runner.invoke(cli, ["validate", str(study_file), "--no-model"])
     assert "metric f1" not in plain.output
+
+
+def test_the_default_frozen_layers_range_fits_a_model_smaller_than_it(
+    runner, tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
+) -> None:
+    # the tiny BERT has 2 layers; the default range of frozen_layers goes to 3
+    from hpo.config.space import defaults
+
+    assert defaults()["frozen_layers"]["high"] > 2
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"n_trials": 3})
+    del raw["space"]["frozen_layers"]  # left to the default
+    path = tmp_path / "small.toml"
+    path.write_text(toml_text(raw))
+    url = db(tmp_path)
+    out = runner.invoke(cli, ["run", str(path), "--storage", url, "--set", "train.max_steps=5"])
+    assert out.exit_code == 0, out.output
+    frozen = [
+        t.params["frozen_layers"] for t in optuna.load_study(study_name="tiny", storage=url).trials
+    ]
+    assert len(frozen) == 3 and max(frozen) <= 2  # clipped to the model's layers
+    # a range the file writes past the model is still a mistake
+    written = runner.invoke(
+        cli, ["validate", str(path), "--set", "space.frozen_layers={low=0, high=5}"]
+    )
+    assert written.exit_code == 2
+    assert "`space.frozen_layers` goes up to 5 but the model has 2 layers" in written.output

@@ -156,6 +156,11 @@ def _member(values: tuple[Any, ...]) -> Any:
     return lambda v: v in values
 
 
+def _is_default(name: str, dim: Dimension) -> bool:
+    """Whether ``dim`` is the range the space gives ``name`` when the study file leaves it out."""
+    return bool(dim.to_toml() == defaults().get(name))
+
+
 def check_depths(space: SearchSpace, model_depth: int | None = None, model: str = "") -> None:
     """The layer dimensions fit in the depth: kept layers (``num_layers``, else the model's
     depth) hold at least the fewest frozen plus re-initialised ones, and, for a study of one
@@ -172,8 +177,11 @@ def check_depths(space: SearchSpace, model_depth: int | None = None, model: str 
                 f"`space.{name}` can be {low} but `space.num_layers` can be as low as "
                 f"{kept.lowest()}; lower {name} or raise num_layers"
             )
-        if model_depth is not None and "model" not in space:
-            low = dim.upper_bound()  # one model: a range past its depth is a mistake
+        if model_depth is not None and "model" not in space and not _is_default(name, dim):
+            # one model: a range written past its depth is a mistake; the default range (which
+            # the user never wrote) is clipped to a small model's depth when sampled, as
+            # ranges are per model with `space.model`
+            low = dim.upper_bound()
         if model_depth is not None and low > model_depth:
             raise SpecError(
                 f"`space.{name}` goes up to {low} but the model{model} has {model_depth} "
