@@ -83,6 +83,9 @@ def test_a_tag_outside_the_scheme_is_refused_with_its_place() -> None:
         to_iob2(sentence("S-PER"), "iob2")  # S- only in IOBES
     with pytest.raises(DataError, match=r"tag 'I-LOC' at word 2 \('b'\) has a B-/I- prefix"):
         to_iob2(sentence("PER I-LOC", "a b"), "io")
+    # detected: IO tags in one file and IOB2 in another say so, not "BILOU" (LOC starts with L)
+    with pytest.raises(DataError, match=r"t.conll:1: tag 'LOC' has no B-/I- prefix \(IO tags\)"):
+        detect_scheme([sentence("B-PER I-PER O"), sentence("O LOC")])
 
 
 def test_conll_reading_skips_docstart_and_ends_sentences_at_whitespace_lines(

@@ -132,6 +132,14 @@ def detect_scheme(sentences: Sequence[Sentence]) -> str:
     tagged = [t for s in sentences for t in s.tags if t != "O"]
     if tagged and not any(_TAG.match(t) for t in tagged):
         return "io"
+    bare = next(((s, t) for s in sentences for t in s.tags if t != "O" and not _TAG.match(t)), None)
+    if bare is not None:  # IO tags beside prefixed ones: no scheme reads both
+        sentence, tag = bare
+        prefixed = next(t for t in tagged if _TAG.match(t))
+        raise DataError(
+            f"{sentence.where}: tag {tag!r} has no B-/I- prefix (IO tags) while others have one "
+            f"({prefixed!r}); write every file in one scheme, or set `data.tag_scheme`"
+        )
     prefixes = {t[0] for t in tagged}
     if prefixes & {"U", "L"}:
         return "bilou"
