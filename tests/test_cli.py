@@ -412,3 +412,11 @@ def test_the_default_frozen_layers_range_fits_a_model_smaller_than_it(
     )
     assert written.exit_code == 2
     assert "`space.frozen_layers` goes up to 5 but the model has 2 layers" in written.output
+
+
+def test_a_worker_for_a_database_that_is_not_there_makes_nothing(runner, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "folder" / "x.db"
+    out = runner.invoke(cli, ["worker", "anything", "--storage", f"sqlite:///{missing}"])
+    assert out.exit_code == 2, out.output
+    assert f"Error: no study database at {missing}" in out.output
+    assert not (tmp_path / "no").exists()

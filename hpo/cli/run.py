@@ -270,7 +270,7 @@ def worker(
 
     from rich.console import Console
 
-    from hpo.execution.storage import open_storage, storage_url
+    from hpo.execution.storage import open_existing, storage_url
     from hpo.execution.workers import sigterm_stops_worker
     from hpo.search.objective import Objective
     from hpo.search.study import BASELINE_ATTR, load_stored
@@ -281,7 +281,9 @@ def worker(
 
         torch.set_num_threads(threads)
     index = worker_index if worker_index is not None else os.getpid()
-    study, spec = load_stored(study_name, open_storage(storage_url(storage)), worker_index=index)
+    # a worker joins a study: a database that is not there is an error, and none is made
+    existing = open_existing(storage_url(storage), heartbeat=True)
+    study, spec = load_stored(study_name, existing, worker_index=index)
     objective = Objective(spec)
     # the data's warnings (leakage, dropped rows) were printed by whoever launched the workers;
     # --quiet keeps N workers from repeating them (errors still raise and are printed)

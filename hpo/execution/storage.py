@@ -171,17 +171,18 @@ def _server_down(exc: BaseException) -> bool:
     )  # fmt: skip
 
 
-def open_existing(url: str) -> optuna.storages.BaseStorage:
-    """Open a study database to read it (no heartbeats). A read-only command never creates
-    one: a SQLite or journal file that is not there is a one-line error, and nothing (no file,
-    no folder) is made."""
+def open_existing(url: str, heartbeat: bool = False) -> optuna.storages.BaseStorage:
+    """Open a study database that must exist already (to read it, without heartbeats; or, with
+    ``heartbeat``, for a worker to join its study). A command that does not create studies
+    never creates a database: a SQLite or journal file that is not there is a one-line error,
+    and nothing (no file, no folder) is made."""
     file = local_file(url)
     if file is not None and not file.is_file():
         raise StorageError(
             f"no study database at {file}; pass the --storage URL that `hpo run` used "
             "(or set $HPO_STORAGE)"
         )
-    return open_storage(url, heartbeat=False)
+    return open_storage(url, heartbeat=heartbeat)
 
 
 # Schemes people write that SQLAlchemy does not know, and the one it does.
