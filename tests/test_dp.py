@@ -3,6 +3,7 @@ tiny BERT: the epsilon each trial stores, the privacy budget, frozen embeddings,
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import warnings
@@ -281,3 +282,31 @@ def test_accumulated_micro_batches_make_one_private_step_of_the_same_sample_rate
         spent.append(out.epsilon)
     rows = len(prep.train)
     assert spent[0] == spent[1] == pytest.approx(opacus_epsilon("prv", 1.0, 16 / rows, 6, 1e-5))
+
+
+def test_best_of_a_private_study_states_the_epsilon_of_the_model_it_saves(
+    tiny_model_dir, sentiment_csv, tmp_path
+) -> None:
+    spec = private_spec(tiny_model_dir, sentiment_csv, [1.0])
+    study, objective = run(spec, tmp_path)
+    rows = len(objective.prepare().train)
+    trial = study.get_trials()[0]
+    url = f"sqlite:///{tmp_path / 'dp.db'}"
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli, ["best", study.study_name, "--storage", url, "--out", str(out), "--seeds", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads((out / "hpo_results.json").read_text())[0]["runs"]
+    # each retraining is private: the epsilon opacus gives for its steps, at the study's delta
+    for r in runs:
+        assert r["delta"] == 1e-5
+        assert r["epsilon"] == pytest.approx(
+            opacus_epsilon("prv", 1.0, 16 / rows, trial.user_attrs["steps"], 1e-5), rel=1e-9
+        )
+    saved = max(runs, key=lambda r: r["validation"]["accuracy"])  # ties: the first
+    card = (out / "README.md").read_text()
+    assert "## Privacy" in card
+    assert f"spent epsilon = {saved['epsilon']:.3f} at delta = 1.00e-05" in card
+    assert "The 1 other retraining run(s) were discarded" in card
+    assert f"epsilon {runs[0]['epsilon']:.3f}" in result.output

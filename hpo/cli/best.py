@@ -106,7 +106,8 @@ def best(
         seen = " (trained on it)" if train_on != "train" else ""
         console.print(
             f"  trial #{number} seed {seed}: validation{seen} {metric} {val:.4f}"
-            + (f", test {test:.4f}" if test is not None else ""),
+            + (f", test {test:.4f}" if test is not None else "")
+            + (f", epsilon {run.epsilon:.3f}" if run.epsilon is not None else ""),  # type: ignore[attr-defined]
             highlight=False,
         )
 

@@ -37,6 +37,8 @@ class SeedRun:
     validation: dict[str, float]
     test: dict[str, float] | None
     train_seconds: float
+    epsilon: float | None = None  # privacy this run spent (DP-SGD), at ``delta``
+    delta: float | None = None
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ConfigResult:
     trial_number: int
     params: dict[str, Any]
     runs: list[SeedRun] = field(default_factory=list)
+    saved: int = 0  # the run whose model is kept (the best on validation)
 
     def values(self, split: str, metric: str) -> list[float]:
         out = []
@@ -150,12 +153,15 @@ def retrain(
                     model, test, prep.device, spec.train.eval_batch_size, prep.pad_id, task
                 )
             run = SeedRun(seed, out.metrics, scores, time.perf_counter() - started)
+            if out.epsilon is not None and plan.privacy is not None:
+                run.epsilon, run.delta = out.epsilon, plan.privacy.delta
             result.runs.append(run)
             if on_run is not None:
                 on_run(trial.number, seed, run)
             key = sign * out.metrics[spec.study.metric] if by_validation else 0.0
             if best is None or key > best[0]:
                 best = (key, model.cpu())
+                result.saved = len(result.runs) - 1
             else:
                 del model
         results.append(result)

@@ -163,6 +163,29 @@ def per_type(result: ConfigResult, split: str) -> dict[str, float]:
     return {k: round(statistics.fmean(run[k] for run in scores if k in run), 4) for k in kinds}
 
 
+def _privacy_lines(results: list[ConfigResult], chosen: int) -> list[str]:
+    """The model card's privacy section, for a model trained with DP-SGD: the (epsilon,
+    delta) its saved run spent, and what that guarantee does not cover."""
+    run = results[chosen].runs[results[chosen].saved]
+    if run.epsilon is None or run.delta is None:
+        return []
+    others = sum(len(r.runs) for r in results) - 1
+    return [
+        "## Privacy",
+        "",
+        f"Trained with DP-SGD (opacus): the saved run spent epsilon = {run.epsilon:.3f} at delta "
+        f"= {run.delta:.2e} on its training data. "
+        + (
+            f"The {others} other retraining run(s) were discarded, not released; choosing "
+            "among runs by their validation score, and the search's own trials, are not "
+            "counted in that epsilon."
+            if others
+            else "The search's own trials are not counted in that epsilon."
+        ),
+        "",
+    ]
+
+
 def model_card(
     spec: StudySpec,
     study_name: str,
@@ -220,6 +243,7 @@ def model_card(
             *(f"| {k} | {v:.4f} |" for k, v in facts["per_type"].items()),
             "",
         ]
+    lines += _privacy_lines(results, chosen)
     if search_value is not None:
         lines.append(
             f"During the search this configuration scored {search_value:.4f} on validation."
