@@ -420,3 +420,31 @@ def test_a_worker_for_a_database_that_is_not_there_makes_nothing(runner, tmp_pat
     assert out.exit_code == 2, out.output
     assert f"Error: no study database at {missing}" in out.output
     assert not (tmp_path / "no").exists()
+
+
+def test_the_same_data_at_another_path_resumes_the_study(
+    runner, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import shutil
+
+    (tmp_path / "a").mkdir()
+    first = write_csv(tmp_path / "a" / "reviews.csv", sentiment_rows(400))
+    path = tmp_path / "study.toml"
+    path.write_text(toml_text(spec_dict(tiny_model_dir, first)))
+    url = db(tmp_path)
+    args = ["run", str(path), "--storage", url, "--set", "train.max_steps=5"]
+    assert runner.invoke(cli, [*args, "--n-trials", "1"]).exit_code == 0
+    # the folder moved (or another machine's checkout): same rows, another path
+    moved = tmp_path / "b" / "reviews.csv"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+    path.write_text(toml_text(spec_dict(tiny_model_dir, moved)))
+    again = runner.invoke(cli, [*args, "--n-trials", "2"])
+    assert again.exit_code == 0 and "resumed study" in again.output, again.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert len(study.trials) == 2
+    assert study.user_attrs[SPEC_ATTR]["data"]["files"]["train"] == str(first)  # for workers
+    # other rows at the new path are still refused, as changed data
+    write_csv(moved, sentiment_rows(460))
+    changed = runner.invoke(cli, [*args, "--n-trials", "3"])
+    assert changed.exit_code == 2 and "the data differ from what the trials" in changed.output

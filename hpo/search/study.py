@@ -234,6 +234,14 @@ def create_or_resume(
         if stored is None:
             raise SpecError(f"study {spec.study.name!r} exists but was not created by hpo")
         diff = _differences(_with_defaults(stored), new)
+        moved = diff and all(d.startswith("data.files.") for d in diff)
+        if moved and data is not None and keys.DATA in existing.user_attrs:
+            # the same data files at other paths (a checkout on another machine, a moved
+            # folder): the study goes on when their rows are the ones its trials ran on. The
+            # stored paths stay, for the workers that read them.
+            check_same_data(spec.study.name, existing.user_attrs[keys.DATA], data)
+            diff = []
+            new["data"]["files"] = stored["data"]["files"]
         if diff:
             raise SpecError(
                 f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "
