@@ -448,3 +448,16 @@ def test_the_same_data_at_another_path_resumes_the_study(
     write_csv(moved, sentiment_rows(460))
     changed = runner.invoke(cli, [*args, "--n-trials", "3"])
     assert changed.exit_code == 2 and "the data differ from what the trials" in changed.output
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("MySQLdb") is not None, reason="mysqlclient installed"
+)
+def test_a_bare_mysql_url_without_its_default_driver_names_the_one_to_write(runner) -> None:
+    out = runner.invoke(cli, ["report", "x", "--storage", "mysql://root@127.0.0.1/test"])
+    assert out.exit_code == 1  # a missing package, not a wrong input
+    assert out.output.strip() == (
+        "Error: storage mysql://root@127.0.0.1/test asks SQLAlchemy for its default driver, "
+        "MySQLdb (mysqlclient), which is not installed; write mysql+pymysql://... "
+        "(pip install 'hpo[mysql]')"
+    )

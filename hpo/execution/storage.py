@@ -109,6 +109,8 @@ def open_storage(
             f"storage {masked_url(url)} needs the driver {exc.name}: {hint}"
         ) from None
     except Exception as exc:  # sqlalchemy raises ArgumentError, OperationalError, ...
+        if "Failed to import DB access module" in str(exc):  # Optuna's words for no driver
+            raise DependencyError(_no_driver(url)) from None
         message = f"cannot open storage {masked_url(url)}: {without_secret(first_line(exc), url)}"
         # The server is full ("too many clients", or a per-role or per-database limit): nothing
         # in the URL is wrong. Optuna may wrap the driver's error in its own, hence the cause.
@@ -121,6 +123,27 @@ def open_storage(
         if _server_down(exc):
             raise StorageUnavailable(message) from None
         raise StorageError(message) from None
+
+
+# the driver SQLAlchemy takes for a bare scheme, and the scheme of the driver hpo installs
+_DEFAULT_DRIVERS = {
+    "mysql": ("MySQLdb (mysqlclient)", "mysql+pymysql", "mysql"),
+    "mariadb": ("MySQLdb (mysqlclient)", "mariadb+pymysql", "mysql"),
+    "postgresql": ("psycopg2", "postgresql+psycopg", "postgres"),
+}
+
+
+def _no_driver(url: str) -> str:
+    """The line for a URL whose database driver is not installed."""
+    scheme = url.split("://", 1)[0]
+    known = _DEFAULT_DRIVERS.get(scheme.lower())
+    if known is None:
+        return f"storage {masked_url(url)} needs a database driver that is not installed"
+    driver, better, extra = known
+    return (
+        f"storage {masked_url(url)} asks SQLAlchemy for its default driver, {driver}, which is "
+        f"not installed; write {better}://... (pip install 'hpo[{extra}]')"
+    )
 
 
 def _created(url: str, engine_kwargs: dict[str, Any], hb: dict[str, Any]) -> Any:
