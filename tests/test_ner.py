@@ -181,6 +181,33 @@ def test_validation_sentences_train_has_too_are_a_leakage_warning(
     )
 
 
+def test_blank_words_are_dropped_and_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    rows = [{"tokens": t, "ner_tags": g} for t, g in ner_sentences(30)]
+    rows.append(
+        {"tokens": ["", " ", "\u200b", "obama"], "ner_tags": ["B-PER", "I-PER", "I-PER", "I-PER"]}
+    )
+    rows.append({"tokens": [" "], "ner_tags": ["O"]})  # nothing left
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = load(tmp_path, {"train": str(train)}, validation_fraction=0.2)
+    note = "dropped words that are empty, blank or zero-width: 4 words and 1 sentences left empty in train"
+    assert note in data.notes and f"warning: {note}" in capsys.readouterr().err
+    every = data.train.tokens + data.validation.tokens
+    assert not [w for words in every for w in words if not w.strip() or w == "\u200b"]
+    # the person whose first words were blank is still one person, on the word that is left
+    tagged = [
+        [split.names[t] for t in tags]
+        for split in (data.train, data.validation)
+        for words, tags in zip(split.tokens, split.tags, strict=True)
+        if words == ["obama"]
+    ]
+    assert tagged == [["B-PER"]]
+
+
 def test_an_empty_split_is_refused(tmp_path: Path) -> None:
     train = write_conll(tmp_path / "train.conll", ner_sentences(10))
     empty = tmp_path / "test.conll"

@@ -12,6 +12,7 @@ import dataclasses
 import random
 import re
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -292,6 +293,41 @@ def to_split(
     return TokenSplit([list(s.tokens) for s in sentences], out_tags, tuple(names), label_all_tokens)
 
 
+def _is_blank(word: str) -> bool:
+    """A word of nothing a tokenizer keeps: empty, spaces, or format characters (zero-width)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in word)
+
+
+def drop_blank_words(sentences: Sequence[Sentence]) -> tuple[list[Sentence], tuple[int, int]]:
+    """The sentences without their blank words (no sub-token could carry their tag, so they
+    could never be predicted and would lower recall), and without sentences left empty;
+    (words dropped, sentences dropped)."""
+    kept, words, empty = [], 0, 0
+    for s in sentences:
+        keep = [i for i, w in enumerate(s.tokens) if not _is_blank(w)]
+        words += len(s.tokens) - len(keep)
+        if not keep:
+            empty += 1
+            continue
+        if len(keep) < len(s.tokens):
+            s = Sentence([s.tokens[i] for i in keep], [s.tags[i] for i in keep], s.where)
+        kept.append(s)
+    return kept, (words, empty)
+
+
+def _blank_words_note(blank: dict[str, tuple[int, int]]) -> list[str]:
+    parts = [
+        f"{words} words and {empty} sentences left empty in {split}"
+        if empty
+        else f"{words} words in {split}"
+        for split, (words, empty) in blank.items()
+        if words or empty
+    ]
+    if not parts:
+        return []
+    return [f"dropped words that are empty, blank or zero-width: {', '.join(parts)}"]
+
+
 def check_lengths(sentences: Sequence[Sentence]) -> None:
     for s in sentences:
         if len(s.tokens) != len(s.tags):
@@ -345,8 +381,11 @@ def load_tokens(spec: DataSection) -> TokenData:
                     f"{Path(path).name}: token classification reads conll, json, jsonl or "
                     "parquet files (set `data.format`)" + (f", not {fmt}" if fmt else "")
                 )
+    blank: dict[str, tuple[int, int]] = {}
     for split, sentences in read.items():
         check_lengths(sentences)
+        read[split], blank[split] = drop_blank_words(sentences)
+        sentences = read[split]
         if not sentences:
             where = split_names[split] if spec.hub else (spec.files or {}).get(split, spec.path)
             raise DataError(f"the {split} split ({where}) has no sentences")
@@ -373,7 +412,8 @@ def load_tokens(spec: DataSection) -> TokenData:
         validation = carve(validation, spec.max_eval_samples, rng)[1]
     if len(train) < 2:
         raise DataError(f"too little data: {len(train)} training sentences")
-    notes = _shared_sentences(train, {"validation": validation, "test": test})
+    notes = _blank_words_note(blank)
+    notes += _shared_sentences(train, {"validation": validation, "test": test})
     notes += small_validation_note(len(validation), "sentences")
     for note in notes:
         print(f"warning: {note}", file=sys.stderr, flush=True)
