@@ -122,6 +122,21 @@ def test_a_trial_over_the_target_epsilon_is_infeasible_and_never_the_best(
     text = console.export_text()
     assert "accuracy against privacy spent" in text
     assert f"{over.user_attrs[keys.DP_EPSILON]:.3g}" in text and "over" in text
+    # report --json carries the same facts: each private trial's epsilon and whether it is
+    # within the target, lowest epsilon first
+    from hpo.results.insights import report_data
+
+    facts = report_data("tiny", spec, study.get_trials(), study.user_attrs)
+    assert facts["privacy"] == [
+        {
+            "number": t.number,
+            "value": t.value,
+            "epsilon": t.user_attrs[keys.DP_EPSILON],
+            "delta": 1e-5,
+            "within_target": t is within,
+        }
+        for t in (within, over)  # 3.0's noise spends less than 0.5's
+    ]
 
 
 def test_the_sampler_avoids_configurations_over_the_target(tiny_model_dir, sentiment_csv) -> None:

@@ -473,6 +473,24 @@ def test_run_report_best_and_predict_from_the_shell(
     assert "split into overlapping windows and scored per word: train 0, validation 1" in (
         " ".join(out.output.split())
     )
+    # report --json has the same facts
+    import json
+
+    import optuna
+
+    facts = json.loads(
+        runner.invoke(cli, ["report", "tiny-ner", "--storage", storage, "--json"]).output
+    )
+    metrics = (
+        optuna.load_study(study_name="tiny-ner", storage=storage).trials[0].user_attrs["metrics"]
+    )
+    assert facts["best_per_type_f1"] == {
+        k.removeprefix("entity_f1_"): v
+        for k, v in metrics.items()
+        if k.startswith("entity_f1_") and k != "entity_f1_se"
+    }
+    assert "LOC" in facts["best_per_type_f1"]
+    assert facts["windowed_sentences"] == {"train": 0, "validation": 1}
     model = tmp_path / "model"
     out = runner.invoke(
         cli, ["best", "tiny-ner", "--storage", storage, "--out", str(model), "--seeds", "1"]

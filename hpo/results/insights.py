@@ -23,7 +23,9 @@ from rich.text import Text
 
 from hpo import keys
 from hpo.execution.workers import timeout_note
+from hpo.results.privacy import private_trials
 from hpo.results.report import fmt_number, infeasible, ranked, summarize, trial_steps, trial_value
+from hpo.tasks.token_classification import per_type_f1
 
 if TYPE_CHECKING:
     import optuna
@@ -260,6 +262,7 @@ def report_data(
     ]
     ins = insights(trials, direction)
     total = summary.steps_if_unpruned
+    top_trial = next((t for t in trials if t.number == summary.best_number), None)
     return _jsonable(
         {
             "summary": facts,
@@ -293,6 +296,24 @@ def report_data(
                 "seconds_saved_estimate": ins.pruning_seconds_saved,
             },
             "retrained": study_attrs.get(BEST_ATTR),
+            # what the text report shows beside the tables above
+            "best_per_type_f1": (
+                per_type_f1(top_trial.user_attrs.get(keys.METRICS)) if top_trial else {}
+            ),
+            "windowed_sentences": next(
+                (t.user_attrs[keys.WINDOWED] for t in trials if keys.WINDOWED in t.user_attrs),
+                None,
+            ),
+            "privacy": [
+                {
+                    "number": t.number,
+                    "value": t.values[0],
+                    "epsilon": epsilon,
+                    "delta": t.user_attrs.get(keys.DP_DELTA),
+                    "within_target": not infeasible(t),
+                }
+                for epsilon, t in private_trials(trials)
+            ],
         }
     )
 
