@@ -22,7 +22,7 @@ from hpo.cli.main import cli
 from hpo.config.sampling import Hyperparameters
 from hpo.config.spec import StudySpec
 from hpo.config.studyfile import load_spec
-from hpo.errors import DependencyError
+from hpo.errors import DependencyError, SpecError
 from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
 from hpo.final.best import top_trials
@@ -325,3 +325,26 @@ def test_best_of_a_private_study_states_the_epsilon_of_the_model_it_saves(
     assert f"spent epsilon = {saved['epsilon']:.3f} at delta = 1.00e-05" in card
     assert "The 1 other retraining run(s) were discarded" in card
     assert f"epsilon {runs[0]['epsilon']:.3f}" in result.output
+
+
+def test_a_target_epsilon_no_configuration_can_reach_is_refused_up_front(
+    tiny_model_dir, sentiment_csv
+) -> None:
+    spec = private_spec(tiny_model_dir, sentiment_csv, [0.5, 1.0], privacy={"target_epsilon": 0.01})
+    rows = len(preflight(private_spec(tiny_model_dir, sentiment_csv, [1.0])).train)
+    least = opacus_epsilon("prv", 1.0, 16 / rows, 20, 1e-5)  # the most noise, 20 steps
+    assert least > 0.01
+    with pytest.raises(SpecError) as info:
+        preflight(spec)
+    assert str(info.value) == (
+        f"`privacy.target_epsilon` 0.01 is out of reach: the most private configuration "
+        f"(dp_noise_multiplier 1, batch_size 16, 20 steps on {rows} rows) spends epsilon "
+        f"{least:.3g} at delta 1e-05, so every trial would be infeasible; raise the noise's "
+        "high, train fewer steps, or raise the target"
+    )
+    # a target that configuration reaches is taken
+    preflight(
+        private_spec(
+            tiny_model_dir, sentiment_csv, [0.5, 1.0], privacy={"target_epsilon": least * 1.01}
+        )
+    )

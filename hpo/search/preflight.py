@@ -30,12 +30,52 @@ def check_fits(
     are ``found``, None where it has none; ``layers_read`` False: not read yet)."""
     get_task(spec.study.task).check(spec.study.metric, task)
     check_screen_length(spec, len(task.train))
+    check_reachable_epsilon(spec, len(task.train))
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
     if not layers_read:
         return
     for strategy in REGISTRY:
         strategy.check_model(spec.space, found, model_class or model)
+
+
+def check_reachable_epsilon(spec: StudySpec, n_train: int) -> None:
+    """With ``privacy.target_epsilon``, refuse a study whose most private configuration (the
+    most noise, the smallest batch) already spends more than the target: every trial would be
+    infeasible, after training in full. The accountant is opacus' own, as in the trials."""
+    from hpo.config.privacy import NOISE, default_delta
+    from hpo.training.loop import steps_for
+
+    privacy = spec.privacy
+    if privacy is None or privacy.target_epsilon is None or NOISE not in spec.space:
+        return
+    try:
+        from opacus.accountants import create_accountant
+    except ImportError:  # the study stops for the missing package before its first trial
+        return
+    t = spec.train
+    noise = float(spec.space[NOISE].upper_bound())
+    sizes = spec.space["batch_size"].values() or (spec.space["batch_size"].lowest(),)
+    delta = privacy.delta or default_delta(n_train)
+    spent = []
+    for size in sizes:
+        rows = int(size) * t.gradient_accumulation
+        steps = t.max_steps or steps_for(
+            n_train, int(size), t.gradient_accumulation, t.epochs or 1.0
+        )
+        accountant = create_accountant(privacy.accountant)
+        for _ in range(steps):
+            accountant.step(noise_multiplier=noise, sample_rate=min(1.0, rows / n_train))
+        spent.append((float(accountant.get_epsilon(delta=delta)), int(size), steps))
+    least, size, steps = min(spent)
+    if least > privacy.target_epsilon:
+        raise SpecError(
+            f"`privacy.target_epsilon` {privacy.target_epsilon:g} is out of reach: the most "
+            f"private configuration (dp_noise_multiplier {noise:g}, batch_size {size}, {steps} "
+            f"steps on {n_train} rows) spends epsilon {least:.3g} at delta {delta:.2g}, so every "
+            "trial would be infeasible; raise the noise's high, train fewer steps, or raise the "
+            "target"
+        )
 
 
 def check_screen_length(spec: StudySpec, n_train: int) -> None:
