@@ -461,3 +461,20 @@ def test_a_bare_mysql_url_without_its_default_driver_names_the_one_to_write(runn
         "MySQLdb (mysqlclient), which is not installed; write mysql+pymysql://... "
         "(pip install 'hpo[mysql]')"
     )
+
+
+def test_a_study_stored_by_another_hpo_version_says_so(runner, study_file, tmp_path) -> None:
+    url = db(tmp_path)
+    run = runner.invoke(cli, ["run", str(study_file), "--storage", url, "--n-trials", "1",
+                              "--set", "train.max_steps=5"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    newer = study.user_attrs[SPEC_ATTR]
+    newer["train"]["a_key_from_a_later_version"] = 1  # as a later hpo might store
+    study.set_user_attr(SPEC_ATTR, newer)
+    for args in (["worker", "tiny"], ["report", "tiny"]):
+        out = runner.invoke(cli, [*args, "--storage", url])
+        assert out.exit_code == 2
+        line = " ".join(out.output.split())
+        assert line.startswith("Error: study 'tiny' stores settings this hpo cannot read (")
+        assert "a_key_from_a_later_version" in line and "another version of hpo" in line

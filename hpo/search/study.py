@@ -306,7 +306,13 @@ def load_stored(
     raw = study.user_attrs.get(SPEC_ATTR)
     if raw is None:
         raise SpecError(f"study {name!r} was not created by hpo: it stores no study file")
-    spec = StudySpec.from_dict(raw)
+    try:
+        spec = StudySpec.from_dict(raw)
+    except SpecError as exc:  # its settings, not the user's file: another hpo stored them
+        raise SpecError(
+            f"study {name!r} stores settings this hpo cannot read ({exc}); it was created by "
+            "another version of hpo: use that version, or one that knows these settings"
+        ) from None
     offset = len(study.get_trials(deepcopy=False)) + 7919 * worker_index
     sampler = build_sampler(spec, seed_offset=offset)
     study = optuna.load_study(
