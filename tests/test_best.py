@@ -47,7 +47,9 @@ def stored(tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path) -> tuple[s
     return url, spec
 
 
-def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) -> None:
+def test_best_retrains_tests_and_saves_a_loadable_model(
+    stored, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     url, spec = stored
     out = tmp_path / "model"
     result = CliRunner().invoke(
@@ -60,6 +62,9 @@ def test_best_retrains_tests_and_saves_a_loadable_model(stored, tmp_path: Path) 
     assert facts["gap"] == pytest.approx(facts["validation_mean"] - facts["test_mean"])
     assert f"test {facts['test_mean']:.4f}" in result.output
     card = (out / "README.md").read_text()
+    # a local model is named by its folder: the card does not say where it sat on this machine
+    assert card.splitlines()[0] == f"# tiny: fine-tuned {tiny_model_dir.name}"
+    assert str(tiny_model_dir) not in card
     assert (
         "## Hyperparameters" in card and "learning_rate" in card and "Validation minus test" in card
     )

@@ -348,3 +348,22 @@ def test_a_target_epsilon_no_configuration_can_reach_is_refused_up_front(
             tiny_model_dir, sentiment_csv, [0.5, 1.0], privacy={"target_epsilon": least * 1.01}
         )
     )
+
+
+def test_the_epsilon_table_rounds_the_noise_as_the_leaderboard_does() -> None:
+    from optuna.distributions import FloatDistribution
+
+    from hpo.results.privacy import epsilon_table
+
+    trial = optuna.trial.create_trial(
+        params={"dp_noise_multiplier": 1.425596638292661},
+        distributions={"dp_noise_multiplier": FloatDistribution(0.5, 2.0)},
+        value=0.7,
+        user_attrs={keys.DP_EPSILON: 2.5, keys.DP_DELTA: 1e-5},
+    )
+    table = epsilon_table([trial], "accuracy", "maximize")
+    assert table is not None
+    console = Console(record=True, width=160)
+    console.print(table)
+    text = console.export_text()
+    assert "1.426" in text and "1.4255" not in text

@@ -186,6 +186,12 @@ def _privacy_lines(results: list[ConfigResult], chosen: int) -> list[str]:
     ]
 
 
+def _shown_model(name: str) -> str:
+    """The model as a card shared with others names it: a hub id as it is, a local folder by
+    its own name (its full path says where it sat on this machine, which a card should not)."""
+    return Path(name).name if Path(name).is_absolute() else name
+
+
 def model_card(
     spec: StudySpec,
     study_name: str,
@@ -207,7 +213,7 @@ def model_card(
         or ", ".join(f"{k}: {Path(v).name}" for k, v in (data.files or {}).items())
     )
     lines = [
-        f"# {study_name}: fine-tuned {spec.model.name}",
+        f"# {study_name}: fine-tuned {_shown_model(spec.model.name)}",
         "",
         f"{what} fine-tuned by `hpo` from study `{study_name}`: "
         + (

@@ -41,6 +41,8 @@ def epsilon_table(
 ) -> Table | None:
     """Score against epsilon for the private trials (None when there are none); the trials
     that buy the best score for their privacy are in bold, those over the target dim."""
+    from hpo.results.report import fmt_number  # report imports this module
+
     pairs = private_trials(trials)
     if not pairs:
         return None
@@ -69,7 +71,9 @@ def epsilon_table(
             str(t.number),
             f"{eps:.3g}",
             f"{float(t.values[0]):.4g}",
-            f"{t.params.get('dp_noise_multiplier', '')}",
+            fmt_number(t.params["dp_noise_multiplier"])
+            if "dp_noise_multiplier" in t.params
+            else "",
             f"{t.params.get('dp_max_grad_norm', 1.0)}",
             "over" if over else ("within" if t.constraints else ""),
         ]
