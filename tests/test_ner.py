@@ -12,7 +12,8 @@ import pytest
 
 from hpo.config.spec import StudySpec
 from hpo.data.augment import MentionPool, TokenAugmenter, segments
-from hpo.data.tokens import Sentence, TokenSplit, detect_scheme, read_conll, to_iob2
+from hpo.data.tagging import Sentence, detect_scheme, read_conll, to_iob2
+from hpo.data.tokens import TokenSplit
 from hpo.data.windows import IGNORE, encode_sentences, stitch, word_predictions
 from hpo.errors import DataError
 from hpo.final.best import hyperparameters

