@@ -212,6 +212,13 @@ def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in piped.output.strip().splitlines()]
     assert [r["text"] for r in rows] == ["一部很好的电影", "awful and boring"]
     assert all(r["label"] in {"neg", "pos"} for r in rows)
+    # an empty line still gets its row (the output stays aligned with the input), and a
+    # warning on standard error names it: training drops such rows, so its label means nothing
+    blank = CliRunner().invoke(cli, ["predict", str(out), "-"], input="a great film\n  \nbad\n")
+    assert blank.exit_code == 0, blank.output
+    assert len(blank.stdout.strip("\n").splitlines()) == 3
+    assert blank.stderr.startswith("warning: text 2 is empty or only whitespace")
+    assert CliRunner().invoke(cli, ["predict", str(out), "fine"]).stderr == ""
 
 
 def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:

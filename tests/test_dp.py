@@ -350,6 +350,18 @@ def test_a_target_epsilon_no_configuration_can_reach_is_refused_up_front(
     )
 
 
+def test_a_delta_not_below_one_over_the_rows_is_refused(tiny_model_dir, sentiment_csv) -> None:
+    rows = len(preflight(private_spec(tiny_model_dir, sentiment_csv, [1.0])).train)
+    with pytest.raises(SpecError) as info:
+        preflight(private_spec(tiny_model_dir, sentiment_csv, [1.0], privacy={"delta": 0.5}))
+    assert str(info.value).startswith(
+        f"`privacy.delta` 0.5 is not below 1 / training rows (1/{rows} = {1 / rows:.2g}): at "
+        "that delta a trial may leak a whole row"
+    )
+    # one just below 1 / rows is taken
+    preflight(private_spec(tiny_model_dir, sentiment_csv, [1.0], privacy={"delta": 0.99 / rows}))
+
+
 def test_the_epsilon_table_rounds_the_noise_as_the_leaderboard_does() -> None:
     from optuna.distributions import FloatDistribution
 

@@ -167,6 +167,14 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
         texts = tuple(sys.stdin.read().splitlines())
         if not texts:
             raise click.UsageError("no text on standard input (one text per line)")
+    blank = [i for i, text in enumerate(texts, 1) if not text.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        click.echo(
+            f"warning: text {shown} is empty or only whitespace: its prediction is the model's "
+            "guess with nothing to read (training drops such rows)",
+            err=True,
+        )
     for text, found in zip(texts, run_predict(model_dir, texts), strict=True):
         if isinstance(found, list):  # entities
             if as_json:

@@ -30,6 +30,7 @@ def check_fits(
     are ``found``, None where it has none; ``layers_read`` False: not read yet)."""
     get_task(spec.study.task).check(spec.study.metric, task)
     check_screen_length(spec, len(task.train))
+    check_delta(spec, len(task.train))
     check_reachable_epsilon(spec, len(task.train))
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
@@ -37,6 +38,21 @@ def check_fits(
         return
     for strategy in REGISTRY:
         strategy.check_model(spec.space, found, model_class or model)
+
+
+def check_delta(spec: StudySpec, n_train: int) -> None:
+    """Refuse a ``privacy.delta`` at or above 1 / training rows: (epsilon, delta)-DP then
+    allows a mechanism that publishes one whole row outright, so whatever epsilon the trials
+    report guarantees nothing (opacus' maintainers advise a delta well below 1 / rows)."""
+    delta = spec.privacy.delta if spec.privacy is not None else None
+    if delta is None or delta < 1.0 / max(1, n_train):
+        return
+    raise SpecError(
+        f"`privacy.delta` {delta:g} is not below 1 / training rows (1/{n_train} = "
+        f"{1.0 / max(1, n_train):.2g}): at that delta a trial may leak a whole row and still "
+        "meet its epsilon; leave delta out (the default is min(1e-5, 1 / (10 x rows))) or set "
+        "it well below 1 / rows"
+    )
 
 
 def check_reachable_epsilon(spec: StudySpec, n_train: int) -> None:
