@@ -238,6 +238,35 @@ def test_leaderboard_ranks_complete_then_pruned(direction: str, order: list[int]
     assert _leaderboard_numbers(_text(render_report(s, trials, top=2))) == order[:2]
 
 
+def test_a_leaderboard_too_wide_for_the_terminal_goes_on_below_without_breaking_numbers() -> None:
+    names = ["weight_decay", "dropout", "label_smoothing", "num_layers", "hidden_units", "a", "b"]
+    extra = {n: FloatDistribution(0.0, 1.0) for n in names}
+    trials = []
+    for i in range(4):
+        trial = _trial(TrialState.COMPLETE, 0.5 + i / 10, lr=1.2345e-4 * (i + 1))
+        values = {n: 0.01 + 0.0123 * (i + 1) * (j + 1) for j, n in enumerate(names)}
+        trial.params = {**trial.params, "warmup_ratio": 0.0111 * (i + 1), **values}
+        trial.distributions = {**trial.distributions, **extra}
+        trials.append(trial)
+    trials = _study(trials)
+    s = summarize("wide", "accuracy", "maximize", trials)
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(render_report(s, trials))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "top 4 trials by accuracy, continued" in text
+    for t in trials:  # every value whole, on one line: none cut or folded
+        for value in t.params.values():
+            assert re.search(rf"(^|\s){re.escape(fmt_number(value))}(\s|$)", text, re.M), value
+    # a continued table is led by the trial number, in the same order as the first
+    blocks = text.split("continued")
+    assert len(blocks) >= 2
+    lead = [int(m) for m in re.findall(r"^\s+(\d+)\s+\S", blocks[1], flags=re.M)]
+    assert lead == _leaderboard_numbers(text)
+    # wide enough, it is one table as before
+    assert "continued" not in _text(render_report(s, trials))
+
+
 def test_long_failure_reason_is_cut_to_one_line() -> None:
     reason = "RuntimeError: boom\n" + "x" * 400 + " THE-END"
     trials = _study([_trial(TrialState.FAIL, None, fail_reason=reason)])

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -41,56 +42,87 @@ def _short(name: str) -> str:
     return dim.short if dim is not None and dim.short else name
 
 
-def _leaderboard(summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> Table:
-    """Table of the top trials with one column per param."""
-    rows = ranked(trials, summary.direction, top)
-    names: list[str] = []
-    for t in rows:
-        names.extend(n for n in t.params if n not in names)
-    # Parameters with one value in every row are said once, under the table, to keep it narrow.
-    fixed = {
-        n: rows[0].params[n]
-        for n in names
-        if len(rows) > 1 and all(n in t.params and t.params[n] == rows[0].params[n] for t in rows)
-    }
-    names = [n for n in names if n not in fixed]
-    better = "higher" if summary.direction == "maximize" else "lower"
-    caption = (
-        f"{better} is better; complete trials first, then pruned trials (dim) "
-        "ranked by the last value they reported"
-    )
-    if fixed:
-        caption += "\nsame in every row: " + ", ".join(
-            f"{n} {fmt_number(v)}" for n, v in fixed.items()
+class _Leaderboard:
+    """The top trials, one column per varying parameter, laid out at render time: where every
+    column fits the terminal it is one table; where not, the parameters that do not fit go to
+    further tables below it, each led by the trial number, as pandas wraps a wide frame. A
+    number is never folded across lines (1.2e-04 split into "1.2e-" and "04" reads wrong)."""
+
+    def __init__(self, summary: StudySummary, trials: Sequence[FrozenTrial], top: int) -> None:
+        self.summary = summary
+        self.rows = ranked(trials, summary.direction, top)
+        names: list[str] = []
+        for t in self.rows:
+            names.extend(n for n in t.params if n not in names)
+        # Parameters with one value in every row are said once, under the table.
+        rows = self.rows
+        self.fixed = {
+            n: rows[0].params[n]
+            for n in names
+            if len(rows) > 1
+            and all(n in t.params and t.params[n] == rows[0].params[n] for t in rows)
+        }
+        self.names = [n for n in names if n not in self.fixed]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        blocks: list[list[str]] = [[]]
+        for name in self.names:  # greedily, in order: as many parameters per table as fit
+            if blocks[-1] and self._width(console, options, blocks, name) > options.max_width:
+                blocks.append([])
+            blocks[-1].append(name)
+        for i, names in enumerate(blocks):
+            yield self._table(names, first=i == 0)
+        # under the last table, at the terminal's width rather than squeezed into the table's
+        better = "higher" if self.summary.direction == "maximize" else "lower"
+        caption = (
+            f"{better} is better; complete trials first, then pruned trials (dim) "
+            "ranked by the last value they reported"
         )
-    table = Table(
-        title=Text(f"top {len(rows)} trials by {summary.metric}"),
-        caption=Text(caption),
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    # The identifying columns keep their width; parameter columns give way on narrow terminals.
-    table.add_column("#", justify="right", no_wrap=True, min_width=3)
-    table.add_column("state", no_wrap=True, min_width=6)
-    table.add_column(Text(summary.metric), justify="right", no_wrap=True, min_width=6)
-    for name in names:
-        table.add_column(Text(_short(name)), overflow="fold")
-    table.add_column("steps", justify="right", no_wrap=True, min_width=5)
-    for t in rows:
-        steps = trial_steps(t)
-        cells = [
-            str(t.number),
-            "done" if t.state == TrialState.COMPLETE else t.state.name.lower(),
-            "—" if (v := trial_value(t)) is None else f"{v:.4g}",
-            *(fmt_number(t.params[n]) if n in t.params else "" for n in names),
-            str(steps),
-        ]
-        best = t.number == summary.best_number
-        style = "bold green" if best else ("dim" if t.state == TrialState.PRUNED else "")
-        table.add_row(*(Text(c) for c in cells), style=style)
-    return table
+        if self.fixed:
+            caption += "\nsame in every row: " + ", ".join(
+                f"{n} {fmt_number(v)}" for n, v in self.fixed.items()
+            )
+        yield Text(caption, style="table.caption")
+
+    def _width(
+        self, console: Console, options: ConsoleOptions, blocks: list[list[str]], name: str
+    ) -> int:
+        trial = self._table([*blocks[-1], name], first=len(blocks) == 1)
+        # measured unbounded: Measurement clamps to the width it is given
+        return Measurement.get(console, options.update_width(1 << 20), trial).maximum
+
+    def _table(self, names: list[str], first: bool) -> Table:
+        summary = self.summary
+        title = f"top {len(self.rows)} trials by {summary.metric}"
+        table = Table(
+            title=Text(title if first else f"{title}, continued"),
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        # The identifying columns keep their width; a lone parameter column on a terminal too
+        # narrow even for it folds rather than vanish.
+        table.add_column("#", justify="right", no_wrap=True, min_width=3)
+        if first:
+            table.add_column("state", no_wrap=True, min_width=6)
+            table.add_column(Text(summary.metric), justify="right", no_wrap=True, min_width=6)
+        for name in names:
+            table.add_column(Text(_short(name)), overflow="fold", no_wrap=len(names) > 1)
+        if first:
+            table.add_column("steps", justify="right", no_wrap=True, min_width=5)
+        for t in self.rows:
+            cells = [str(t.number)]
+            if first:
+                cells.append("done" if t.state == TrialState.COMPLETE else t.state.name.lower())
+                cells.append("—" if (v := trial_value(t)) is None else f"{v:.4g}")
+            cells.extend(fmt_number(t.params[n]) if n in t.params else "" for n in names)
+            if first:
+                cells.append(str(trial_steps(t)))
+            best = t.number == summary.best_number
+            style = "bold green" if best else ("dim" if t.state == TrialState.PRUNED else "")
+            table.add_row(*(Text(c) for c in cells), style=style)
+        return table
 
 
 def _baseline_line(summary: StudySummary, baseline: tuple[str, float]) -> Text:
@@ -167,7 +199,7 @@ def render_report(
         return Group(head, Text("no trials yet: run the study first", style="yellow"))
     parts: list[RenderableType] = [head]
     if summary.n_complete or summary.n_pruned:
-        parts.append(_leaderboard(summary, trials, top))
+        parts.append(_Leaderboard(summary, trials, top))
     counts = (summary.n_complete, summary.n_pruned, summary.n_failed, summary.n_running)
     screens = sum(1 for t in trials if keys.SCREENED in t.user_attrs)
     pruned = f"{counts[1]} pruned" + (f" ({screens} of them screens)" if screens else "")
