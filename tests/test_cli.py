@@ -189,6 +189,22 @@ def test_augment_shows_texts_unchanged_at_zero_and_perturbed_above(runner, study
     assert "Traceback" not in bad.output
 
 
+def test_augment_and_validate_print_texts_and_labels_with_brackets_as_they_are(
+    runner, tmp_path, tiny_model_dir
+) -> None:
+    # rich would read "[love]" and "[/]" in a plain string as markup and drop them from the row
+    rows = [(f"row {i} I [love] it [/] [bold]x", "[pos]" if i % 2 else "[neg]") for i in range(40)]
+    data = write_csv(tmp_path / "brackets.csv", rows)
+    study = tmp_path / "brackets.toml"
+    study.write_text(toml_text(spec_dict(tiny_model_dir, data)))
+    out = runner.invoke(cli, ["augment", str(study), "--strength", "0", "-n", "3"])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("I [love] it [/] [bold]x") == 6  # 3 texts, each beside its copy
+    checked = runner.invoke(cli, ["validate", str(study)])
+    assert checked.exit_code == 0, checked.output
+    assert "2 labels ([neg], [pos])" in checked.output
+
+
 @pytest.mark.parametrize("command", ["report", "export", "plot", "best"])
 def test_a_read_only_command_creates_no_database_and_no_folder(
     tmp_path: Path, command: str

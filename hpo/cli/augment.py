@@ -37,6 +37,7 @@ def augment(
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from hpo.cli.common import load_study_file
     from hpo.tasks import get_task
@@ -69,7 +70,7 @@ def augment(
         table.add_column("training text")
         table.add_column("augmented")
         for i in picked:
-            table.add_row(str(i), texts[i], augmenter(texts[i]))
+            table.add_row(str(i), Text(texts[i]), Text(augmenter(texts[i])))  # not markup
     Console().print(table)
 
 

@@ -50,7 +50,7 @@ def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
         trials, study.user_attrs, spec.study.n_trials, spec.study.budget, spec.study.timeout
     )
     if note is not None:
-        console.print(f"[yellow]{note}[/]", highlight=False)
+        console.print(note, style="yellow", highlight=False, markup=False)
     console.print(render_insights(spec, trials))
     retrained = study.user_attrs.get(keys.BEST)
     if retrained and retrained.get("test_mean") is not None:

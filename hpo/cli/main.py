@@ -107,8 +107,8 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool, model: bo
         lines += _data_without_model(spec)
     console = Console()
     console.print(f"[green]ok[/]: {study_file} is a valid study file (study {spec.study.name!r})")
-    for line in lines:
-        console.print(line, highlight=False)
+    for line in lines:  # label names and paths from the data: "[pos]" is not markup
+        console.print(line, highlight=False, markup=False)
     conditions = spec.space.conditions()
     for name, dim in spec.space.dimensions.items():
         when = " and ".join(c.text for c in conditions[name])
