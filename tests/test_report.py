@@ -431,3 +431,35 @@ def test_a_failure_whose_worker_died_names_its_retry() -> None:
     assert summary.failures == [
         (0, "its worker stopped sending heartbeats (killed or lost); retried as trial #1")
     ]
+
+
+def test_a_worker_view_counts_and_ranks_the_trials_other_workers_finished() -> None:
+    """``hpo worker`` (or ``hpo run`` beside other workers) takes its best so far from the
+    whole study: a trial another worker finished better is the best, and this worker's own
+    trial that only beats this worker's others is not announced as new best."""
+    from hpo.cli.run import _announce
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial(TrialState.COMPLETE, 0.70))  # 0: held when the worker started
+    held = study.get_trials()
+    console = Console(file=io.StringIO(), force_terminal=False, width=120)
+    with LiveView(console, "demo", "accuracy", "maximize", n_trials=5) as view:
+        view.resume_from(held)
+        announce = _announce(view, held)
+        # meanwhile, other workers finish a better trial and a pruned one
+        study.add_trial(_trial(TrialState.COMPLETE, 0.90))  # 1
+        study.add_trial(_trial(TrialState.PRUNED, None, steps=60, reports={50: 0.4, 60: 0.45}))
+        view.trial_started(3, {"learning_rate": 5e-05}, total_steps=200)
+        view.step(200)
+        view.evaluated(200, 0.80)
+        study.add_trial(_trial(TrialState.COMPLETE, 0.80))  # 3: this worker's, now stored
+        announce(study, study.get_trials()[3])
+        announce(study, study.get_trials()[3])  # announced once only
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert view.best == (1, 0.90)
+    assert view.counts == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 0}
+    lines = [ln for ln in out.splitlines() if ln.startswith("#")]
+    assert lines[0].startswith("#1 COMPLETE  accuracy 0.9") and lines[0].endswith("new best")
+    assert lines[1].startswith("#2 PRUNED at step 60  accuracy 0.45")
+    assert lines[2].startswith("#3 COMPLETE  accuracy 0.8  learning_rate 5e-05")
+    assert "new best" not in lines[2] and len(lines) == 3

@@ -133,16 +133,16 @@ def progress(trials: Any, used: int, spec: Any) -> str:
     return f"{used} of {spec.study.n_trials} trials done"
 
 
-def _work(study: Any, objective: Any, spec: Any, live: Any) -> None:
+def _work(study: Any, objective: Any, spec: Any, live: Any, held: Any) -> None:
     """This process's share of the study: trials until the trial count or the spend budget is
-    used, each announced on the live view."""
+    used, each announced on the live view (which counted ``held`` when it started)."""
     from hpo.execution.workers import work
 
     work(
         study,
         objective,
         spec.study.n_trials,
-        on_finished=_announce(live),
+        on_finished=_announce(live, held),
         spend=spec.study.budget,
     )
 
@@ -185,26 +185,53 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
         highlight=False,
     )
     try:
-        with sigterm_stops_worker(), _live(console, spec, study.get_trials(deepcopy=False)) as live:
+        held = study.get_trials(deepcopy=False)
+        with sigterm_stops_worker(), _live(console, spec, held) as live:
             objective.listener = live
-            _work(study, objective, spec, live)
+            _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
         console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
         sys.exit(130)
     return study
 
 
-def _announce(live: Any) -> Callable[[Any, Any], None]:
-    from hpo.results.report import infeasible
+def _announce(live: Any, held: Any) -> Callable[[Any, Any], None]:
+    """Announce each trial as this worker finishes it, and before it those that other workers
+    (another ``hpo worker``, another machine) finished since the last: this worker's view then
+    counts, and takes the best so far from, the whole study, not only its own trials. ``held``:
+    the trials the view already counted when it started."""
+    seen = {t.number for t in held if t.state.is_finished()}
 
-    return lambda _study, t: live.trial_finished(t.number, t.state.name, t.value, not infeasible(t))
+    def announce(study: Any, finished: Any) -> None:
+        others = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.number not in seen and t.number != finished.number
+        ]
+        for t in [*others, finished]:
+            if t.number in seen:
+                continue
+            seen.add(t.number)
+            _finished(live, t)
+
+    return announce
+
+
+def _finished(live: Any, trial: Any) -> None:
+    """Print a stored trial's end on the live view: where it stopped, its (last) value, and
+    whether it can be the answer."""
+    from hpo.results.summary import infeasible, trial_steps, trial_value
+
+    feasible = not infeasible(trial)
+    live.trial_finished(
+        trial.number, trial.state.name, trial_value(trial), feasible, trial_steps(trial)
+    )
 
 
 def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]) -> Any:
     """Create the study here, then start one worker process per slot and watch the database."""
     from hpo.execution import launch
     from hpo.execution.workers import set_deadline, sigterm_stops_worker
-    from hpo.results.report import infeasible
     from hpo.search.preflight import preflight
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
@@ -231,7 +258,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
                 for t in study.get_trials(deepcopy=False):
                     if t.state.is_finished() and t.number not in seen:
                         seen.add(t.number)
-                        live.trial_finished(t.number, t.state.name, t.value, not infeasible(t))
+                        _finished(live, t)
 
             codes = launch.wait_all(procs, poll)
     except (KeyboardInterrupt, WorkerStopped):
@@ -298,9 +325,10 @@ def worker(
         study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
     console = Console(quiet=quiet)
     try:
-        with sigterm_stops_worker(), _live(console, spec, study.get_trials(deepcopy=False)) as live:
+        held = study.get_trials(deepcopy=False)
+        with sigterm_stops_worker(), _live(console, spec, held) as live:
             if not quiet:
                 objective.listener = live
-            _work(study, objective, spec, live)
+            _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
         sys.exit(130)

@@ -115,22 +115,31 @@ class LiveView:
             self._last_step = max(self._last_step, step)
 
     def trial_finished(
-        self, number: int, state: str, value: float | None, feasible: bool = True
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        feasible: bool = True,
+        step: int | None = None,
     ) -> None:
         """A trial ended: count it, update the best so far (``feasible`` trials only: one that
-        broke a constraint is no answer) and print its line above the view."""
+        broke a constraint is no answer) and print its line above the view. ``step``: where a
+        trial another worker ran stopped (this view followed its own trial's steps)."""
         state = state.upper()
         with self._lock:
+            current = number == self._number
             self.counts[state] = self.counts.get(state, 0) + 1
-            params = self._params if number == self._number else {}
-            if value is None and self._latest is not None and number == self._number:
+            params = self._params if current else {}
+            if value is None and self._latest is not None and current:
                 value = self._latest[1]
+            if current:  # the step it reached, also where it failed before storing one
+                step = self._last_step
             new_best = self._improves(state, value, feasible)
             if new_best and value is not None:
                 self.best = (number, value)
             line = Text(f"#{number} {state}", style=_STATE_STYLE.get(state, ""))
-            if state != "COMPLETE":
-                line.append(f" at step {self._last_step}")
+            if state != "COMPLETE" and step is not None:
+                line.append(f" at step {step}")
             if value is not None:
                 line.append(f"  {self.metric} {value:.4g}")
             for name, v in params.items():
@@ -139,10 +148,11 @@ class LiveView:
                 line.append("  new best", style="bold green")
             elif state == "COMPLETE" and not feasible:
                 line.append("  infeasible", style="yellow")
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-                self._task = None
-            self._number, self._latest = None, None
+            if current:  # another worker's trial leaves this one's progress bar be
+                if self._task is not None:
+                    self._progress.remove_task(self._task)
+                    self._task = None
+                self._number, self._latest = None, None
         self.console.print(line)
 
     def _render(self) -> RenderableType:
