@@ -126,6 +126,19 @@ def test_search_quality_benchmark_quick(
     assert all(r["flops"] > 0 for r in rows)
     again = run("search_quality.py", "--from-json", str(tmp_path / "r.json"))  # trains nothing
     assert "mean over 1 seed" in again and "hpo-noprune" in again
+    # the goal's verdict per search: held out against the best of the three bars, and the
+    # share of the peer's samples
+    by = {r["method"]: r for r in rows}
+    bar = max(by[m]["dev_mean"] for m in ("default", "bert-grid", "hf-search"))
+    share = top["samples"] / by["hf-search"]["samples"]
+    gap = top["dev_mean"] - bar
+    verdict = "met" if gap >= 0 and share <= 1 / 3 else "missed"
+    flat = " ".join(again.split())
+    assert (
+        f"top-k: held out {top['dev_mean']:.3f} ({gap:+.3f}), samples {share:.2f} of the "
+        f"peer's: {verdict}" in flat
+    )
+    assert "default: held out" not in flat  # a bar is not judged against itself
     # rows saved before FLOPs were counted get them from the data the options name
     (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "flops"}
                                                    for r in rows]))  # fmt: skip
