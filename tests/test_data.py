@@ -189,6 +189,77 @@ def test_integer_labels_with_a_missing_one_keep_integer_names(tmp_path: Path) ->
     assert task.label_names == ["0", "1"]
 
 
+def test_minus_one_in_a_users_file_is_a_label(tmp_path: Path, capsys) -> None:
+    # -1/0/1 is a common coding of negative/neutral/positive; only a hub dataset's class-label
+    # feature uses -1 for "hidden"
+    rows = [[f"row {i}", (-1, 0, 1)[i % 3]] for i in range(30)]
+    task = load_task(files_spec(write_delimited(tmp_path / "d.csv", ["text", "label"], rows)))
+    assert task.label_names == ["-1", "0", "1"]
+    assert len(task.train) + len(task.validation) == 30
+    for split in (task.train, task.validation):
+        for text, y in zip(split.text, split.label, strict=True):
+            assert task.label_names[y] == str((-1, 0, 1)[int(text.split()[1]) % 3])
+    assert "dropped" not in capsys.readouterr().err
+
+
+def test_minus_one_of_a_class_label_feature_is_a_hidden_label(tmp_path: Path, capsys) -> None:
+    """A datasets ClassLabel column (a hub dataset, or a parquet file that one wrote) marks a
+    hidden label with -1, as GLUE's test splits do: such rows are dropped, not a class."""
+    import datasets
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    train = datasets.Dataset.from_dict(
+        {"text": [f"row {i}" for i in range(20)], "label": [i % 2 for i in range(20)]}, features
+    )
+    test = datasets.Dataset.from_dict(
+        {"text": ["hidden a", "hidden b", "shown"], "label": [-1, -1, 1]}, features
+    )
+    train.to_parquet(tmp_path / "train.parquet")
+    test.to_parquet(tmp_path / "test.parquet")
+    files = {"train": str(tmp_path / "train.parquet"), "test": str(tmp_path / "test.parquet")}
+    task = load_task(DataSection(files=files))
+    assert task.label_names == ["neg", "pos"]
+    assert task.test is not None and task.test.text == ["shown"] and task.test.label == [1]
+    assert "dropped rows with no label (an empty cell): 2 in test" in capsys.readouterr().err
+
+
+def test_words_pandas_reads_as_missing_are_kept_and_empty_cells_counted(
+    tmp_path: Path, capsys
+) -> None:
+    intents = ["None", "NA", "book_flight"]
+    rows = [[f"row {i}", intents[i % 3]] for i in range(30)]
+    rows += [["N/A", "NA"], ["null", "None"], ["no label here", ""], ["", "None"]]
+    task = load_task(files_spec(write_delimited(tmp_path / "d.csv", ["text", "label"], rows)))
+    assert task.label_names == ["NA", "None", "book_flight"]
+    kept = task.train.text + task.validation.text
+    assert len(kept) == 32 and {"N/A", "null"} <= set(kept) and "no label here" not in kept
+    err = capsys.readouterr().err
+    assert "warning: dropped rows whose text is empty or only whitespace: 1 in train" in err
+    assert "warning: dropped rows with no label (an empty cell): 1 in train" in err
+
+
+def test_a_pair_with_a_missing_second_text_is_dropped_and_counted(tmp_path: Path, capsys) -> None:
+    rows = [{"premise": f"p {i}", "hypothesis": f"h {i}", "label": i % 2} for i in range(20)]
+    rows += [
+        {"premise": "no second", "hypothesis": None, "label": 0},
+        {"premise": "blank second", "hypothesis": "   ", "label": 1},
+        {"premise": 12345, "hypothesis": "a number is a text", "label": 1},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    task = load_task(files_spec(path, text_column="premise", text_pair_column="hypothesis"))
+    kept = dict(zip(task.train.text + task.validation.text,
+                    (task.train.text_pair or []) + (task.validation.text_pair or []),
+                    strict=True))  # fmt: skip
+    assert len(kept) == 21 and kept["12345"] == "a number is a text"
+    assert "no second" not in kept and "blank second" not in kept
+    assert (
+        "dropped rows whose text is empty or only whitespace: 2 in train" in capsys.readouterr().err
+    )
+
+
 # ------------------------------------------------------------------------- splits and caps
 
 

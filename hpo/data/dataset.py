@@ -108,9 +108,14 @@ def load_task(spec: DataSection) -> TaskData:
     label_names, encode = _label_encoder(train_rows, spec.label_column)
     splits: dict[str, Split] = {}
     blank: dict[str, int] = {}
+    unlabelled: dict[str, int] = {}
     for name, table in tables.items():
         if table is not None:
-            splits[name], blank[name] = _to_split(table, spec, encode, label_names, name)
+            # a class-label feature (a hub dataset's) marks a hidden label -1
+            hidden = bool(getattr(table.features.get(spec.label_column), "names", None))
+            splits[name], blank[name], unlabelled[name] = _to_split(
+                table, spec, encode, label_names, name, hidden
+            )
             if spec.hub is None and len(splits[name]) == 0:
                 raise DataError(
                     f"the {name} split ({Path(data_files(spec)[name]).name}) has no row with "
@@ -136,6 +141,7 @@ def load_task(spec: DataSection) -> TaskData:
         )
     notes = (
         _blank_note(blank)
+        + _unlabelled_note(unlabelled, splits)
         + _label_notes(label_names, len(train))
         + _leakage_notes(train, {"validation": validation, "test": test})
         + small_validation_note(len(validation), "rows")
@@ -200,6 +206,17 @@ def _blank_note(blank: dict[str, int]) -> list[str]:
     return [f"dropped rows whose text is empty or only whitespace: {', '.join(counts)}"]
 
 
+def _unlabelled_note(unlabelled: dict[str, int], splits: dict[str, Split]) -> list[str]:
+    """How many rows of each split were dropped for an empty label cell; a split with no label
+    at all (a hub test split whose labels are hidden) is left out, as it is by design."""
+    counts = [
+        f"{n} in {name}" for name, n in unlabelled.items() if n and len(splits.get(name) or ())
+    ]
+    if not counts:
+        return []
+    return [f"dropped rows with no label (an empty cell): {', '.join(counts)}"]
+
+
 def _leakage_notes(train: Split, held_out: dict[str, Split | None]) -> list[str]:
     """A note for each held-out split holding rows whose text (and pair) train has too: its
     scores would flatter a model that memorised them."""
@@ -230,8 +247,22 @@ def _load_raw(spec: DataSection) -> dict[str, Any]:
 
 
 def _unlabelled(y: Any) -> bool:
-    """No label: missing, NaN (an empty cell in a number column), or -1 (hidden test labels)."""
-    return y is None or y == -1 or (isinstance(y, float) and math.isnan(y))
+    """No label: missing, NaN (an empty cell in a number column) or an empty text. A -1 in the
+    user's own file is a label (-1/0/1 is a common coding); only a class-label feature (a hub
+    dataset's) uses -1 for a hidden label, which its encoder maps to None."""
+    return y is None or (isinstance(y, float) and math.isnan(y)) or (isinstance(y, str) and not y)
+
+
+def _as_text(value: Any) -> str | None:
+    """A text cell as a string: numbers (a text column that holds 12345) as written; None for
+    a missing, empty or whitespace-only cell."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (int, float)):
+        value = _label_name(value)
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _label_name(value: Any) -> str:
@@ -278,9 +309,11 @@ def _to_split(
     encode: Callable[[Any], int | None],
     label_names: list[str],
     name: str,
-) -> tuple[Split, int]:
-    """The split's labelled rows with a text, and how many labelled rows had none (an empty or
-    whitespace-only text)."""
+    hidden: bool = False,
+) -> tuple[Split, int, int]:
+    """The split's labelled rows with a text (and second text, for pairs); how many labelled
+    rows had none (an empty or whitespace-only text); and how many rows had no label (for a
+    ``hidden``-label feature, also a label outside its classes: -1)."""
     texts = table[spec.text_column]
     pairs = table[spec.text_pair_column] if spec.text_pair_column else None
     labels = table[spec.label_column]
@@ -288,23 +321,27 @@ def _to_split(
     keep_pair: list[str] | None = [] if pairs is not None else None
     keep_label: list[int] = []
     blank = 0
-    for i, (text, y) in enumerate(zip(texts, labels, strict=True)):
-        if _unlabelled(y):
-            continue  # unlabelled rows carry nothing to learn or score
-        if not isinstance(text, str) or not text.strip():
+    unlabelled = 0
+    for i, (cell, y) in enumerate(zip(texts, labels, strict=True)):
+        index = None if _unlabelled(y) else encode(y)
+        if index is None and (_unlabelled(y) or hidden):
+            unlabelled += 1  # unlabelled rows carry nothing to learn or score
+            continue
+        text = _as_text(cell)
+        pair = _as_text(pairs[i]) if pairs is not None else ""
+        if text is None or pair is None:
             blank += 1  # nor do rows without a text: dropped, and counted in a warning
             continue
-        index = encode(y)
         if index is None:
             raise DataError(
                 f"the {name} split has label {y!r}, which the train split never uses; "
                 f"train labels: {', '.join(label_names)}"
             )
         keep_text.append(text)
-        if keep_pair is not None and pairs is not None:
-            keep_pair.append(pairs[i] if isinstance(pairs[i], str) else "")
+        if keep_pair is not None:
+            keep_pair.append(pair)
         keep_label.append(index)
-    return Split(keep_text, keep_pair, keep_label), blank
+    return Split(keep_text, keep_pair, keep_label), blank, unlabelled
 
 
 def _by_label(split: Split, rng: random.Random) -> list[list[int]]:

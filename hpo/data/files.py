@@ -108,7 +108,9 @@ def read_file(path: str, spec: DataSection) -> Any:
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
         builder = "csv"
-        kwargs = {"encoding": spec.encoding}
+        # only an empty cell is missing: pandas' default would also read the words "None",
+        # "NA", "null", "N/A" or "NaN" as missing, dropping a class or a text named so
+        kwargs = {"encoding": spec.encoding, "keep_default_na": False, "na_values": [""]}
         if fmt == "tsv":
             kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
         elif spec.delimiter is not None:
