@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,18 @@ def test_classification_metrics_by_hand() -> None:
     assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)  # class 0: tp 2, fp 0, fn 1
     three = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3)
     assert "f1" not in three and three["accuracy"] == 0.75
+
+
+def test_macro_f1_leaves_out_classes_neither_labelled_nor_predicted() -> None:
+    # four classes, the validation rows hold three: a perfect model scores 1, not 3/4
+    assert classification_metrics([0, 1, 2, 0], [0, 1, 2, 0], 4)["macro_f1"] == 1.0
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(0)
+    for _ in range(50):
+        labels = [rng.randrange(5) for _ in range(12)]
+        preds = [rng.randrange(5) for _ in range(12)]
+        ours = classification_metrics(preds, labels, 6)["macro_f1"]
+        assert ours == pytest.approx(sklearn.f1_score(labels, preds, average="macro"))
 
 
 def test_constant_score_is_the_best_single_answer() -> None:

@@ -144,7 +144,10 @@ class SequenceClassification(Task):
 def classification_metrics(
     preds: Sequence[int], labels: Sequence[int], num_labels: int
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and (two classes only) F1 of class 1, from predicted and true labels."""
+    """Accuracy, macro-F1 and (two classes only) F1 of class 1, from predicted and true labels.
+    Macro-F1 averages over the classes that occur among the labels or the predictions, as
+    scikit-learn's does: a class the validation rows never hold and no row is given would
+    count as F1 0 and cap even a perfect model below 1."""
     n = len(labels)
     tp = [0] * num_labels
     fp = [0] * num_labels
@@ -161,7 +164,8 @@ def classification_metrics(
         return 2 * tp[c] / denom if denom else 0.0
 
     out = {"accuracy": sum(tp) / n if n else 0.0}
-    out["macro_f1"] = sum(f1(c) for c in range(num_labels)) / num_labels
+    seen = [c for c in range(num_labels) if tp[c] + fp[c] + fn[c]]
+    out["macro_f1"] = sum(f1(c) for c in seen) / len(seen) if seen else 0.0
     if num_labels == 2:
         out["f1"] = f1(1)
     return out
