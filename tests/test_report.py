@@ -146,11 +146,11 @@ def test_trials_within_noise_of_the_best_are_named() -> None:
     # On 400 rows an accuracy of 0.8 has a standard error of 0.02.
     trials = _study(
         [
-            _trial(TrialState.COMPLETE, 0.80, eval_rows=400),  # 0: best
-            _trial(TrialState.COMPLETE, 0.785, eval_rows=400),  # 1: within 0.02
-            _trial(TrialState.COMPLETE, 0.77, eval_rows=400),  # 2: 0.03 behind
+            _trial(TrialState.COMPLETE, 0.80, lr=1e-5, eval_rows=400),  # 0: best
+            _trial(TrialState.COMPLETE, 0.785, lr=2e-5, eval_rows=400),  # 1: within 0.02
+            _trial(TrialState.COMPLETE, 0.77, lr=3e-5, eval_rows=400),  # 2: 0.03 behind
             _trial(TrialState.PRUNED, None, steps=50, reports={50: 0.79}, eval_rows=400),  # 3
-            _trial(TrialState.COMPLETE, 0.795, eval_rows=400),  # 4: within
+            _trial(TrialState.COMPLETE, 0.795, lr=5e-5, eval_rows=400),  # 4: within
         ]
     )
     s = summarize("demo", "accuracy", "maximize", trials)
@@ -265,6 +265,25 @@ def test_a_leaderboard_too_wide_for_the_terminal_goes_on_below_without_breaking_
     assert lead == _leaderboard_numbers(text)
     # wide enough, it is one table as before
     assert "continued" not in _text(render_report(s, trials))
+
+
+def test_trials_within_noise_are_counted_once_per_configuration() -> None:
+    """A race's re-runs (the same parameters, another seed) are not further candidates: the
+    list names each close configuration once, by its first trial, and `--top` counts them."""
+    trials = _study(
+        [
+            _trial(TrialState.COMPLETE, 0.80, lr=1e-5, eval_rows=400),  # 0: config A
+            _trial(TrialState.COMPLETE, 0.50, lr=2e-5, eval_rows=400),  # 1: config B, far
+            _trial(TrialState.COMPLETE, 0.81, lr=3e-5, eval_rows=400),  # 2: config C, best
+            _trial(TrialState.COMPLETE, 0.805, lr=3e-5, eval_rows=400),  # 3: C again
+            _trial(TrialState.COMPLETE, 0.802, lr=1e-5, eval_rows=400),  # 4: A again
+        ]
+    )
+    s = summarize("race", "accuracy", "maximize", trials)
+    assert s.best_number == 2 and s.within_noise == [0]
+    text = " ".join(_text(render_report(s, trials)).split())
+    assert "1 more trial(s) within one standard error" in text
+    assert "of the best: #0;" in text and "`hpo best race --top 2`" in text
 
 
 def test_long_failure_reason_is_cut_to_one_line() -> None:

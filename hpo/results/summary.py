@@ -186,9 +186,22 @@ def _within_noise(
         se = standard_error(value, rows)
     else:
         return {}
-    close = [
-        t.number for t in order[1:] if (v := trial_value(t)) is not None and abs(value - v) <= se
-    ]
+    # one entry per configuration, named by its first trial: a race's re-runs of the best (or
+    # of another close one) are seeds of a configuration already counted, and `hpo best --top`
+    # counts configurations
+    from hpo.search.racing import configuration_key
+
+    first: dict[tuple[tuple[str, str], ...], int] = {}
+    for t in sorted(order, key=lambda t: t.number):
+        first.setdefault(configuration_key(t.params), t.number)
+    listed = {configuration_key(best.params)} if best is not None else set()
+    close = []
+    for t in order[1:]:
+        key = configuration_key(t.params)
+        if key in listed or (v := trial_value(t)) is None or abs(value - v) > se:
+            continue
+        listed.add(key)
+        close.append(first[key])
     return {"noise": se, "eval_rows": rows, "within_noise": close, "measured": measured is not None}
 
 
