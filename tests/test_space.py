@@ -309,3 +309,20 @@ def test_first_trials_the_recipe_then_the_study_files_own() -> None:
     ]
     with pytest.raises(SpecError, match=r"first_trials\[0\]\.batch_size` is 32, outside"):
         first_trials(default, [{"batch_size": 32}])
+
+
+@pytest.mark.parametrize("name", ["frozen_layers", "reinit_layers"])
+def test_a_set_dimension_a_condition_never_lets_be_sampled_is_refused(name: str) -> None:
+    # freezing and re-initialising act only without LoRA: set beside a fixed rank they would
+    # be stored nowhere and train nothing, silently
+    with pytest.raises(SpecError) as info:
+        SearchSpace.from_dict({"lora_rank": 4, name: 2})
+    assert str(info.value) == (
+        f"`space.{name}` (fixed at 2) is never used: it applies only when lora_rank = 0, and "
+        f"space.lora_rank is fixed at 4; drop space.{name}, or let space.lora_rank take such "
+        "a value"
+    )
+    # taken: a rank that can be 0, the dimension at its off value, or the space's own default
+    assert SearchSpace.from_dict({"lora_rank": [0, 4], name: 2}).active(name, {"lora_rank": 0})
+    SearchSpace.from_dict({"lora_rank": 4, name: 0})
+    SearchSpace.from_dict({"lora_rank": 4})

@@ -112,6 +112,7 @@ class SearchSpace:
                         f"`{where}` lists {bad[0]!r}, which space.{other} "
                         f"({self.dimensions[other].describe()}) never takes"
                     )
+        self._check_reachable(conditions)
         rules = dimensions()
         done: list[str] = []
         visiting: list[str] = []
@@ -135,6 +136,27 @@ class SearchSpace:
         for name in self.dimensions:
             visit(name)
         return done
+
+    def _check_reachable(self, conditions: dict[str, list[Condition]]) -> None:
+        """Refuse a dimension the study file sets that a condition keeps from ever being
+        sampled: ``frozen_layers = 2`` with ``lora_rank = 4`` (freezing applies only without
+        LoRA) would store no ``frozen_layers`` and train every trial without it, silently. The
+        space's own default ranges may be switched off so; a value set to its off value does
+        nothing either way."""
+        for name, conds in conditions.items():
+            dim = self.dimensions[name]
+            if _is_default(name, dim) or (dim.is_fixed and dim.value == dim.rule.off):
+                continue
+            for cond in conds:
+                on = self.dimensions.get(cond.on)
+                values = None if on is None else on.values()
+                if on is None or values is None or any(cond.holds(v) for v in values):
+                    continue
+                raise SpecError(
+                    f"`space.{name}` ({dim.describe()}) is never used: it applies only when "
+                    f"{cond.text}, and space.{cond.on} is {on.describe()}; drop space.{name}, "
+                    f"or let space.{cond.on} take such a value"
+                )
 
     def active(self, name: str, values: Mapping[str, Any]) -> bool:
         """Whether ``name`` is sampled, given the values of the dimensions before it."""
