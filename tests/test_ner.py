@@ -242,6 +242,25 @@ def test_only_a_words_first_piece_is_labelled_unless_label_all_tokens(ner_model_
     assert every.scored[0] == [(1, 0), (3, 1)]  # scored once per word, at its first piece
 
 
+def test_a_word_the_tokenizer_drops_keeps_its_tag_as_the_unknown_token(
+    ner_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BERT's normalizer turns U+FFFD into nothing: the word had no position, so a place
+    written so was never trained and always counted as a missed entity."""
+    tok = tokenizer_of(ner_model_dir)
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    words, tags = ["ada", "met", "\ufffd", "."], ["B-PER", "O", "B-LOC", "O"]
+    assert tok("\ufffd", add_special_tokens=False)["input_ids"] == []  # what the fix is for
+    enc = encode_sentences([words], [tags], tok, 32, names)
+    assert tok.convert_ids_to_tokens(enc.input_ids[0]) == [
+        "[CLS]", "ada", "met", "[UNK]", ".", "[SEP]",
+    ]  # fmt: skip
+    assert enc.labels[0] == [IGNORE, 1, 0, 3, 0, IGNORE]
+    assert sorted(w for _, w in enc.scored[0]) == [0, 1, 2, 3]
+    assert words[2] == "\ufffd"  # the caller's sentence is left as it was
+    assert "warning: 1 word(s) the tokenizer turns into no token" in capsys.readouterr().err
+
+
 def test_a_long_sentence_is_windowed_and_every_word_scored_exactly_once(
     ner_model_dir: Path,
 ) -> None:

@@ -9,6 +9,7 @@ one tag per original word.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,9 @@ def encode_sentences(
     if not sentences:
         return out
     # filled below, then frozen with the sentence counts
-    whole = _tokenize(tokenizer, list(sentences), add_special_tokens=True)
+    sentences = list(sentences)
+    whole = _tokenize(tokenizer, sentences, add_special_tokens=True)
+    _unknown_for_vanished(sentences, whole, tokenizer)
     windowed, longest = 0, 0
     for s, (words, row) in enumerate(zip(sentences, tags, strict=True)):
         ids, word_ids = whole[s]
@@ -126,6 +129,35 @@ def encode_sentences(
             out.sentence.append(s)
             out.scored.append(scored)
     return dataclasses.replace(out, windowed=windowed, longest=longest)
+
+
+def _unknown_for_vanished(
+    sentences: list[list[str]],
+    whole: list[tuple[list[int], list[int | None]]],
+    tokenizer: Any,
+) -> None:
+    """Give a word the tokenizer turns into no token at all (BERT's normalizer drops U+FFFD and
+    lone combining marks) the tokenizer's unknown token, in place: left out, it had no position,
+    so its tag was never trained nor scored and an entity on it always counted as missed. Said
+    once per call in a warning."""
+    unknown = getattr(tokenizer, "unk_token", None)
+    replaced = 0
+    for s, (_ids, word_ids) in enumerate(whole):
+        present = {w for w in word_ids if w is not None}
+        if len(present) == len(sentences[s]) or unknown is None:
+            continue
+        missing = [i for i in range(len(sentences[s])) if i not in present]
+        sentences[s] = [unknown if i in missing else w for i, w in enumerate(sentences[s])]
+        whole[s] = _tokenize(tokenizer, [sentences[s]], add_special_tokens=True)[0]
+        replaced += len(missing)
+    if replaced:
+        print(
+            f"warning: {replaced} word(s) the tokenizer turns into no token (U+FFFD, a lone "
+            f"combining mark) read as its unknown token {unknown!r}, so their tags are trained "
+            "and scored",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _tokenize(
