@@ -404,6 +404,35 @@ def test_validate_names_the_class_f1_scores(runner, study_file: Path) -> None:
     assert "metric f1" not in plain.output
 
 
+def test_an_f1_study_is_set_beside_the_best_constant_answer(
+    runner, tmp_path: Path, study_file: Path
+) -> None:
+    """The majority share says nothing of F1: the report compares the best trial with the F1
+    of always answering one label (the positive class: 2p / (1 + p) for a share p of it)."""
+    from hpo.config.studyfile import load_spec
+    from hpo.search.preflight import preflight
+    from hpo.search.study import BASELINE_ATTR
+
+    url = db(tmp_path)
+    args = ["--storage", url, "--set", "study.metric=f1", "--set", "train.max_steps=5"]
+    out = runner.invoke(cli, ["run", str(study_file), "--n-trials", "1", *args])
+    assert out.exit_code == 0, out.output
+    spec, _ = load_spec(study_file, ["study.metric=f1"])
+    labels = preflight(spec).validation.label
+    p = sum(labels) / len(labels)  # label 1 is "pos"
+    stored = optuna.load_study(study_name="tiny", storage=url).user_attrs[BASELINE_ATTR]
+    assert stored["constant"] == "pos" and stored["value"] == pytest.approx(2 * p / (1 + p))
+    report = runner.invoke(cli, ["report", "tiny", "--storage", url])
+    assert report.exit_code == 0, report.output
+    said = " ".join(report.output.split())
+    assert re.search(
+        rf"best f1 \S+ is \w+( than| to)? always answering 'pos' {stored['value']:.4g}", said
+    )
+    data = json.loads(runner.invoke(cli, ["report", "tiny", "--storage", url, "--json"]).output)
+    assert data["baseline"]["value"] == pytest.approx(stored["value"])
+    assert data["baseline"]["best_minus_baseline"] is not None
+
+
 def test_the_default_frozen_layers_range_fits_a_model_smaller_than_it(
     runner, tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
 ) -> None:

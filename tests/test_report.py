@@ -482,3 +482,14 @@ def test_a_worker_view_counts_and_ranks_the_trials_other_workers_finished() -> N
     assert lines[1].startswith("#2 PRUNED at step 60  accuracy 0.45")
     assert lines[2].startswith("#3 COMPLETE  accuracy 0.8  learning_rate 5e-05")
     assert "new best" not in lines[2] and len(lines) == 3
+
+
+def test_no_noise_line_for_a_score_with_no_spread() -> None:
+    # an F1 or accuracy of exactly 0 or 1 has a binomial standard error of 0: "two more trials
+    # within one standard error (0.000)" would say nothing
+    trials = _study(
+        [_trial(TrialState.COMPLETE, 0.0, lr=lr, eval_rows=100) for lr in (1e-5, 2e-5, 3e-5)]
+    )
+    s = summarize("flat", "f1", "maximize", trials)
+    assert (s.noise, s.within_noise) == (None, [])
+    assert "within one standard error" not in _text(render_report(s, trials))

@@ -26,9 +26,33 @@ def load_study_file(
     return spec, text
 
 
-def baseline(task: Any) -> dict[str, Any]:
+def baseline(task: Any, metric: str = "accuracy") -> dict[str, Any]:
+    """What a model that learned nothing scores, stored with the study for its report: the
+    train majority class's share of validation; for F1 metrics of a classification, also the
+    best F1 one constant answer reaches on validation (always the positive class, say), which
+    accuracy's majority share says nothing about."""
     label, share = task.majority_baseline()
-    return {"label": label, "accuracy": share}
+    out: dict[str, Any] = {"label": label, "accuracy": share}
+    labels = getattr(task.validation, "label", None)
+    if metric in ("f1", "macro_f1") and labels:
+        from hpo.tasks.classification import classification_metrics
+
+        k = task.num_labels
+        scores = [classification_metrics([c] * len(labels), labels, k)[metric] for c in range(k)]
+        best = max(range(k), key=scores.__getitem__)
+        out.update(metric=metric, value=scores[best], constant=task.label_names[best])
+    return out
+
+
+def baseline_of(stored: Any, metric: str) -> tuple[str, float] | None:
+    """The stored baseline the report sets the best trial beside, in the study's metric."""
+    if not stored:
+        return None
+    if metric == "accuracy":
+        return f"majority class {stored['label']!r}", float(stored["accuracy"])
+    if stored.get("metric") == metric:
+        return f"always answering {stored['constant']!r}", float(stored["value"])
+    return None
 
 
 def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
@@ -39,10 +63,7 @@ def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
 
     trials = study.get_trials(deepcopy=False)
     summary = summarize(study.study_name, spec.study.metric, spec.direction, trials)
-    stored = study.user_attrs.get(BASELINE_ATTR)
-    baseline = None
-    if stored and spec.study.metric == "accuracy":
-        baseline = (f"majority class {stored['label']!r}", float(stored["accuracy"]))
+    baseline = baseline_of(study.user_attrs.get(BASELINE_ATTR), spec.study.metric)
     console.print(
         render_report(summary, trials, top=top, baseline=baseline, proportion=spec.study.proportion)
     )

@@ -54,7 +54,7 @@ def create(
     quiet_libraries()
     task = preflight(spec)
     url = storage_url(storage)
-    extra = {BASELINE_ATTR: baseline(task)}
+    extra = {BASELINE_ATTR: baseline(task, spec.study.metric)}
     study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(task))
     set_deadline(study, spec.study.timeout)
     write_study_note(study)
@@ -173,7 +173,7 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     check_max_lengths(spec)  # tokenizers and configs: an error before the data and weights load
     console.print(f"preparing study [bold]{spec.study.name}[/]: data, tokenizer, model ...")
     prep = objective.prepare()
-    extra = {BASELINE_ATTR: baseline(prep.task)}
+    extra = {BASELINE_ATTR: baseline(prep.task, spec.study.metric)}
     study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(prep.task))
     set_deadline(study, spec.study.timeout)
     done = progress(study.get_trials(deepcopy=False), budget_used(study), spec)
@@ -236,7 +236,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
     task = preflight(spec)
-    extra = {BASELINE_ATTR: baseline(task)}
+    extra = {BASELINE_ATTR: baseline(task, spec.study.metric)}
     study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(task))
     set_deadline(study, spec.study.timeout)
     where = ", ".join(
@@ -322,7 +322,7 @@ def worker(
     if keys.DATA not in study.user_attrs:
         study.set_user_attr(keys.DATA, data)
     if BASELINE_ATTR not in study.user_attrs:
-        study.set_user_attr(BASELINE_ATTR, baseline(prep.task))
+        study.set_user_attr(BASELINE_ATTR, baseline(prep.task, spec.study.metric))
     console = Console(quiet=quiet)
     try:
         held = study.get_trials(deepcopy=False)

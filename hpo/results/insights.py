@@ -249,6 +249,13 @@ def report_data(
         base, best = float(stored["accuracy"]), summary.best_value
         diff = best - base if metric == "accuracy" and best is not None else None
         baseline = {"label": stored.get("label"), "accuracy": base, "best_minus_baseline": diff}
+        if stored.get("metric") == metric:  # F1: the best constant answer, in the metric
+            value = float(stored["value"])
+            baseline.update(
+                constant=stored.get("constant"),
+                value=value,
+                best_minus_baseline=None if best is None else best - value,
+            )
     leaderboard = [
         {
             "number": t.number,

@@ -186,6 +186,8 @@ def _within_noise(
         se = standard_error(value, rows)
     else:
         return {}
+    if se <= 0:  # a score of 0 or 1 has no binomial spread: nothing is "within" it
+        return {}
     # one entry per configuration, named by its first trial: a race's re-runs of the best (or
     # of another close one) are seeds of a configuration already counted, and `hpo best --top`
     # counts configurations
