@@ -71,6 +71,10 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
         (["sampler.first_trials=[{frozen_layers=5}]"], "first_trials[0].frozen_layers` is 5"),
         (["sampler.start_from_recipe=true"], "recipe's learning_rate 5e-05 is outside the space"),
         (["nonsense"], "--set needs section.key=value"),
+        (
+            ["space.lr_schedule=[linear,cosine]"],
+            "--set space.lr_schedule=[linear,cosine] is not a TOML value: quote the words in it",
+        ),
     ],
 )
 def test_a_bad_study_is_one_line_without_traceback(runner, study_file, overrides, message) -> None:
@@ -390,6 +394,12 @@ def test_a_resumed_study_s_live_view_counts_what_it_holds(
     assert f"{complete} complete · {pruned} pruned · 0 failed · 2 of 2 trials" in text
     assert f"best so far: accuracy {best.value:.4g} (trial #{best.number})" in text
     assert "none yet" not in text
+
+
+def test_a_study_name_given_as_a_number_is_text(runner, study_file: Path) -> None:
+    out = runner.invoke(cli, ["validate", str(study_file), "--no-data", "--set", "study.name=2024"])
+    assert out.exit_code == 0, out.output
+    assert "(study '2024')" in out.output
 
 
 def test_validate_names_the_class_f1_scores(runner, study_file: Path) -> None:

@@ -30,12 +30,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [part.strip() for part in key.split(".")]
     if not sep or len(path) < 2 or not all(path):
         raise SpecError(f"--set needs section.key=value, got {text!r}")
+    raw_value = raw_value.strip()
+    where = ".".join(map(shown, path))
     try:
-        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+        value = tomllib.loads(f"v = {raw_value}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw_value.strip()  # a bare word: take it as a string
+        if raw_value[:1] in "[{" and raw_value:  # meant as a list or table, not a word
+            raise SpecError(
+                f"--set {where}={raw_value} is not a TOML value: quote the words in it, as in "
+                f"'{where}=[\"linear\", \"cosine\"]' (single quotes around it for the shell)"
+            ) from None
+        value = raw_value  # a bare word: take it as a string
     except (ValueError, RecursionError):  # TOML, but past what tomllib reads
-        raise SpecError(f"--set {'.'.join(map(shown, path))}: {_TOO_BIG}") from None
+        raise SpecError(f"--set {where}: {_TOO_BIG}") from None
+    if path == ["study", "name"] and not isinstance(value, str):
+        value = raw_value  # a name is text: --set study.name=2024 means "2024"
     return path, value
 
 
