@@ -162,6 +162,10 @@ def test_a_changed_study_file_does_not_touch_the_stored_study(runner, study_file
     assert out.exit_code == 2 and "already exists with other settings: space.seed" in out.output
     study = optuna.load_study(study_name="tiny", storage=url)
     assert len(study.trials) == 1 and study.user_attrs[SPEC_ATTR]["space"]["seed"] == 0
+    # a smaller evaluation batch (after running out of memory) scores the same rows: resumed
+    smaller = runner.invoke(cli, [*args, "--n-trials", "2", "--set", "train.eval_batch_size=8"])
+    assert smaller.exit_code == 0, smaller.output
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
 
 
 def test_an_unreachable_database_is_one_line(runner, study_file) -> None:

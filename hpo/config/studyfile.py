@@ -38,7 +38,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         if raw_value[:1] in "[{" and raw_value:  # meant as a list or table, not a word
             raise SpecError(
                 f"--set {where}={raw_value} is not a TOML value: quote the words in it, as in "
-                f"'{where}=[\"linear\", \"cosine\"]' (single quotes around it for the shell)"
+                f'\'{where}=["linear", "cosine"]\' (single quotes around it for the shell)'
             ) from None
         value = raw_value  # a bare word: take it as a string
     except (ValueError, RecursionError):  # TOML, but past what tomllib reads

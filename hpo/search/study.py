@@ -32,6 +32,10 @@ _RERUN_KEYS = {
     # how the startup trials not yet run are drawn (the default changed from random draws to a
     # Latin hypercube; a study stored before resumes under either)
     ("sampler", "startup"),
+    # where and in what batches validation runs: a smaller evaluation batch after running out
+    # of memory, or resuming on a GPU, scores the same rows with the same weights
+    ("train", "eval_batch_size"),
+    ("train", "device"),
 }
 # Keys that decide whether a model may load, not what is learned: a rerun may turn them on.
 _LOAD_KEYS = {("model", "allow_pickle"), ("model", "trust_remote_code")}
