@@ -166,6 +166,11 @@ def test_a_changed_study_file_does_not_touch_the_stored_study(runner, study_file
     smaller = runner.invoke(cli, [*args, "--n-trials", "2", "--set", "train.eval_batch_size=8"])
     assert smaller.exit_code == 0, smaller.output
     assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
+    # run again at the earlier count: two are done, past it; nothing runs
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "(2 trials done, past n_trials 1: raise it to run more)" in again.output
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
 
 
 def test_an_unreachable_database_is_one_line(runner, study_file) -> None:

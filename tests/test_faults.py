@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -556,6 +557,8 @@ def test_ctrl_c_then_the_same_command_continues_the_study(
     text = again.stdout.decode(errors="replace")
     assert again.returncode == 0, text + again.stderr.decode(errors="replace")
     assert "resumed study ctrlc" in text
+    # one worker or several, the start line says how many rows the data gave
+    assert re.search(r"resumed study ctrlc .* \d+ train / \d+ validation rows", text), text
 
     after = fresh_trials(url, "ctrlc")
     assert states(after) == {"COMPLETE": n_trials, "FAIL": len(interrupted)}

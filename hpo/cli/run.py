@@ -130,6 +130,8 @@ def progress(trials: Any, used: int, spec: Any) -> str:
 
     if spec.study.budget:
         return budget.progress(trials, spec.study.budget)
+    if used > spec.study.n_trials:  # an earlier run raised the count with --n-trials
+        return f"{used} trials done, past n_trials {spec.study.n_trials}: raise it to run more"
     return f"{used} of {spec.study.n_trials} trials done"
 
 
@@ -244,7 +246,8 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
     )
     console.print(
         f"{'resumed' if resumed else 'created'} study [bold]{spec.study.name}[/] in {masked_url(url)}; "
-        f"{len(slots)} workers ({where})",
+        f"{len(slots)} workers ({where}) · {len(task.train)} train / {len(task.validation)} "
+        "validation rows",
         highlight=False,
     )
     # the trials a resumed study already holds are counted by the view, not announced again
