@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -453,6 +454,39 @@ def test_overwrite_never_deletes_the_current_folder_or_the_database(
         )
     assert [p.name for p in here.iterdir()] == ["study.toml"]
     assert (tmp_path / "best.db").stat().st_size > 0
+
+
+def test_overwrite_never_deletes_the_studys_data_or_model(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    """An --out that is or holds a data file of the study or its local model folder is
+    refused in one line, --overwrite or not, by `hpo best` and `hpo plot` alike."""
+    from hpo.search.objective import Objective
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    data.mkdir()
+    train = Path(shutil.copy(sentiment_csv, data / "train.csv"))
+    model = Path(shutil.copytree(tiny_model_dir, models / "tiny"))
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'study.db'}"
+    raw = spec_dict(model, train, study={"n_trials": 1}, train={"max_steps": 10, "eval_every": 10})
+    spec = StudySpec.from_dict(raw)
+    study, _ = create_or_resume(spec, open_storage(url))
+    work(study, Objective(spec), 1)
+    before = {folder: _snapshot(folder) for folder in (data, models)}
+    commands = [["best", "tiny", "--seeds", "1", "--top", "1"], ["plot", "tiny"]]
+    for out, says in [(data, f"holds {train}"), (models, f"holds {model}"), (model, f"is {model}")]:
+        for command in commands:
+            args = [*command, "--storage", url, "--out", str(out), "--overwrite"]
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2, result.output
+            assert result.output == (
+                f"Error: --out {out} {says}, which --overwrite would delete; choose a new folder\n"
+            )
+    assert {folder: _snapshot(folder) for folder in (data, models)} == before
+    # a local model among the choices of a `model` dimension is kept too; a hub id is no path
+    raw["space"]["model"] = [str(model), "org/hub-model"]
+    assert StudySpec.from_dict(raw).local_paths() == [train, model]
 
 
 def test_write_folder_keeps_what_it_would_replace_when_anything_fails(

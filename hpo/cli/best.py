@@ -68,8 +68,9 @@ def best(
 
     console = Console()
     url = storage_url(storage)
-    check_out_folder(out, overwrite, [f for f in [local_file(url)] if f is not None])
     study, spec = load_stored(study_name, open_existing(url))
+    database = [f for f in [local_file(url)] if f is not None]
+    check_out_folder(out, overwrite, [*database, *spec.local_paths()])  # before any retraining
     tied: list[int] = []
     if top is None:  # validation cannot rank trials within its noise: retrain them all
         tied = indistinguishable(study, spec)[: AUTO_TOP - 1]

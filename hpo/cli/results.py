@@ -79,8 +79,9 @@ def plot(study_name: str, out: Path, overwrite: bool, storage: str | None) -> No
 
     pyplot()  # a missing matplotlib is said before the database is read
     database = local_file(storage_url(storage))
-    check_out_folder(out, overwrite, [database] if database is not None else [])
     study, spec = _load(study_name, storage)
+    keep = [database] if database is not None else []
+    check_out_folder(out, overwrite, [*keep, *spec.local_paths()])
     files, notes = write_plots(study, spec.study.metric, out, overwrite)
     for note in notes:
         click.echo(f"note: {note}")

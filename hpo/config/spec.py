@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from hpo.config.privacy import PrivacySection, check_private_study
@@ -82,6 +83,20 @@ class StudySpec:
         """(origin, parameters) of the trials a new study runs before sampling any: the
         Trainer's recipe with ``sampler.start_from_recipe``, then ``sampler.first_trials``."""
         return first_trials(self.space, self.sampler.first_trials, self.sampler.start_from_recipe)
+
+    def model_names(self) -> list[str]:
+        """Every model a trial may use: ``space.model``'s choices, else ``model.name``."""
+        dim = self.space.dimensions.get("model")
+        listed = dim.values() if dim is not None else None
+        return [str(m) for m in listed] if listed else [self.model.name]
+
+    def local_paths(self) -> list[Path]:
+        """The study's own files on this machine: its data files (not those inside a
+        package) and its local model folders (the study file made them absolute; a hub id or
+        a bundled model is no path). A folder replaced whole must not hold any of them."""
+        files = [] if self.data.package else list((self.data.files or {}).values())
+        models = [m for m in self.model_names() if Path(m).is_absolute()]
+        return [Path(p) for p in files + models]
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> StudySpec:

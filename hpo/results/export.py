@@ -202,8 +202,9 @@ def probe_folder(out: Path) -> None:
 
 def check_out_folder(out: Path, overwrite: bool, keep: Sequence[Path] = ()) -> None:
     """Refuse, before any work is done, an --out folder whose files a save would lose: one
-    that exists and is not empty, unless ``overwrite``; and even then one that holds the
-    current folder or a file in ``keep`` (the study's database), which replacing would delete.
+    that exists and is not empty, unless ``overwrite``; and even then one that is or holds the
+    current folder or a path in ``keep`` (the study's database, data files and local model
+    folders), which replacing would delete.
     A new or an empty folder passes."""
     target = Path(os.path.realpath(out))
     if not target.is_dir():
@@ -217,11 +218,13 @@ def check_out_folder(out: Path, overwrite: bool, keep: Sequence[Path] = ()) -> N
 
 
 def _keep(out: Path, target: Path, keep: Sequence[Path] = ()) -> None:
-    """Refuse to replace ``target`` when it holds the current folder or a file in ``keep``."""
+    """Refuse to replace ``target`` when it holds the current folder or a path in ``keep``."""
     for inside, what in [(Path.cwd(), "the current folder"), *((k, str(k)) for k in keep)]:
-        if Path(os.path.realpath(inside)).is_relative_to(target):
+        path = Path(os.path.realpath(inside))
+        if path.is_relative_to(target):
+            verb = "is" if path == target and inside in keep else "holds"
             raise UserError(
-                f"--out {out} holds {what}, which --overwrite would delete; choose a new folder"
+                f"--out {out} {verb} {what}, which --overwrite would delete; choose a new folder"
             )
 
 

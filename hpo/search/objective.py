@@ -59,9 +59,7 @@ class Objective:
 
     def model_names(self) -> list[str]:
         """Every model a trial may use: ``space.model``'s choices, else ``model.name``."""
-        dim = self.spec.space.dimensions.get("model")
-        listed = dim.values() if dim is not None else None
-        return [str(m) for m in listed] if listed else [self.spec.model.name]
+        return self.spec.model_names()
 
     def prepare(
         self, pretrained: PretrainedModel | None = None, model: str | None = None
