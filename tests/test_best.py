@@ -222,6 +222,83 @@ def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["predict", str(out), "fine"]).stderr == ""
 
 
+def _study(url: str, raw: dict) -> StudySpec:
+    """A stored study of ``raw`` with one trial run."""
+    from hpo.search.objective import Objective
+
+    spec = StudySpec.from_dict(raw)
+    study, _ = create_or_resume(spec, open_storage(url))
+    work(study, Objective(spec), 1)
+    return spec
+
+
+def _direct(folder: Path, texts: list[str], pairs: list[str] | None, **cut: int) -> list:
+    """(label, score) per text as plain transformers computes them from a saved folder."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer(texts, pairs, truncation=True, padding=True, return_tensors="pt", **cut)
+    with torch.inference_mode():
+        top = model(**batch).logits.softmax(-1).max(-1)
+    labels = model.config.id2label
+    return [(labels[int(i)], round(float(p), 4)) for p, i in zip(*top, strict=True)]
+
+
+def test_predict_cuts_texts_where_training_and_scoring_cut_them(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    """The scores `hpo best` reports were measured on texts cut to train.max_length: the saved
+    tokenizer's model_max_length is that length, the card says it, and `hpo predict` cuts
+    there too, not at the 64 positions the model has. A folder saved before hpo recorded the
+    length is read as before."""
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    _study(
+        url,
+        spec_dict(
+            tiny_model_dir,
+            sentiment_csv,
+            study={"n_trials": 1},
+            space={"learning_rate": 5e-3},
+            train={"max_steps": 60, "eval_every": 30, "max_length": 8},
+        ),
+    )
+    out = tmp_path / "model"
+    args = ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1", "--top", "1"]
+    assert (result := CliRunner().invoke(cli, args)).exit_code == 0, result.output
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 8
+    card = " ".join((out / "README.md").read_text().split())
+    assert "cut to 8 tokens" in card and "max_length=8" in card and "truncation=True" in card
+    # one sentiment word in the first 8 tokens, the opposite ones past them
+    texts = [
+        "great fun the movie was a film this it really awful boring dull",
+        "awful bad the movie was a film this it really great fun best",
+        "the movie was a film this it really great",
+        "a great film\tso dull",  # a model of single texts reads a tab as part of its text
+    ]
+    assert _direct(out, texts, None, max_length=8) != _direct(out, texts, None, max_length=64)
+    # plain transformers cuts there with truncation alone
+    assert _direct(out, texts, None) == _direct(out, texts, None, max_length=8)
+
+    def predicted(folder: Path) -> list:
+        result = CliRunner().invoke(cli, ["predict", str(folder), "--json", *texts])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.output.splitlines()]
+        return [(r["label"], r["score"]) for r in rows]
+
+    assert predicted(out) == _direct(out, texts, None, max_length=8)
+    # an older folder records no length: the model's own limit, as before
+    config = json.loads((out / "config.json").read_text())
+    del config["hpo_input"]
+    (out / "config.json").write_text(json.dumps(config))
+    tokenizer = json.loads((out / "tokenizer_config.json").read_text())
+    tokenizer["model_max_length"] = int(1e30)  # transformers' "not set", as the tiny BERT has
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    assert predicted(out) == _direct(out, texts, None, max_length=64)
+
+
 def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:
     url, _ = stored
     blocker = tmp_path / "file"

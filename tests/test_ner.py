@@ -14,7 +14,13 @@ from hpo.config.spec import StudySpec
 from hpo.data.augment import MentionPool, TokenAugmenter, segments
 from hpo.data.tagging import Sentence, detect_scheme, read_conll, to_iob2
 from hpo.data.tokens import TokenSplit
-from hpo.data.windows import IGNORE, encode_sentences, stitch, word_predictions
+from hpo.data.windows import (
+    IGNORE,
+    collate_windows,
+    encode_sentences,
+    stitch,
+    word_predictions,
+)
 from hpo.errors import DataError
 from hpo.final.best import hyperparameters
 from hpo.tasks import get_task
@@ -525,6 +531,28 @@ def test_run_report_best_and_predict_from_the_shell(
     assert ("paris", "LOC") in {(e["text"], e["type"]) for e in found}
     assert [e["type"] for e in found if e["text"].startswith("ada")] == ["PER"]
     assert all(0 < e["score"] <= 1 for e in found)
+    # a sentence past max_length (32) is read in windows of 32 tokens, as validation scored
+    # it, not whole within the model's 64 positions; the saved tokenizer and the card say 32
+    import torch
+    from seqeval.metrics.sequence_labeling import get_entities
+    from transformers import AutoModelForTokenClassification
+
+    assert tokenizer_of(model).model_max_length == 32
+    assert "at most 32 tokens at a time" in " ".join(card.split())
+    words = [w for sentence, _ in ner_sentences(6, 5) for w in sentence]  # validation's last
+    net = AutoModelForTokenClassification.from_pretrained(model).eval()
+    names = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    windows = encode_sentences([words], [["O"] * len(words)], tokenizer_of(model), 32, names)
+    assert len(windows) > 1 and len(windows.input_ids[0]) == 32 < windows.longest < 64
+    batch = collate_windows(windows, range(len(windows)), 0)
+    batch.pop("labels")
+    with torch.inference_mode():
+        logits = net(**batch).logits
+    _, [tags] = stitch(word_predictions(logits, range(len(windows)), windows), windows)
+    expected = [(" ".join(words[a : b + 1]), kind) for kind, a, b in get_entities(tags)]
+    out = runner.invoke(cli, ["predict", str(model), "--json", " ".join(words)])
+    assert out.exit_code == 0, out.output
+    assert [(e["text"], e["type"]) for e in json.loads(out.output)["entities"]] == expected
 
 
 def test_augment_shows_tagged_sentences_unchanged_at_zero_and_perturbed_above(

@@ -1,7 +1,8 @@
 """The saved model: written with its tokenizer and model card, loaded back, asked to predict.
 
 LoRA adapters are folded into the weights before saving, so the folder loads without ``peft``;
-a hidden-layer head is recorded in the config and rebuilt by ``load_model``.
+a hidden-layer head is recorded in the config and rebuilt by ``load_model``. The config also
+records how the model reads its input (``hpo_input``), so ``predict`` reads it the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from hpo.config.spec import StudySpec
     from hpo.final.best import ConfigResult
     from hpo.search.prepared import Prepared
+
+# In config.json: {"max_length": n}, the train.max_length the model was trained and scored at.
+# A folder saved by an older hpo has none.
+INPUT_CONFIG = "hpo_input"
 
 
 def save(
@@ -46,17 +51,36 @@ def save(
     names = prep.task.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
+    setattr(model.config, INPUT_CONFIG, input_facts(spec))
     card = model_card(spec, study_name, results, train_on, search_value, chosen)
     table = json.dumps([dataclasses.asdict(r) for r in results], indent=1)
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
-        prep.tokenizer.save_pretrained(folder)
+        save_tokenizer(prep.tokenizer, folder, spec.train.max_length)
         (folder / "README.md").write_text(card, encoding="utf-8")
         (folder / "hpo_results.json").write_text(table, encoding="utf-8")
 
     write_folder(out, write, "the model", overwrite)
     return out
+
+
+def input_facts(spec: StudySpec) -> dict[str, Any]:
+    """How the model read its input in training and scoring (``INPUT_CONFIG``): texts cut to
+    ``train.max_length`` tokens."""
+    return {"max_length": spec.train.max_length}
+
+
+def save_tokenizer(tokenizer: Any, folder: Path, max_length: int) -> None:
+    """Save the tokenizer with ``model_max_length`` set to the study's ``max_length``: the
+    model was trained and scored on texts cut there, so ``tokenizer(text, truncation=True)``
+    cuts there too; the tokenizer in use is left as it was."""
+    before = tokenizer.model_max_length
+    tokenizer.model_max_length = max_length
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.model_max_length = before
 
 
 def plain_model(model: Any) -> Any:
@@ -81,8 +105,7 @@ def load_model(folder: str | Path) -> Any:
 
     quiet_transformers()
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
+    _config_file(folder)
     config = AutoConfig.from_pretrained(folder)
     auto = _auto_class(config)
     head = getattr(config, HEAD_CONFIG, None)
@@ -116,6 +139,13 @@ def load_model(folder: str | Path) -> Any:
     if missing:
         raise UserError(f"{folder}: the saved weights lack {missing[0]}; was it saved by hpo best?")
     return model
+
+
+def _config_file(folder: Path) -> Path:
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UserError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
+    return config
 
 
 def _auto_class(config: Any) -> Any:
@@ -293,18 +323,54 @@ def model_card(
             ]
         ),
         'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+        *_card_encoding(spec),
         "```",
         "",
-        'or from the shell: `hpo predict THIS_FOLDER "some text"`'
-        + (" (prints the entities: text, type, score)." if tokens else "."),
+        *_card_input(spec),
         "",
     ]
     return "\n".join(lines)
 
 
+def _card_encoding(spec: StudySpec) -> list[str]:
+    """The card's lines that encode a text as training did."""
+    if spec.study.task == "token_classification":
+        return []
+    texts = '["some text"]'
+    return [
+        f'inputs = tokenizer({texts}, truncation=True, return_tensors="pt")',
+        "label = model.config.id2label[int(model(**inputs).logits.argmax(-1)[0])]",
+    ]
+
+
+def _card_input(spec: StudySpec) -> list[str]:
+    """The card's lines on what the model reads: the length its scores were measured at,
+    and the shell command."""
+    n = spec.train.max_length
+    if spec.study.task == "token_classification":
+        return [
+            f"The model was trained and scored on at most {n} tokens at a time "
+            "(`train.max_length`, the saved tokenizer's `model_max_length`): a longer sentence "
+            "was split into overlapping windows, as `hpo predict` splits it.",
+            "",
+            'or from the shell: `hpo predict THIS_FOLDER "some text"` (prints the entities: '
+            "text, type, score).",
+        ]
+    shell = 'or from the shell: `hpo predict THIS_FOLDER "some text"`.'
+    return [
+        f"The model was trained and scored on inputs cut to {n} tokens (`train.max_length`): the "
+        f"saved tokenizer's `model_max_length` is {n}, so `truncation=True` cuts there; with "
+        f"a tokenizer loaded elsewhere pass `truncation=True, max_length={n}`, as `hpo predict` "
+        "does.",
+        "",
+        shell,
+    ]
+
+
 def predict(folder: Path, texts: Sequence[str]) -> list[Any]:
     """For each text, from a saved model folder: (label, probability); for a token
-    classification model, its entities (see ``predict_entities``)."""
+    classification model, its entities (see ``predict_entities``); every text is cut where
+    training cut it (``input_limit``)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -325,11 +391,17 @@ def predict(folder: Path, texts: Sequence[str]) -> list[Any]:
 
 
 def input_limit(model: Any, tokenizer: Any) -> int:
-    """The most tokens one row may have: what the model's tokenizer and its table of positions
-    allow (a tokenizer saved without ``model_max_length`` says nothing), at most 512, as in
-    training's default windows."""
+    """The most tokens one row (or window) may have: the ``train.max_length`` the model was
+    trained and scored at, which its config records, so a prediction reads a text as the
+    reported scores did. A folder saved by an older hpo records none: then what the model's
+    tokenizer and its table of positions allow (a tokenizer saved without
+    ``model_max_length`` says nothing), at most 512."""
     from hpo.search.preflight import position_limit
 
+    facts = getattr(model.config, INPUT_CONFIG, None)
+    recorded = facts.get("max_length") if isinstance(facts, dict) else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
     return min(position_limit(model.config, tokenizer) or 512, 512)
 
 
