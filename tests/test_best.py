@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import resource
@@ -26,7 +27,7 @@ from hpo.execution.storage import open_storage
 from hpo.execution.workers import work
 from hpo.search.study import create_or_resume
 from hpo.training.loop import evaluate, pick_device
-from tests.conftest import spec_dict
+from tests.conftest import sentiment_rows, spec_dict
 
 
 @pytest.fixture
@@ -297,6 +298,53 @@ def test_predict_cuts_texts_where_training_and_scoring_cut_them(
     tokenizer["model_max_length"] = int(1e30)  # transformers' "not set", as the tiny BERT has
     (out / "tokenizer_config.json").write_text(json.dumps(tokenizer))
     assert predicted(out) == _direct(out, texts, None, max_length=64)
+
+
+def test_predict_reads_a_pair_models_texts_as_pairs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A model trained on text pairs takes each TEXT (and each line of standard input) as its
+    two texts separated by a tab and encodes them as a pair, as training did; a TEXT without
+    a tab is refused in one line that says how to give a pair."""
+    data = tmp_path / "pairs.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        rows = [("the film", text, label) for text, label in sentiment_rows(200)]
+        csv.writer(f).writerows([("premise", "hypothesis", "label"), *rows])
+    url = f"sqlite:///{tmp_path / 'pairs.db'}"
+    columns = {"text_column": "premise", "text_pair_column": "hypothesis"}
+    train = {"max_steps": 10, "eval_every": 10}
+    _study(url, spec_dict(tiny_model_dir, data, study={"n_trials": 1}, data=columns, train=train))
+    out = tmp_path / "model"
+    args = ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1", "--top", "1"]
+    assert (result := CliRunner().invoke(cli, args)).exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["hpo_input"] == {"max_length": 32, "pair": ["premise", "hypothesis"]}
+    card = (out / "README.md").read_text()
+    assert "hpo predict THIS_FOLDER $'the premise\\tthe hypothesis'" in card
+    assert 'tokenizer(["the premise"], ["the hypothesis"], truncation=True' in card
+
+    firsts, seconds = ["a great film", "so dull", "the film"], ["it was fun", "awful", "bad\tx"]
+    texts = [f"{a}\t{b}" for a, b in zip(firsts, seconds, strict=True)]
+    expected = _direct(out, firsts, seconds)
+    assert expected != _direct(out, texts, None)  # each line encoded alone, as before
+    given = CliRunner().invoke(cli, ["predict", str(out), "--json", *texts])
+    piped = CliRunner().invoke(cli, ["predict", str(out), "-", "--json"], input="\n".join(texts))
+    for result in (given, piped):
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.output.splitlines()]
+        assert [(r["text"], r["text_pair"]) for r in rows] == list(
+            zip(firsts, seconds, strict=True)
+        )
+        assert [(r["label"], r["score"]) for r in rows] == expected
+    plain = CliRunner().invoke(cli, ["predict", str(out), texts[0]])
+    label, score = expected[0]
+    assert plain.output == f"{label}\t{score:.3f}\t{texts[0]}\n"
+
+    refused = CliRunner().invoke(cli, ["predict", str(out), texts[0], "a great film"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.output == (
+        "Error: text 2 has no tab: this model reads text pairs (premise, hypothesis); give each "
+        "as its two texts separated by a tab, e.g. $'the premise\\tthe hypothesis', or one pair "
+        "a line on standard input with TEXT -\n"
+    )
 
 
 def test_best_errors_are_one_line(stored, tmp_path: Path) -> None:

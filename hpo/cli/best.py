@@ -158,16 +158,23 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
 
     A classifier prints label, probability and text; a token classification (NER) model prints
     each text, then one line per entity: its words, type and score. TEXT `-` reads the texts
-    from standard input, one per line."""
+    from standard input, one per line. A model trained on text pairs takes each TEXT (and
+    each line) as its two texts separated by a tab."""
     import json
     import sys
 
+    from hpo.final.saved import pair_columns, split_pairs
     from hpo.final.saved import predict as run_predict
 
     if texts == ("-",):
         texts = tuple(sys.stdin.read().splitlines())
         if not texts:
             raise click.UsageError("no text on standard input (one text per line)")
+    columns = pair_columns(model_dir)  # None: a model of single texts, a tab is part of one
+    firsts, pairs = split_pairs(texts, columns) if columns else (list(texts), None)
+    rows: list[dict[str, str]] = [{"text": text} for text in texts]
+    if pairs is not None:
+        rows = [{"text": a, "text_pair": b} for a, b in zip(firsts, pairs, strict=True)]
     blank = [i for i, text in enumerate(texts, 1) if not text.strip()]
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
@@ -176,10 +183,10 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
             "guess with nothing to read (training drops such rows)",
             err=True,
         )
-    for text, found in zip(texts, run_predict(model_dir, texts), strict=True):
+    for text, row, found in zip(texts, rows, run_predict(model_dir, firsts, pairs), strict=True):
         if isinstance(found, list):  # entities
             if as_json:
-                click.echo(json.dumps({"text": text, "entities": found}, ensure_ascii=False))
+                click.echo(json.dumps({**row, "entities": found}, ensure_ascii=False))
                 continue
             click.echo(text)
             for e in found:
@@ -188,8 +195,8 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
                 click.echo("  (no entity)")
         elif as_json:
             label, prob = found
-            row = {"text": text, "label": label, "score": round(prob, 4)}
-            click.echo(json.dumps(row, ensure_ascii=False))
+            out = {**row, "label": label, "score": round(prob, 4)}
+            click.echo(json.dumps(out, ensure_ascii=False))
         else:
             label, prob = found
             click.echo(f"{label}\t{prob:.3f}\t{text}")

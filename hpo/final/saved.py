@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from hpo.final.best import ConfigResult
     from hpo.search.prepared import Prepared
 
-# In config.json: {"max_length": n}, the train.max_length the model was trained and scored at.
-# A folder saved by an older hpo has none.
+# In config.json: {"max_length": n} (the train.max_length the model was trained and scored
+# at) and, for a model trained on text pairs, "pair": [its text column, its pair column]. A
+# folder saved by an older hpo has neither.
 INPUT_CONFIG = "hpo_input"
 
 
@@ -67,8 +68,11 @@ def save(
 
 def input_facts(spec: StudySpec) -> dict[str, Any]:
     """How the model read its input in training and scoring (``INPUT_CONFIG``): texts cut to
-    ``train.max_length`` tokens."""
-    return {"max_length": spec.train.max_length}
+    ``train.max_length`` tokens, and for a sentence-pair study the two texts of each row."""
+    facts: dict[str, Any] = {"max_length": spec.train.max_length}
+    if spec.data.text_pair_column and spec.study.task != "token_classification":
+        facts["pair"] = [spec.data.text_column, spec.data.text_pair_column]
+    return facts
 
 
 def save_tokenizer(tokenizer: Any, folder: Path, max_length: int) -> None:
@@ -146,6 +150,40 @@ def _config_file(folder: Path) -> Path:
     if not config.is_file():
         raise UserError(f"{folder} is not a saved model folder (no config.json); see `hpo best`")
     return config
+
+
+def pair_columns(folder: str | Path) -> tuple[str, str] | None:
+    """The two text columns of a model trained on text pairs, from its folder's config; None
+    for a model of single texts (or one saved by an older hpo, which recorded no pairs)."""
+    folder = Path(folder)
+    try:
+        config = json.loads(_config_file(folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {folder}/config.json: {exc}") from None
+    return _pair(config.get(INPUT_CONFIG) if isinstance(config, dict) else None)
+
+
+def _pair(facts: Any) -> tuple[str, str] | None:
+    pair = facts.get("pair") if isinstance(facts, dict) else None
+    return (str(pair[0]), str(pair[1])) if isinstance(pair, list) and len(pair) == 2 else None
+
+
+def split_pairs(texts: Sequence[str], columns: tuple[str, str]) -> tuple[list[str], list[str]]:
+    """Each text of a pair model's input as its two texts, separated by its first tab; a
+    text without a tab is refused (``UserError``), since encoding it alone reads it as a
+    pair with its second text missing."""
+    firsts, seconds = [], []
+    for i, text in enumerate(texts, 1):
+        first, tab, second = text.partition("\t")
+        if not tab:
+            raise UserError(
+                f"text {i} has no tab: this model reads text pairs ({columns[0]}, {columns[1]}); "
+                f"give each as its two texts separated by a tab, e.g. $'the {columns[0]}\\tthe "
+                f"{columns[1]}', or one pair a line on standard input with TEXT -"
+            )
+        firsts.append(first)
+        seconds.append(second)
+    return firsts, seconds
 
 
 def _auto_class(config: Any) -> Any:
@@ -333,10 +371,13 @@ def model_card(
 
 
 def _card_encoding(spec: StudySpec) -> list[str]:
-    """The card's lines that encode a text as training did."""
+    """The card's lines that encode a text (or a text pair) as training did."""
     if spec.study.task == "token_classification":
         return []
+    facts = input_facts(spec)
     texts = '["some text"]'
+    if "pair" in facts:
+        texts = f'["the {facts["pair"][0]}"], ["the {facts["pair"][1]}"]'
     return [
         f'inputs = tokenizer({texts}, truncation=True, return_tensors="pt")',
         "label = model.config.id2label[int(model(**inputs).logits.argmax(-1)[0])]",
@@ -345,7 +386,7 @@ def _card_encoding(spec: StudySpec) -> list[str]:
 
 def _card_input(spec: StudySpec) -> list[str]:
     """The card's lines on what the model reads: the length its scores were measured at,
-    and the shell command."""
+    and the shell command, in its text-pair form for a pair model."""
     n = spec.train.max_length
     if spec.study.task == "token_classification":
         return [
@@ -356,7 +397,13 @@ def _card_input(spec: StudySpec) -> list[str]:
             'or from the shell: `hpo predict THIS_FOLDER "some text"` (prints the entities: '
             "text, type, score).",
         ]
+    pair = input_facts(spec).get("pair")
     shell = 'or from the shell: `hpo predict THIS_FOLDER "some text"`.'
+    if pair:
+        shell = (
+            f"or from the shell, each pair as its two texts separated by a tab (the `{pair[0]}`, "
+            f"then the `{pair[1]}`): `hpo predict THIS_FOLDER $'the {pair[0]}\\tthe {pair[1]}'`."
+        )
     return [
         f"The model was trained and scored on inputs cut to {n} tokens (`train.max_length`): the "
         f"saved tokenizer's `model_max_length` is {n}, so `truncation=True` cuts there; with "
@@ -367,21 +414,32 @@ def _card_input(spec: StudySpec) -> list[str]:
     ]
 
 
-def predict(folder: Path, texts: Sequence[str]) -> list[Any]:
+def predict(folder: Path, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Any]:
     """For each text, from a saved model folder: (label, probability); for a token
-    classification model, its entities (see ``predict_entities``); every text is cut where
-    training cut it (``input_limit``)."""
+    classification model, its entities (see ``predict_entities``). A model trained on text
+    pairs needs ``pairs``, the second text of each (see ``split_pairs``), and is given them
+    as pairs, as in training; every input is cut where training cut it (``input_limit``)."""
     import torch
     from transformers import AutoTokenizer
 
     model = load_model(folder)
+    columns = _pair(getattr(model.config, INPUT_CONFIG, None))
+    if columns is not None and pairs is None:
+        raise UserError(f"{folder} reads text pairs ({columns[0]}, {columns[1]}): give both texts")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if is_token_model(model):
+        if pairs is not None:
+            raise UserError(f"{folder} is a token classification model: it reads no text pairs")
         return predict_entities(model, tokenizer, texts)
     model.eval()
     limit = input_limit(model, tokenizer)
     batch = tokenizer(
-        list(texts), truncation=True, max_length=limit, padding=True, return_tensors="pt"
+        list(texts),
+        list(pairs) if pairs is not None else None,
+        truncation=True,
+        max_length=limit,
+        padding=True,
+        return_tensors="pt",
     )
     with torch.inference_mode():
         probs = model(**batch).logits.softmax(-1)
