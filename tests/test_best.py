@@ -708,3 +708,24 @@ def test_best_on_train_and_validation_says_validation_was_trained_on(
     alone = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "alone")])
     runs = [line for line in alone.output.splitlines() if line.startswith("  trial #")]
     assert runs and all("seed 0: validation accuracy" in line for line in runs)
+    # the model card says so too: no validation-minus-test "overfit" gap of a trained-on split
+    card = (tmp_path / "both" / "README.md").read_text()
+    assert "| configuration | validation, trained on (mean ± sd) | test (mean ± sd) |" in card
+    assert "Validation minus test" not in card and "scored best on validation" not in card
+    assert "Validation was part of the training data" in card
+    assert "Validation minus test" in (tmp_path / "alone" / "README.md").read_text()
+
+
+def test_the_card_names_the_model_a_model_dimension_chose(tiny_model_dir: Path) -> None:
+    from hpo.final.best import ConfigResult, SeedRun
+    from hpo.final.saved import model_card
+
+    other = tiny_model_dir.parent / "tiny-gpt2"  # a local folder: named, not its path
+    raw = spec_dict(tiny_model_dir, Path("d.csv"))
+    raw["space"]["model"] = [str(tiny_model_dir), str(other)]
+    spec = StudySpec.from_dict(raw)
+    run = SeedRun(0, {"accuracy": 0.8}, {"accuracy": 0.7}, 1.0)
+    chosen = ConfigResult(4, {"model": str(other), "learning_rate": 1e-4}, [run])
+    card = model_card(spec, "multi", [chosen], "train", 0.8)
+    assert card.splitlines()[0] == "# multi: fine-tuned tiny-gpt2"
+    assert "- `model`: tiny-gpt2" in card and str(other) not in card

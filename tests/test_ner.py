@@ -646,3 +646,16 @@ def test_screening_keeps_the_screen_with_the_best_entity_f1(
     # (the kept screen's F1 is above its bootstrap standard error: it learned something)
     assert best.intermediate_values[30] > best.user_attrs[keys.EVAL_NOISE] > 0
     assert screen_caution(study.trials, maximize=True, proportion=False) is None
+
+
+def test_predict_reads_chinese_and_japanese_a_character_a_word() -> None:
+    """Unspaced scripts are split into characters, as character-per-line NER data is; read as
+    one word, a whole sentence was tagged as one entity."""
+    from hpo.final.saved import split_words
+
+    text = "张三在北京工作。 Ada met O'Brien in 東京"
+    words = split_words(text)
+    assert [w for w, _, _ in words] == [
+        "张", "三", "在", "北", "京", "工", "作", "。", "Ada", "met", "O'Brien", "in", "東", "京",
+    ]  # fmt: skip
+    assert all(text[a:b] == w for w, a, b in words)  # offsets point at the words

@@ -280,8 +280,11 @@ def model_card(
         or data.package
         or ", ".join(f"{k}: {Path(v).name}" for k, v in (data.files or {}).items())
     )
+    held_out = train_on == "train"  # else validation was trained on: no held-out score
+    # the chosen configuration's model: a `model` dimension's choice, else the study's model
+    base = str(results[chosen].params.get("model") or spec.model.name)
     lines = [
-        f"# {study_name}: fine-tuned {_shown_model(spec.model.name)}",
+        f"# {study_name}: fine-tuned {_shown_model(base)}",
         "",
         f"{what} fine-tuned by `hpo` from study `{study_name}`: "
         + (
@@ -291,15 +294,25 @@ def model_card(
             else "the best configuration of the search"
         )
         + f" (trial #{facts['trial']}), retrained on {train_on} with seeds {facts['seeds']}; "
-        "this folder holds its run that scored best on validation.",
+        + (
+            "this folder holds its run that scored best on validation."
+            if held_out
+            else "this folder holds one of those runs (validation, trained on, chose nothing)."
+        ),
         "",
         "## Hyperparameters",
         "",
-        *(f"- `{k}`: {v}" for k, v in results[chosen].params.items() if k != "seed"),
+        *(
+            f"- `{k}`: {_shown_model(str(v)) if k == 'model' else v}"
+            for k, v in results[chosen].params.items()
+            if k != "seed"
+        ),
         "",
         f"## Results ({metric})",
         "",
-        "| configuration | validation (mean ± sd) | test (mean ± sd) |",
+        "| configuration | validation"
+        + ("" if held_out else ", trained on")
+        + " (mean ± sd) | test (mean ± sd) |",
         "| --- | --- | --- |",
     ]
     for r in results:
@@ -322,7 +335,7 @@ def model_card(
         lines.append(
             f"During the search this configuration scored {search_value:.4f} on validation."
         )
-    if facts["gap"] is not None:
+    if facts["gap"] is not None and held_out:
         lines.append(
             f"Validation minus test: {facts['gap']:+.4f} (a large positive gap means the search "
             "overfit the validation split)."
@@ -463,12 +476,17 @@ def input_limit(model: Any, tokenizer: Any) -> int:
     return min(position_limit(model.config, tokenizer) or 512, 512)
 
 
-_WORDS = re.compile(r"[@#]?\w+(?:['’.\-]\w+)*|\S")
+# Chinese and Japanese scripts write no spaces between words: each character is a word of its
+# own, as in the character-per-line files Chinese NER data comes in (MSRA, Weibo, Resume); a
+# run of them read as one word would be tagged as one entity
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORDS = re.compile(rf"[{_UNSPACED}]|[@#]?[^\W{_UNSPACED}]+(?:['’.\-][^\W{_UNSPACED}]+)*|\S")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
     """Words of a raw text with their character offsets: runs of letters and digits (with
-    inner apostrophes, dots and hyphens, and a leading @ or #), and each other mark alone."""
+    inner apostrophes, dots and hyphens, and a leading @ or #), each Chinese or Japanese
+    character alone, and each other mark alone."""
     return [(m.group(), m.start(), m.end()) for m in _WORDS.finditer(text)]
 
 
