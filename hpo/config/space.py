@@ -141,11 +141,13 @@ class SearchSpace:
         """Refuse a dimension the study file sets that a condition keeps from ever being
         sampled: ``frozen_layers = 2`` with ``lora_rank = 4`` (freezing applies only without
         LoRA) would store no ``frozen_layers`` and train every trial without it, silently. The
-        space's own default ranges may be switched off so; a value set to its off value does
-        nothing either way."""
+        space's own default ranges, and values that include the off value, may be switched off
+        so."""
         for name, conds in conditions.items():
             dim = self.dimensions[name]
-            if _is_default(name, dim) or (dim.is_fixed and dim.value == dim.rule.off):
+            # a range or choice that holds the off value may simply be gated off (LoRA turns
+            # freezing off); one that does not asks for the strategy in every trial
+            if _is_default(name, dim) or _can_take(dim, dim.rule.off):
                 continue
             for cond in conds:
                 on = self.dimensions.get(cond.on)
