@@ -189,6 +189,20 @@ def test_integer_labels_with_a_missing_one_keep_integer_names(tmp_path: Path) ->
     assert task.label_names == ["0", "1"]
 
 
+def test_a_fraction_the_datas_own_split_makes_moot_is_said(tmp_path: Path, capsys) -> None:
+    train = write_delimited(tmp_path / "train.csv", ["text", "label"], labelled(40))
+    dev = write_delimited(tmp_path / "dev.csv", ["text", "label"], labelled(10, prefix="dev"))
+    test = write_delimited(tmp_path / "test.csv", ["text", "label"], labelled(10, prefix="t"))
+    files = {"train": str(train), "validation": str(dev), "test": str(test)}
+    task = load_task(DataSection(files=files, validation_fraction=0.2, test_fraction=0.2))
+    assert (len(task.train), len(task.validation)) == (40, 10)  # nothing carved
+    err = capsys.readouterr().err
+    assert "`data.validation_fraction` 0.2 is not used: the data has its own validation" in err
+    assert "`data.test_fraction` 0.2 is not used: the data has its own test split" in err
+    load_task(DataSection(files={"train": str(train)}, validation_fraction=0.2, test_fraction=0.2))
+    assert "is not used" not in capsys.readouterr().err  # carved: used
+
+
 def test_minus_one_in_a_users_file_is_a_label(tmp_path: Path, capsys) -> None:
     # -1/0/1 is a common coding of negative/neutral/positive; only a hub dataset's class-label
     # feature uses -1 for "hidden"

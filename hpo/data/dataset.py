@@ -142,6 +142,7 @@ def load_task(spec: DataSection) -> TaskData:
     notes = (
         _blank_note(blank)
         + _unlabelled_note(unlabelled, splits)
+        + _unused_fraction_notes(spec, splits)
         + _label_notes(label_names, len(train))
         + _leakage_notes(train, {"validation": validation, "test": test})
         + small_validation_note(len(validation), "rows")
@@ -204,6 +205,22 @@ def _blank_note(blank: dict[str, int]) -> list[str]:
     if not counts:
         return []
     return [f"dropped rows whose text is empty or only whitespace: {', '.join(counts)}"]
+
+
+def _unused_fraction_notes(spec: DataSection, splits: dict[str, Split]) -> list[str]:
+    """A fraction to carve from train that the data's own split makes moot: said, where it was
+    silently ignored (the default validation fraction is not one the user chose)."""
+    notes = []
+    for name, fraction, default in (
+        ("validation", spec.validation_fraction, 0.1),
+        ("test", spec.test_fraction, 0.0),
+    ):
+        if fraction != default and len(splits.get(name) or ()):
+            notes.append(
+                f"`data.{name}_fraction` {fraction:g} is not used: the data has its own "
+                f"{name} split; drop the key, or the {name} split to carve one from train"
+            )
+    return notes
 
 
 def _unlabelled_note(unlabelled: dict[str, int], splits: dict[str, Split]) -> list[str]:
