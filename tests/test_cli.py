@@ -72,6 +72,11 @@ def test_validate_accepts_a_good_file_and_reports_the_data(runner, study_file: P
         (["sampler.start_from_recipe=true"], "recipe's learning_rate 5e-05 is outside the space"),
         (["nonsense"], "--set needs section.key=value"),
         (
+            ["pruner.name=median", "pruner.reduction_factor=3"],  # its default, still not read
+            "`pruner.reduction_factor` is not read by pruner 'median' (only by "
+            "'successive_halving', 'hyperband')",
+        ),
+        (
             ["space.lr_schedule=[linear,cosine]"],
             "--set space.lr_schedule=[linear,cosine] is not a TOML value: quote the words in it",
         ),

@@ -207,6 +207,24 @@ class PrunerSection:
                 )
 
 
+def check_pruner_keys(written: Any, name: str, wrapped: str) -> None:
+    """Refuse a ``[pruner]`` key the study file writes that pruner ``name`` never reads, also
+    one written at its default value (``reduction_factor = 3`` with the median pruner), which
+    the section itself cannot tell from a key left out. Only for a study file as written: a
+    stored study keeps every key."""
+    if not isinstance(written, dict) or name == "none":
+        return
+    uses = set(_PRUNER_KEYS[name]) | {"name"}
+    if name == "patient":
+        uses |= _PRUNER_KEYS[wrapped] | {"wrapped"}
+    for key in sorted(set(written) - uses):
+        readers = [n for n, ks in _PRUNER_KEYS.items() if key in ks] or ["patient"]
+        raise SpecError(
+            f"`pruner.{key}` is not read by pruner {name!r} (only by "
+            f"{', '.join(map(repr, readers))}); drop it, or choose that pruner"
+        )
+
+
 # the keys each pruner reads (`patient` also reads those of the pruner it wraps)
 _PRUNER_KEYS: dict[str, frozenset[str]] = {
     "median": frozenset({"n_startup_trials", "n_warmup_steps", "margin"}),

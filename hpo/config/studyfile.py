@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hpo.config.sections import check_pruner_keys
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError, shown
 
@@ -139,4 +140,6 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpe
         raise SpecError(f"{path} cannot be read: {_TOO_BIG}") from None
     raw = apply_overrides(raw, overrides)
     raw = resolve_paths(raw, path.parent.resolve())
-    return StudySpec.from_dict(raw), text
+    spec = StudySpec.from_dict(raw)
+    check_pruner_keys(raw.get("pruner"), spec.pruner.name, spec.pruner.wrapped)
+    return spec, text
