@@ -254,7 +254,7 @@ def test_words_pandas_reads_as_missing_are_kept_and_empty_cells_counted(
     assert "warning: dropped rows with no label (an empty cell): 1 in train" in err
 
 
-def test_a_pair_with_a_missing_second_text_is_dropped_and_counted(tmp_path: Path, capsys) -> None:
+def test_a_pair_with_a_missing_second_text_is_kept_and_counted(tmp_path: Path, capsys) -> None:
     rows = [{"premise": f"p {i}", "hypothesis": f"h {i}", "label": i % 2} for i in range(20)]
     rows += [
         {"premise": "no second", "hypothesis": None, "label": 0},
@@ -267,11 +267,14 @@ def test_a_pair_with_a_missing_second_text_is_dropped_and_counted(tmp_path: Path
     kept = dict(zip(task.train.text + task.validation.text,
                     (task.train.text_pair or []) + (task.validation.text_pair or []),
                     strict=True))  # fmt: skip
-    assert len(kept) == 21 and kept["12345"] == "a number is a text"
-    assert "no second" not in kept and "blank second" not in kept
+    assert len(kept) == 23 and kept["12345"] == "a number is a text"
+    assert kept["no second"] == kept["blank second"] == ""
+    err = " ".join(capsys.readouterr().err.split())
     assert (
-        "dropped rows whose text is empty or only whitespace: 2 in train" in capsys.readouterr().err
+        "rows whose second text (`hypothesis`) is empty, kept and read as their first text "
+        "alone: 2 in train" in err
     )
+    assert "dropped rows whose text" not in err
 
 
 # ------------------------------------------------------------------------- splits and caps

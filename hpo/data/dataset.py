@@ -109,11 +109,12 @@ def load_task(spec: DataSection) -> TaskData:
     splits: dict[str, Split] = {}
     blank: dict[str, int] = {}
     unlabelled: dict[str, int] = {}
+    lone: dict[str, int] = {}  # pair rows whose second text is empty
     for name, table in tables.items():
         if table is not None:
             # a class-label feature (a hub dataset's) marks a hidden label -1
             hidden = bool(getattr(table.features.get(spec.label_column), "names", None))
-            splits[name], blank[name], unlabelled[name] = _to_split(
+            splits[name], blank[name], unlabelled[name], lone[name] = _to_split(
                 table, spec, encode, label_names, name, hidden
             )
             if spec.hub is None and len(splits[name]) == 0:
@@ -142,6 +143,7 @@ def load_task(spec: DataSection) -> TaskData:
     notes = (
         _blank_note(blank)
         + _unlabelled_note(unlabelled, splits)
+        + _lone_note(lone, spec.text_pair_column)
         + _unused_fraction_notes(spec, splits)
         + _label_notes(label_names, len(train))
         + _leakage_notes(train, {"validation": validation, "test": test})
@@ -205,6 +207,19 @@ def _blank_note(blank: dict[str, int]) -> list[str]:
     if not counts:
         return []
     return [f"dropped rows whose text is empty or only whitespace: {', '.join(counts)}"]
+
+
+def _lone_note(lone: dict[str, int], column: str | None) -> list[str]:
+    """How many pair rows of each split had an empty second text: kept, read as their first
+    text alone (a headline without its article is still a text to classify; a premise without
+    its hypothesis is probably a broken row, which the user should see)."""
+    counts = [f"{n} in {split}" for split, n in lone.items() if n]
+    if not counts or column is None:
+        return []
+    return [
+        f"rows whose second text (`{column}`) is empty, kept and read as their first text "
+        f"alone: {', '.join(counts)}"
+    ]
 
 
 def _unused_fraction_notes(spec: DataSection, splits: dict[str, Split]) -> list[str]:
@@ -327,10 +342,11 @@ def _to_split(
     label_names: list[str],
     name: str,
     hidden: bool = False,
-) -> tuple[Split, int, int]:
-    """The split's labelled rows with a text (and second text, for pairs); how many labelled
-    rows had none (an empty or whitespace-only text); and how many rows had no label (for a
-    ``hidden``-label feature, also a label outside its classes: -1)."""
+) -> tuple[Split, int, int, int]:
+    """The split's labelled rows with a text; how many labelled rows had none (an empty or
+    whitespace-only text); how many rows had no label (for a ``hidden``-label feature, also a
+    label outside its classes: -1); and how many pair rows had an empty second text (kept,
+    with "" as it)."""
     texts = table[spec.text_column]
     pairs = table[spec.text_pair_column] if spec.text_pair_column else None
     labels = table[spec.label_column]
@@ -338,17 +354,20 @@ def _to_split(
     keep_pair: list[str] | None = [] if pairs is not None else None
     keep_label: list[int] = []
     blank = 0
-    unlabelled = 0
+    unlabelled = lone = 0
     for i, (cell, y) in enumerate(zip(texts, labels, strict=True)):
         index = None if _unlabelled(y) else encode(y)
         if index is None and (_unlabelled(y) or hidden):
             unlabelled += 1  # unlabelled rows carry nothing to learn or score
             continue
         text = _as_text(cell)
-        pair = _as_text(pairs[i]) if pairs is not None else ""
-        if text is None or pair is None:
+        if text is None:
             blank += 1  # nor do rows without a text: dropped, and counted in a warning
             continue
+        pair = _as_text(pairs[i]) if pairs is not None else ""
+        if pair is None:  # a title without its body, say: the first text alone, counted
+            lone += 1
+            pair = ""
         if index is None:
             raise DataError(
                 f"the {name} split has label {y!r}, which the train split never uses; "
@@ -358,7 +377,7 @@ def _to_split(
         if keep_pair is not None:
             keep_pair.append(pair)
         keep_label.append(index)
-    return Split(keep_text, keep_pair, keep_label), blank, unlabelled
+    return Split(keep_text, keep_pair, keep_label), blank, unlabelled, lone
 
 
 def _by_label(split: Split, rng: random.Random) -> list[list[int]]:
