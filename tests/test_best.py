@@ -718,7 +718,7 @@ def test_best_on_train_and_validation_says_validation_was_trained_on(
 
 def test_the_card_names_the_model_a_model_dimension_chose(tiny_model_dir: Path) -> None:
     from hpo.final.best import ConfigResult, SeedRun
-    from hpo.final.saved import model_card
+    from hpo.final.card import model_card
 
     other = tiny_model_dir.parent / "tiny-gpt2"  # a local folder: named, not its path
     raw = spec_dict(tiny_model_dir, Path("d.csv"))

@@ -61,7 +61,8 @@ def best(
     from hpo.data.fingerprint import data_change, fingerprint
     from hpo.execution.storage import local_file, open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
-    from hpo.final.saved import save, summary
+    from hpo.final.card import summary
+    from hpo.final.saved import save
     from hpo.results.export import check_out_folder, probe_folder
     from hpo.search.objective import Objective
     from hpo.search.study import load_stored
