@@ -7,7 +7,7 @@ seeded by ``data.seed``, so every trial and every worker sees the same rows.
 
 Bad data stops the study with one ``DataError`` before any trial; what is only suspicious (rows
 dropped for an empty text, texts shared between train and a held-out split) is said once, as
-a ``warning:`` line on stderr, and kept in ``TaskData.notes``.
+a ``warning:`` line on stderr (the lines: hpo/data/notes.py), and kept in ``TaskData.notes``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ from typing import Any
 
 from hpo.config.spec import DataSection
 from hpo.data.files import data_files, load_hub, read_file
+from hpo.data.notes import (
+    blank_note,
+    label_notes,
+    leakage_notes,
+    lone_note,
+    small_validation_note,
+    unlabelled_note,
+    unused_fraction_notes,
+)
 from hpo.errors import DataError
 
 
@@ -141,12 +150,12 @@ def load_task(spec: DataSection) -> TaskData:
             f"too little data: {len(train)} training and {len(validation)} validation rows"
         )
     notes = (
-        _blank_note(blank)
-        + _unlabelled_note(unlabelled, splits)
-        + _lone_note(lone, spec.text_pair_column)
-        + _unused_fraction_notes(spec, splits)
-        + _label_notes(label_names, len(train))
-        + _leakage_notes(train, {"validation": validation, "test": test})
+        blank_note(blank)
+        + unlabelled_note(unlabelled, splits)
+        + lone_note(lone, spec.text_pair_column)
+        + unused_fraction_notes(spec, splits)
+        + label_notes(label_names, len(train))
+        + leakage_notes(train, {"validation": validation, "test": test})
         + small_validation_note(len(validation), "rows")
     )
     for note in notes:
@@ -163,107 +172,6 @@ def validation_fraction(spec: DataSection) -> float:
             "or a fraction above 0 (0.1 is the default)"
         )
     return spec.validation_fraction
-
-
-SMALL_VALIDATION = 20  # below this, one evaluation's standard error is above 0.1
-
-
-def small_validation_note(n: int, units: str) -> list[str]:
-    """A note when the validation split is too small to rank trials by."""
-    if n >= SMALL_VALIDATION:
-        return []
-    return [
-        f"only {n} validation {units}: one evaluation's standard error is about "
-        f"{0.5 / math.sqrt(max(n, 1)):.2f}, so trials that close cannot be told apart; give "
-        "more validation data (data.files.validation, data.validation_fraction)"
-    ]
-
-
-def _label_notes(label_names: Sequence[str], train_rows: int) -> list[str]:
-    """Notes on label columns that are probably not what the user meant: labels that differ
-    only in case or surrounding spaces, and a continuous target read as classes."""
-    notes = []
-    groups: dict[str, list[str]] = defaultdict(list)
-    for name in label_names:
-        groups[name.strip().casefold()].append(name)
-    alike = [names for names in groups.values() if len(names) > 1]
-    if alike:
-        shown = "; ".join(" and ".join(repr(n) for n in names) for names in alike[:3])
-        notes.append(
-            f"labels that differ only in case or spaces are separate classes: {shown}; "
-            "clean the label column if they are one class"
-        )
-    if len(label_names) > 20 and len(label_names) > train_rows / 2:
-        notes.append(
-            f"{len(label_names)} distinct labels among {train_rows} training rows: a "
-            "continuous target? hpo classifies, so every distinct value is a class of its own"
-        )
-    return notes
-
-
-def _blank_note(blank: dict[str, int]) -> list[str]:
-    """How many labelled rows of each split were dropped for an empty or whitespace text."""
-    counts = [f"{n} in {split}" for split, n in blank.items() if n]
-    if not counts:
-        return []
-    return [f"dropped rows whose text is empty or only whitespace: {', '.join(counts)}"]
-
-
-def _lone_note(lone: dict[str, int], column: str | None) -> list[str]:
-    """How many pair rows of each split had an empty second text: kept, read as their first
-    text alone (a headline without its article is still a text to classify; a premise without
-    its hypothesis is probably a broken row, which the user should see)."""
-    counts = [f"{n} in {split}" for split, n in lone.items() if n]
-    if not counts or column is None:
-        return []
-    return [
-        f"rows whose second text (`{column}`) is empty, kept and read as their first text "
-        f"alone: {', '.join(counts)}"
-    ]
-
-
-def _unused_fraction_notes(spec: DataSection, splits: dict[str, Split]) -> list[str]:
-    """A fraction to carve from train that the data's own split makes moot: said, where it was
-    silently ignored (the default validation fraction is not one the user chose)."""
-    notes = []
-    for name, fraction, default in (
-        ("validation", spec.validation_fraction, 0.1),
-        ("test", spec.test_fraction, 0.0),
-    ):
-        if fraction != default and len(splits.get(name) or ()):
-            notes.append(
-                f"`data.{name}_fraction` {fraction:g} is not used: the data has its own "
-                f"{name} split; drop the key, or the {name} split to carve one from train"
-            )
-    return notes
-
-
-def _unlabelled_note(unlabelled: dict[str, int], splits: dict[str, Split]) -> list[str]:
-    """How many rows of each split were dropped for an empty label cell; a split with no label
-    at all (a hub test split whose labels are hidden) is left out, as it is by design."""
-    counts = [
-        f"{n} in {name}" for name, n in unlabelled.items() if n and len(splits.get(name) or ())
-    ]
-    if not counts:
-        return []
-    return [f"dropped rows with no label (an empty cell): {', '.join(counts)}"]
-
-
-def _leakage_notes(train: Split, held_out: dict[str, Split | None]) -> list[str]:
-    """A note for each held-out split holding rows whose text (and pair) train has too: its
-    scores would flatter a model that memorised them."""
-    seen = set(_row_texts(train))
-    notes = []
-    for name, split in held_out.items():
-        shared = sum(1 for row in _row_texts(split) if row in seen) if split else 0
-        if shared:
-            notes.append(f"{shared} {name} rows also appear in train: {name} leakage")
-    return notes
-
-
-def _row_texts(split: Split) -> list[tuple[str, str | None]]:
-    pairs = split.text_pair if split.text_pair is not None else [None] * len(split)
-    return list(zip(split.text, pairs, strict=True))
 
 
 def _load_raw(spec: DataSection) -> dict[str, Any]:

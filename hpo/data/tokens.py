@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.data.dataset import small_validation_note, validation_fraction
+from hpo.data.dataset import validation_fraction
+from hpo.data.notes import small_validation_note
 from hpo.data.tagging import Sentence, detect_scheme, read_conll, read_table, to_iob2
 from hpo.errors import DataError
 
