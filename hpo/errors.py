@@ -108,3 +108,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors run to many lines)."""
     lines = str(exc).strip().splitlines()
     return without_tokens(lines[0]) if lines else type(exc).__name__
+
+
+def at_least(where: str, value: int, low: int) -> None:
+    """Refuse a study-file number below ``low``, naming its key."""
+    if value < low:
+        raise SpecError(f"`{where}` must be at least {low}, got {value!r}")

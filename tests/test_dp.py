@@ -124,7 +124,7 @@ def test_a_trial_over_the_target_epsilon_is_infeasible_and_never_the_best(
     assert f"{over.user_attrs[keys.DP_EPSILON]:.3g}" in text and "over" in text
     # report --json carries the same facts: each private trial's epsilon and whether it is
     # within the target, lowest epsilon first
-    from hpo.results.insights import report_data
+    from hpo.results.report_json import report_data
 
     facts = report_data("tiny", spec, study.get_trials(), study.user_attrs)
     assert facts["privacy"] == [

@@ -20,7 +20,8 @@ from hpo.cli.main import cli
 from hpo.config.sampling import sample
 from hpo.config.spec import StudySpec
 from hpo.execution.storage import open_storage
-from hpo.results.insights import BLOCKS, importances, render_insights, report_json, sparkline
+from hpo.results.insights import BLOCKS, importances, render_insights, sparkline
+from hpo.results.report_json import report_json
 from hpo.search.study import BASELINE_ATTR, create_or_resume
 from tests.conftest import spec_dict
 

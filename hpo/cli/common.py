@@ -35,12 +35,10 @@ def baseline(task: Any, metric: str = "accuracy") -> dict[str, Any]:
     out: dict[str, Any] = {"label": label, "accuracy": share}
     labels = getattr(task.validation, "label", None)
     if metric in ("f1", "macro_f1") and labels:
-        from hpo.tasks.classification import classification_metrics
+        from hpo.tasks.classification import best_constant
 
-        k = task.num_labels
-        scores = [classification_metrics([c] * len(labels), labels, k)[metric] for c in range(k)]
-        best = max(range(k), key=scores.__getitem__)
-        out.update(metric=metric, value=scores[best], constant=task.label_names[best])
+        best, value = best_constant(labels, task.num_labels, metric)
+        out.update(metric=metric, value=value, constant=task.label_names[best])
     return out
 
 

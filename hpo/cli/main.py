@@ -157,7 +157,7 @@ def report(study_name: str, storage: str | None, top: int, as_json: bool) -> Non
     quiet_libraries()
     study, spec = load_stored(study_name, open_existing(storage_url(storage)))
     if as_json:
-        from hpo.results.insights import report_json
+        from hpo.results.report_json import report_json
 
         trials = study.get_trials(deepcopy=False)
         click.echo(report_json(study.study_name, spec, trials, study.user_attrs, top))

@@ -197,24 +197,23 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     return study
 
 
-def _announce(live: Any, held: Any) -> Callable[[Any, Any], None]:
+def _announce(live: Any, held: Any) -> Callable[..., None]:
     """Announce each trial as this worker finishes it, and before it those that other workers
     (another ``hpo worker``, another machine) finished since the last: this worker's view then
     counts, and takes the best so far from, the whole study, not only its own trials. ``held``:
     the trials the view already counted when it started."""
     seen = {t.number for t in held if t.state.is_finished()}
 
-    def announce(study: Any, finished: Any) -> None:
-        others = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished() and t.number not in seen and t.number != finished.number
-        ]
-        for t in [*others, finished]:
-            if t.number in seen:
-                continue
-            seen.add(t.number)
-            _finished(live, t)
+    def announce(study: Any, finished: Any = None) -> None:
+        """``finished``: this worker's trial, announced last; None: only others' (a launcher
+        that runs no trial itself polls with it)."""
+        last = None if finished is None else finished.number
+        trials = study.get_trials(deepcopy=False)
+        others = [t for t in trials if t.state.is_finished() and t.number != last]
+        for t in [*others, *([finished] if finished is not None else [])]:
+            if t.number not in seen:
+                seen.add(t.number)
+                _finished(live, t)
 
     return announce
 
@@ -252,18 +251,11 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
     )
     # the trials a resumed study already holds are counted by the view, not announced again
     held = study.get_trials(deepcopy=False)
-    seen = {t.number for t in held if t.state.is_finished()}
     procs = launch.spawn(spec.study.name, url, slots)
     try:
         with sigterm_stops_worker(), _live(console, spec, held) as live:
-
-            def poll() -> None:
-                for t in study.get_trials(deepcopy=False):
-                    if t.state.is_finished() and t.number not in seen:
-                        seen.add(t.number)
-                        _finished(live, t)
-
-            codes = launch.wait_all(procs, poll)
+            announce = _announce(live, held)
+            codes = launch.wait_all(procs, lambda: announce(study))
     except (KeyboardInterrupt, WorkerStopped):
         launch.stop_all(procs)  # each worker records its current trial, then exits
         console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")

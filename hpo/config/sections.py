@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hpo.errors import SpecError, shown
+from hpo.config.pruner import PrunerSection, check_pruner_keys  # noqa: F401 (re-exported)
+from hpo.errors import SpecError, at_least, shown
 from hpo.tasks import DEFAULT_TASK, get_task
 
 BUNDLED_MINILM = "bundled:all-MiniLM-L6-v2"
@@ -60,8 +61,8 @@ class StudySection:
                 f"`study.direction` {self.direction!r} contradicts metric {self.metric!r}, "
                 f"which is {natural}d; drop `direction`"
             )
-        _at_least("study.n_trials", self.n_trials, 1)
-        _at_least("study.race_trials", self.race_trials, 0)
+        at_least("study.n_trials", self.n_trials, 1)
+        at_least("study.race_trials", self.race_trials, 0)
         if self.race_trials >= self.n_trials:
             raise SpecError(
                 f"`study.race_trials` ({self.race_trials}) must be below `study.n_trials` "
@@ -80,8 +81,8 @@ class StudySection:
                 "`study.screen` takes trials and keep, e.g. screen = {trials = 12, keep = 3}, got "
                 f"{', '.join(map(shown, sorted(screen))) or 'nothing'}"
             )
-        _at_least("study.screen.trials", screen["trials"], 2)
-        _at_least("study.screen.keep", screen["keep"], 1)
+        at_least("study.screen.trials", screen["trials"], 2)
+        at_least("study.screen.keep", screen["keep"], 1)
         if screen["keep"] >= screen["trials"]:
             raise SpecError(
                 f"`study.screen.keep` ({screen['keep']}) must be below `study.screen.trials` "
@@ -128,7 +129,7 @@ class SamplerSection:
     first_trials: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
-        _at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
+        at_least("sampler.n_startup_trials", self.n_startup_trials, 0)
         if self.fit_on != "every_trial" and self.name != "tpe":
             raise SpecError(
                 f"`sampler.fit_on` {self.fit_on!r} is for the tpe sampler, not {self.name!r}; "
@@ -147,92 +148,6 @@ class SamplerSection:
         if self.startup is None:
             return self.name in _WITH_STARTUP
         return self.startup == "latin_hypercube"
-
-
-@dataclass(frozen=True)
-class PrunerSection:
-    """Pruning (hpo/search/pruners.py). The default, hpo's median pruner, waits past the first
-    evaluation and a third of ``train.max_steps``, so trials still in warmup are not judged, and
-    ignores a shortfall smaller than the noise of one evaluation. Successive halving spends about
-    half its samples but, in a dozen trials, leaves few complete ones to choose from (README,
-    "Defaults, and why")."""
-
-    name: Literal["median", "successive_halving", "hyperband", "patient", "none"] = "median"
-    wrapped: Literal["median", "successive_halving", "hyperband"] = "median"  # for `patient`
-    n_startup_trials: int = 3  # median: trials that run to the end before any is pruned
-    n_warmup_steps: int | None = None  # median: no pruning before this step (default: see below)
-    # median: a shortfall behind the median that is ignored (default: one standard error);
-    # successive_halving, hyperband: a trial within it of the rung's room goes on (default 0)
-    margin: float | None = None
-    # successive_halving: the first rung's step (default: each trial's first evaluation at or
-    # after a fifth of its steps); hyperband: the first bracket's (default: eval_every)
-    min_resource: int | None = None
-    reduction_factor: int = 3  # successive_halving, hyperband
-    patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
-    min_delta: float = 0.0  # patient: the least change that counts as an improvement
-
-    def __post_init__(self) -> None:
-        _at_least("pruner.n_startup_trials", self.n_startup_trials, 0)
-        if self.n_warmup_steps is not None:
-            _at_least("pruner.n_warmup_steps", self.n_warmup_steps, 0)
-        if self.min_resource is not None:
-            _at_least("pruner.min_resource", self.min_resource, 1)
-        _at_least("pruner.reduction_factor", self.reduction_factor, 2)
-        _at_least("pruner.patience", self.patience, 0)
-        if self.margin is not None and not self.margin >= 0:
-            raise SpecError(f"`pruner.margin` must be 0 or more, got {self.margin!r}")
-        if self.min_delta < 0:
-            raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
-        self._refuse_keys_of_other_pruners()
-
-    def _refuse_keys_of_other_pruners(self) -> None:
-        """A key set away from its default that the chosen pruner never reads is a mistake
-        (``patience`` with the median pruner, say): refused rather than silently ignored.
-        ``none`` takes any: turning pruning off (``--set pruner.name=none``) leaves the keys of
-        the pruner it turns off."""
-        if self.name == "none":
-            return
-        uses = set(_PRUNER_KEYS[self.name])
-        if self.name == "patient":
-            uses |= _PRUNER_KEYS[self.wrapped]
-        defaults = PrunerSection.__dataclass_fields__
-        for key in ("wrapped", *sorted({k for ks in _PRUNER_KEYS.values() for k in ks})):
-            if key not in uses and getattr(self, key) != defaults[key].default:
-                readers = [n for n, ks in _PRUNER_KEYS.items() if key in ks]
-                if key == "wrapped":
-                    readers = ["patient"]
-                raise SpecError(
-                    f"`pruner.{key}` is not read by pruner {self.name!r} (only by "
-                    f"{', '.join(map(repr, readers))}); drop it, or choose that pruner"
-                )
-
-
-def check_pruner_keys(written: Any, name: str, wrapped: str) -> None:
-    """Refuse a ``[pruner]`` key the study file writes that pruner ``name`` never reads, also
-    one written at its default value (``reduction_factor = 3`` with the median pruner), which
-    the section itself cannot tell from a key left out. Only for a study file as written: a
-    stored study keeps every key."""
-    if not isinstance(written, dict) or name == "none":
-        return
-    uses = set(_PRUNER_KEYS[name]) | {"name"}
-    if name == "patient":
-        uses |= _PRUNER_KEYS[wrapped] | {"wrapped"}
-    for key in sorted(set(written) - uses):
-        readers = [n for n, ks in _PRUNER_KEYS.items() if key in ks] or ["patient"]
-        raise SpecError(
-            f"`pruner.{key}` is not read by pruner {name!r} (only by "
-            f"{', '.join(map(repr, readers))}); drop it, or choose that pruner"
-        )
-
-
-# the keys each pruner reads (`patient` also reads those of the pruner it wraps)
-_PRUNER_KEYS: dict[str, frozenset[str]] = {
-    "median": frozenset({"n_startup_trials", "n_warmup_steps", "margin"}),
-    "successive_halving": frozenset({"margin", "min_resource", "reduction_factor"}),
-    "hyperband": frozenset({"margin", "min_resource", "reduction_factor"}),
-    "patient": frozenset({"wrapped", "patience", "min_delta"}),
-    "none": frozenset(),
-}
 
 
 @dataclass(frozen=True)
@@ -330,7 +245,7 @@ class DataSection:
             )
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
-                _at_least(f"data.{key}", getattr(self, key), 1)
+                at_least(f"data.{key}", getattr(self, key), 1)
 
 
 @dataclass(frozen=True)
@@ -360,18 +275,18 @@ class TrainSection:
         if self.max_steps is not None and self.epochs is not None:
             raise SpecError("`train` has both `max_steps` and `epochs`; keep one")
         if self.max_steps is not None:
-            _at_least("train.max_steps", self.max_steps, 1)
+            at_least("train.max_steps", self.max_steps, 1)
         if self.epochs is not None and not 0 < self.epochs < float("inf"):  # NaN too
             raise SpecError(f"`train.epochs` must be a number above 0, got {self.epochs!r}")
         if self.trial_timeout is not None and not self.trial_timeout > 0:
             raise SpecError(
                 f"`train.trial_timeout` must be above 0 seconds, got {self.trial_timeout!r}"
             )
-        _at_least("train.eval_every", self.eval_every, 1)
-        _at_least("train.frozen_cache_mb", self.frozen_cache_mb, 0)
-        _at_least("train.max_length", self.max_length, 8)
-        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
-        _at_least("train.gradient_accumulation", self.gradient_accumulation, 1)
+        at_least("train.eval_every", self.eval_every, 1)
+        at_least("train.frozen_cache_mb", self.frozen_cache_mb, 0)
+        at_least("train.max_length", self.max_length, 8)
+        at_least("train.eval_batch_size", self.eval_batch_size, 1)
+        at_least("train.gradient_accumulation", self.gradient_accumulation, 1)
         if self.max_grad_norm < 0:
             raise SpecError(f"`train.max_grad_norm` must be 0 or more, got {self.max_grad_norm!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -405,7 +320,7 @@ class AugmentSection:
             if not ok or not math.isfinite(weight) or not 0 <= weight <= 3:
                 raise SpecError(f"`augment.ops.{op}` must be a number from 0 to 3, got {weight!r}")
         object.__setattr__(self, "ops", {op: float(self.ops.get(op, 0.0)) for op in AUGMENT_OPS})
-        _at_least("augment.copies", self.copies, 0)
+        at_least("augment.copies", self.copies, 0)
         if self.copies > 100:
             raise SpecError(f"`augment.copies` must be at most 100, got {self.copies!r}")
         if not re.fullmatch(r"auto|[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*", self.language):
@@ -434,8 +349,3 @@ def _check_budget(budget: dict[str, float]) -> None:
         or (value == float("inf"))
     ):
         raise SpecError(f"`study.budget.{units[0]}` must be a number above 0, got {value!r}")
-
-
-def _at_least(where: str, value: int, low: int) -> None:
-    if value < low:
-        raise SpecError(f"`{where}` must be at least {low}, got {value!r}")

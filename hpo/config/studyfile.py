@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo.config.sections import check_pruner_keys
+from hpo.config.pruner import check_pruner_keys
 from hpo.config.spec import StudySpec
 from hpo.errors import SpecError, shown
 

@@ -18,8 +18,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import DependencyError, HpoError, UserError, WriteFailed, first_line
-from hpo.results.insights import ATTR_ORDER, FORMATS, _jsonable
+from hpo.results.insights import ATTR_ORDER, FORMATS
 from hpo.results.report import infeasible
+from hpo.results.report_json import _jsonable
 
 
 def _cell(x: Any) -> Any:

@@ -174,7 +174,15 @@ def classification_metrics(
 def constant_score(labels: Sequence[int], num_labels: int, metric: str) -> float:
     """The best ``metric`` a model that gives every row the same answer scores on ``labels``:
     what a classifier that has learned nothing yet can already reach."""
-    return max(
+    return best_constant(labels, num_labels, metric)[1]
+
+
+def best_constant(labels: Sequence[int], num_labels: int, metric: str) -> tuple[int, float]:
+    """The one answer that scores best on ``labels`` when given to every row, and its score
+    (ties: the lower class)."""
+    scores = [
         classification_metrics([c] * len(labels), labels, num_labels)[metric]
         for c in range(num_labels)
-    )
+    ]
+    best = max(range(num_labels), key=scores.__getitem__)
+    return best, scores[best]
