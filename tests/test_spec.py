@@ -350,7 +350,7 @@ def test_direction_follows_the_metric(tmp_path, metric, direction) -> None:
 FULL = {
     "study": {"name": "full.1", "task": "sequence_classification", "metric": "macro_f1", "direction": "maximize", "objective": "best", "n_trials": 7, "timeout": 3600.5, "race_trials": 2},
     "sampler": {"name": "gp", "seed": 3, "n_startup_trials": 2, "startup": "latin_hypercube", "multivariate": False, "constant_liar": False, "fit_on": "every_trial", "start_from_recipe": True, "first_trials": [{"learning_rate": 1e-5, "batch_size": 8}, {}]},
-    "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 3, "margin": 0.02, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01},
+    "pruner": {"name": "patient", "wrapped": "hyperband", "n_startup_trials": 3, "margin": 0.02, "min_resource": 20, "reduction_factor": 4, "patience": 3, "min_delta": 0.01, "learn_rung": False},
     "model": {"name": "org/model", "revision": "main", "trust_remote_code": True, "allow_pickle": True},
     "data": {
         "files": {"train": "/d/train.csv", "validation": "/d/v.csv", "test": "/d/t.csv"},

@@ -12,8 +12,8 @@ from hpo.errors import SpecError, at_least
 
 # the keys each pruner reads (`patient` also reads those of the pruner it wraps)
 _PRUNER_KEYS: dict[str, frozenset[str]] = {
-    "median": frozenset({"n_startup_trials", "n_warmup_steps", "margin"}),
-    "successive_halving": frozenset({"margin", "min_resource", "reduction_factor"}),
+    "median": frozenset({"n_startup_trials", "n_warmup_steps", "margin", "learn_rung"}),
+    "successive_halving": frozenset({"margin", "min_resource", "reduction_factor", "learn_rung"}),
     "hyperband": frozenset({"margin", "min_resource", "reduction_factor"}),
     "patient": frozenset({"wrapped", "patience", "min_delta"}),
     "none": frozenset(),
@@ -39,6 +39,9 @@ class PrunerSection:
     # after a fifth of its steps); hyperband: the first bracket's (default: eval_every)
     min_resource: int | None = None
     reduction_factor: int = 3  # successive_halving, hyperband
+    # median, successive_halving: no trial is stopped before the first evaluation at which the
+    # study's complete trials rank as they finished (hpo/search/pruners.py, learned_rung)
+    learn_rung: bool = False
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
     min_delta: float = 0.0  # patient: the least change that counts as an improvement
 
@@ -52,6 +55,11 @@ class PrunerSection:
         at_least("pruner.patience", self.patience, 0)
         if self.margin is not None and not self.margin >= 0:
             raise SpecError(f"`pruner.margin` must be 0 or more, got {self.margin!r}")
+        if self.learn_rung and self.min_resource is not None:
+            raise SpecError(
+                "`pruner.learn_rung` places the first rung, which `pruner.min_resource` also "
+                "sets: drop one of them"
+            )
         if self.min_delta < 0:
             raise SpecError(f"`pruner.min_delta` must be 0 or more, got {self.min_delta!r}")
         # a key set away from its default; one written at it is checked on the study file

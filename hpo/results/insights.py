@@ -258,6 +258,9 @@ def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Renderabl
                     f"{fmt_number(ys[0])} → {fmt_number(ys[-1])}, steps {pts[0][0]}–{pts[-1][0]}"
                 )
             )
+    pruner = spec.pruner.wrapped if spec.pruner.name == "patient" else spec.pruner.name
+    if spec.pruner.learn_rung and pruner in ("median", "successive_halving"):
+        parts.append(Text(learned_rung_line(spec, trials)))
     table = Table("state", "trials", "steps", "wall time", "share", box=None, padding=(0, 2))
     spent = sum(v.wall_seconds for v in ins.by_state.values())
     for state, v in ins.by_state.items():
@@ -274,3 +277,26 @@ def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Renderabl
             )
         )
     return Group(*parts)
+
+
+def learned_rung_line(spec: StudySpec, trials: Sequence[FrozenTrial]) -> str:
+    """Where ``pruner.learn_rung`` places the pruner's first decision now, and why."""
+    from hpo.search.pruners import LEARN_FROM_TRIALS, learned_rung
+
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(done) < LEARN_FROM_TRIALS:
+        return (
+            f"learned rung: none yet, {len(done)} of the {LEARN_FROM_TRIALS} complete trials it "
+            "is learned from; until then no trial is stopped"
+        )
+    step = learned_rung(done, done[-1], spec.study.proportion)
+    if step is None:
+        return (
+            f"learned rung: none; the {len(done)} complete trials never ranked as they "
+            "finished, with scores apart by more than one evaluation's noise, before their last "
+            "evaluation, so the pruner stops no trial for its score"
+        )
+    return (
+        f"learned rung: step {step:,}, the first evaluation at which the {len(done)} complete "
+        "trials ranked as they finished; no trial is stopped before it"
+    )

@@ -158,6 +158,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             else default_warmup_steps(spec),
             margin=p.margin,
             proportion=spec.study.proportion,
+            learn_rung=p.learn_rung,
         )
     elif name == "successive_halving":
         from hpo.search.pruners import SuccessiveHalvingPruner
@@ -168,6 +169,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             proportion=spec.study.proportion,
             margin=p.margin or 0.0,
             eval_every=first_eval,
+            learn_rung=p.learn_rung,
         )
     elif name == "hyperband":
         from hpo.search.pruners import HyperbandPruner
