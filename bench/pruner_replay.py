@@ -9,6 +9,12 @@ compares pruners, not whole searches.
 
     python bench/pruner_replay.py rows.json                    # hpo-noprune rows, every seed
     python bench/pruner_replay.py rows.json --method hf-search --batch 16
+    python bench/pruner_replay.py bench/results/*-tweets-*lhs3d.json --method hpo-lhs-3d \
+        --complete-only
+
+``--complete-only`` replays only the trials a recorded search let finish (for searches run with a
+pruner): every pruner then looks better than it would among all trials, since the worst
+configurations are missing, but all candidates see the same curves.
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "hpo hyperband, margin one standard error": {"name": "hyperband", "margin": "se"},
     "successive halving, reduction factor 4": {"name": "successive_halving", "reduction_factor": 4},
     "successive halving, from eval 2": {"name": "successive_halving", "min_resource": "eval2"},
+    "hpo successive halving, first rung learned from the complete trials": {
+        "name": "successive_halving",
+        "learn_rung": True,
+    },
+    "tolerant median, warmup learned from the complete trials too": {
+        "name": "median",
+        "learn_rung": True,
+    },
     "optuna hyperband": {"name": "optuna-hyperband"},
     "hpo hyperband (brackets dealt in turn, hpo's successive halving in each)": {
         "name": "hyperband"
@@ -71,14 +85,18 @@ def replay(
     objective sets them."""
     import optuna
 
+    from hpo.keys import MAX_STEPS
     from hpo.search.pruners import CONSTANT_SCORE_ATTR, EVAL_ROWS_ATTR
 
     # a fixed name: Optuna's Hyperband assigns trials to brackets by a hash of it
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner)
     samples, finished = 0, []
+    length = max(int(k) for c in curves for k in c["values"])
     for c in sorted(curves, key=lambda c: c["number"]):
         trial = study.ask()
         trial.set_user_attr(EVAL_ROWS_ATTR, eval_rows)
+        # a trial's planned length, as the objective stores it: successive halving's first rung
+        trial.set_user_attr(MAX_STEPS, length)
         if constant is not None:
             trial.set_user_attr(CONSTANT_SCORE_ATTR, constant)
         points = sorted((int(k), v) for k, v in c["values"].items())
@@ -151,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a constant answer's validation score, for rows saved before they kept it "
         "(SST2-small: 0.564, the majority class's share)",
     )
+    parser.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="replay only the trials that ran to the recorded searches' longest step",
+    )
     args = parser.parse_args(argv)
     import optuna
     from rich.console import Console
@@ -160,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     rows = [r for p in args.rows for r in json.loads(p.read_text()) if r["method"] == args.method]
     rows = [r for r in rows if r.get("curves") and not r.get("reused")]
+    if args.complete_only:
+        rows = [complete_only(r) for r in rows]
+        rows = [r for r in rows if len(r["curves"]) >= 3]
     if not rows:
         print(f"no {args.method} rows with learning curves in {args.rows}", file=sys.stderr)
         return 1
@@ -183,6 +209,14 @@ def main(argv: list[str] | None = None) -> int:
           "below the unpruned search's best. top-k: every trial to the first evaluation, then the "
           "k best there trained again from the start (samples count both).")  # fmt: skip
     return 0
+
+
+def complete_only(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with only its curves that ran to the search's longest step, renumbered in order."""
+    curves = [c for c in row["curves"] if c["state"] == "COMPLETE"]
+    longest = max((max(int(s) for s in c["values"]) for c in curves), default=0)
+    kept = [c for c in curves if max(int(s) for s in c["values"]) == longest]
+    return {**row, "curves": [{**c, "number": i} for i, c in enumerate(kept)]}
 
 
 def add_row(table: Any, label: str, full: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -187,14 +188,38 @@ def test_gpu_benchmark_quick(
     assert "MFU" in text
 
 
+def load_bench(name: str) -> Any:
+    """A bench script as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pruner_replay_judges_successive_halving_at_a_fifth_of_the_planned_trial() -> None:
+    """The replay gives each trial its planned length, as the objective does: hpo's successive
+    halving places its first rung there (a fifth: step 25 of 125), and stops the trial behind
+    at it. Without the length it stopped nothing. ``complete_only`` keeps the whole curves."""
+    replay = load_bench("pruner_replay")
+    steps = (25, 50, 75, 100, 125)
+    curves = [
+        {"number": 0, "state": "COMPLETE", "values": {str(s): 0.8 for s in steps}},
+        {"number": 1, "state": "COMPLETE", "values": {str(s): 0.6 for s in steps}},
+        {"number": 2, "state": "PRUNED", "values": {"25": 0.5, "50": 0.5}},
+    ]
+    whole = replay.complete_only({"curves": curves})["curves"]
+    assert [c["number"] for c in whole] == [0, 1] and whole[1]["values"] == curves[1]["values"]
+    pruner = replay.make({"name": "successive_halving"}, list(steps), 500)
+    out = replay.replay(whole, pruner, batch=16, eval_rows=500)
+    assert out == {"samples": (125 + 25) * 16, "finished": 1, "best": 0.8}
+
+
 def test_flops_per_row_by_hand() -> None:
     """Two layers of d=4, inner 8 (P = 4*16 + 2*4*8 = 128 per layer), rows of 1 and 3 tokens:
     a layer's forward pass is (2 P + 4 d n) n per row; training adds twice that for each layer
     above the frozen ones."""
-    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
-    assert spec is not None and spec.loader is not None
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = load_bench("common")
     config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
     one, three = ((2 * 128 + 4 * 4 * n) * n for n in (1, 3))  # one layer's forward: 272, 912
     assert common.flops_per_row(config, [1, 3]) == (6 * one + 6 * three) / 2  # 2 layers x 3 passes
@@ -211,10 +236,7 @@ def test_gpu_mfu_counts_the_frozen_layers_only_for_the_rows_the_cache_computed(
     (4 x 272 + 4 x 912) / 2 = 2,368 FLOPs with the frozen layer's forward (1,184 / 2 = 592);
     where the cache served 3 of 4 rows, three quarters of that forward did not run."""
     monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
-    assert spec is not None and spec.loader is not None
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = load_bench("gpu")
     config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
     uncached = SimpleNamespace(params={"frozen_layers": 1}, user_attrs={})
     cached = SimpleNamespace(
