@@ -73,6 +73,8 @@ def check_trials(space: SearchSpace, study: optuna.Study, n_trials: int) -> None
 def test_fixed_trial_values_come_back_with_python_types() -> None:
     space = SearchSpace.from_dict(
         {
+            "frozen_layers": {"low": 0, "high": 3},
+            "augmentation_strength": {"low": 0.0, "high": 0.3},
             "batch_size": [16, 32],
             "weight_decay": {"low": 0.0, "high": 0.1},
             "seed": {"low": 0, "high": 100},
@@ -115,7 +117,7 @@ def test_fixed_trial_values_come_back_with_python_types() -> None:
 def test_fixed_dimensions_are_suggested_as_their_one_value() -> None:
     space = SearchSpace.from_dict({})
     values = {"learning_rate": 2e-5, "warmup_ratio": 0.1, "lr_schedule": "linear"}
-    values |= {"frozen_layers": 1, "augmentation_strength": 0.0}
+    values |= {"frozen_layers": 0, "augmentation_strength": 0.0}
     hp = sample(
         space,
         optuna.trial.FixedTrial({**values, "batch_size": 16, "weight_decay": 0.01, "seed": 0}),
@@ -125,6 +127,13 @@ def test_fixed_dimensions_are_suggested_as_their_one_value() -> None:
         sample(
             space,
             optuna.trial.FixedTrial({**values, "batch_size": 32, "weight_decay": 0.01, "seed": 0}),
+        )
+    with pytest.raises(ValueError):  # the strategies a short budget pays for are off by default
+        sample(
+            space,
+            optuna.trial.FixedTrial(
+                {**values, "frozen_layers": 1, "batch_size": 16, "weight_decay": 0.01, "seed": 0}
+            ),
         )
 
 
@@ -286,15 +295,19 @@ def test_contains_follows_each_kind_of_dimension() -> None:
 
 
 def test_first_trials_the_recipe_then_the_study_files_own() -> None:
-    default = SearchSpace.from_dict({})
+    default = SearchSpace.from_dict(
+        {"frozen_layers": {"low": 0, "high": 3}, "augmentation_strength": {"low": 0.0, "high": 0.3}}
+    )
     assert first_trials(default, None) == []  # nothing unless asked for
-    # Every dimension the recipe names is searched in the default space and holds its value.
+    # Every dimension the recipe names is searched here and holds its value.
     assert first_trials(default, None, recipe=True) == [("trainer recipe", TRAINER_RECIPE)]
-    # A fixed dimension keeps its own value: the recipe does not name it.
+    # A fixed dimension keeps its own value: the recipe does not name it. The default space
+    # fixes freezing and augmentation off.
+    only_three = {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"}
     fixed = SearchSpace.from_dict({"frozen_layers": 2, "augmentation_strength": 0.1})
-    assert first_trials(fixed, None, recipe=True) == [
-        ("trainer recipe", {"learning_rate": 5e-5, "warmup_ratio": 0.0, "lr_schedule": "linear"})
-    ]
+    assert first_trials(fixed, None, recipe=True) == [("trainer recipe", only_three)]
+    bare = SearchSpace.from_dict({})
+    assert first_trials(bare, None, recipe=True) == [("trainer recipe", only_three)]
     # A searched range that leaves the recipe out is an error that says how to fix it.
     narrow = SearchSpace.from_dict({"learning_rate": {"low": 1e-4, "high": 1e-3}})
     with pytest.raises(SpecError, match=r"recipe's learning_rate 5e-05 is outside .* from 0.0001"):

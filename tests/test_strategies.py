@@ -251,7 +251,8 @@ def test_the_recipe_trial_turns_every_searched_strategy_off() -> None:
 
     space = SearchSpace.from_dict(
         {"num_layers": {"low": 2, "high": 6}, "head_hidden_units": [0, 64], "lora_rank": [0, 8],
-         "layer_lr_decay": {"low": 0.7, "high": 1.0}, "label_smoothing": [0.0, 0.1]}
+         "layer_lr_decay": {"low": 0.7, "high": 1.0}, "label_smoothing": [0.0, 0.1],
+         "frozen_layers": {"low": 0, "high": 3}, "augmentation_strength": {"low": 0.0, "high": 0.3}}
     )  # fmt: skip
     ((origin, point),) = first_trials(space, None, recipe=True)
     assert origin == "trainer recipe"

@@ -201,10 +201,9 @@ def check_depths(space: SearchSpace, model_depth: int | None = None, model: str 
                 f"`space.{name}` can be {low} but `space.num_layers` can be as low as "
                 f"{kept.lowest()}; lower {name} or raise num_layers"
             )
-        if model_depth is not None and "model" not in space and not _is_default(name, dim):
-            # one model: a range written past its depth is a mistake; the default range (which
-            # the user never wrote) is clipped to a small model's depth when sampled, as
-            # ranges are per model with `space.model`
+        if model_depth is not None and "model" not in space:
+            # one model: a range past its depth is a mistake (with `space.model` ranges are
+            # clipped per model)
             low = dim.upper_bound()
         if model_depth is not None and low > model_depth:
             raise SpecError(

@@ -18,7 +18,7 @@ class Augmentation(Strategy):
             between(0.0, 1.0),
             "must be in [0, 1]",
             off=0.0,
-            default={"low": 0.0, "high": 0.3},
+            default=0.0,
             short="augment",
         ),
     )

@@ -19,7 +19,7 @@ class Freezing(Strategy):
             lambda v: v >= 0,
             "must be 0 or more",
             off=0,
-            default={"low": 0, "high": 3},
+            default=0,
             depth=True,
             short="frozen",
             layers=True,
