@@ -393,6 +393,14 @@ def test_augmented_batches_find_the_sentence_of_each_window(ner_model_dir: Path)
     windows = [i for i, s in enumerate(enc.sentence) if s == 1]
     batch = make_batch(windows)
     assert int((batch["labels"] != IGNORE).sum()) == len(long_words)  # once, whole
+    # one window of the long sentence drawn: that window is trained on, not all of them (a
+    # batch of 16 windows grew to 26, and the samples counted with it)
+    second = windows[1]
+    alone = make_batch([0, second])
+    assert alone["input_ids"].shape[0] == 2
+    expected = collate_windows(enc, [0, second], 0)
+    assert alone["input_ids"].tolist() == expected["input_ids"].tolist()
+    assert alone["labels"].tolist() == expected["labels"].tolist()
 
 
 # ---------------------------------------------------------------- studies

@@ -137,14 +137,24 @@ class TokenClassification(Task):
 
         augment = TokenAugmenter(strength, pool, seed, ops)
         names = list(split.names)
+        seen: dict[int, int] = {}
+        ordinal = []  # window -> its place among its sentence's windows
+        for s in encoded.sentence:
+            ordinal.append(seen.get(s, 0))
+            seen[s] = ordinal[-1] + 1
 
         def sentences(windows: Sequence[int]) -> list[int]:
             """The sentences of some windows, each once (a long one has several windows)."""
             return list(dict.fromkeys(encoded.sentence[i] for i in windows))
 
         def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, Any]:
-            rows = [(split.tokens[s], split.tag_names(s)) for s in sentences(keep)]
-            rows += [augment(split.tokens[s], split.tag_names(s)) for s in sentences(indices)]
+            """The batch's windows, their sentences perturbed (those of ``keep`` as they are) and
+            re-tokenized whole; of each sentence only the windows drawn are trained on, at their
+            place (the last where the perturbed sentence has fewer), so a batch holds the windows
+            asked for and no more."""
+            plain, varied = sentences(keep), sentences(indices)
+            rows = [(split.tokens[s], split.tag_names(s)) for s in plain]
+            rows += [augment(split.tokens[s], split.tag_names(s)) for s in varied]
             windows = encode_sentences(
                 [r[0] for r in rows],
                 [r[1] for r in rows],
@@ -153,7 +163,19 @@ class TokenClassification(Task):
                 names,
                 split.label_all_tokens,
             )
-            return collate_windows(windows, range(len(windows)), int(tokenizer.pad_token_id or 0))
+            of_row: dict[int, list[int]] = {}
+            for w, r in enumerate(windows.sentence):
+                of_row.setdefault(r, []).append(w)
+            row = {(s, False): r for r, s in enumerate(plain)}
+            row |= {(s, True): len(plain) + r for r, s in enumerate(varied)}
+            drawn = [(i, False) for i in keep] + [(i, True) for i in indices]
+            chosen = []
+            for i, varied_row in drawn:
+                mine = of_row.get(row[encoded.sentence[i], varied_row], [])
+                if mine:
+                    chosen.append(mine[min(ordinal[i], len(mine) - 1)])
+            chosen = list(dict.fromkeys(chosen))
+            return collate_windows(windows, chosen, int(tokenizer.pad_token_id or 0))
 
         return make_batch
 
