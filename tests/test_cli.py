@@ -546,3 +546,21 @@ def test_a_study_stored_by_another_hpo_version_says_so(runner, study_file, tmp_p
         line = " ".join(out.output.split())
         assert line.startswith("Error: study 'tiny' stores settings this hpo cannot read (")
         assert "a_key_from_a_later_version" in line and "another version of hpo" in line
+
+
+def test_a_run_in_which_every_trial_failed_exits_1_with_the_first_reason(
+    runner, tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
+) -> None:
+    """A study with no result is not a success for the script or scheduler that ran it; the
+    failed trials stay stored."""
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"n_trials": 2})
+    raw["train"] |= {"max_steps": 100_000, "eval_every": 50, "trial_timeout": 0.5}
+    path = tmp_path / "fails.toml"
+    path.write_text(toml_text(raw))
+    url = db(tmp_path)
+    out = runner.invoke(cli, ["run", str(path), "--storage", url])
+    assert out.exit_code == 1, out.output
+    flat = " ".join(out.output.split())
+    assert "no trial finished: all 2 failed; the first (#0): ran past train.trial_timeout" in flat
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # stored, with their reasons

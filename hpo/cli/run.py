@@ -112,6 +112,29 @@ def run(
         study = _run_here(console, spec, text, url)
     write_study_note(study)
     print_report(console, study, spec)
+    _exit_if_nothing_finished(console, study)
+
+
+def _exit_if_nothing_finished(console: Any, study: Any) -> None:
+    """Exit 1 when every trial of the study failed: a script or scheduler that runs ``hpo run``
+    must not read a study with no result as a success. One finished or pruned trial is a
+    result."""
+    from optuna.trial import TrialState
+    from rich.markup import escape
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        return
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed:
+        return
+    reason = failed[0].user_attrs.get(keys.FAIL_REASON, "no reason stored")
+    console.print(
+        f"[red]no trial finished[/]: all {len(failed)} failed; the first (#{failed[0].number}): "
+        f"{escape(str(reason))}",
+        highlight=False,
+    )
+    sys.exit(1)
 
 
 def _budget(spec: Any) -> str:
