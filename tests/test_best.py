@@ -213,6 +213,13 @@ def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     assert "一部很好的电影" in piped.output  # not \u escapes
     rows = [json.loads(line) for line in piped.output.strip().splitlines()]
     assert [r["text"] for r in rows] == ["一部很好的电影", "awful and boring"]
+    # bytes that are not UTF-8 (latin-1 "café"), piped or in an argument: one line, exit 2
+    latin = CliRunner().invoke(cli, ["predict", str(out), "-"], input=b"caf\xe9 film\n")
+    assert latin.exit_code == 2
+    assert "standard input is not valid UTF-8 (byte 0xe9 at offset 3)" in latin.output
+    argument = CliRunner().invoke(cli, ["predict", str(out), "ok", "caf\udce9 film"])
+    assert argument.exit_code == 2
+    assert "text 2 is not valid UTF-8 (byte 0xe9 at offset 3)" in argument.output
     assert all(r["label"] in {"neg", "pos"} for r in rows)
     # an empty line still gets its row (the output stays aligned with the input), and a
     # warning on standard error names it: training drops such rows, so its label means nothing

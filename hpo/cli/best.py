@@ -150,6 +150,17 @@ def indistinguishable(study: Any, spec: Any) -> list[int]:
     return summarize(study.study_name, spec.study.metric, spec.direction, trials).within_noise
 
 
+def _utf8(raw: bytes, where: str) -> str:
+    """``raw`` decoded as UTF-8, else a one-line error naming the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(
+            f"{where} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "convert it first, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
 @click.command()
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1, required=True)
@@ -168,9 +179,11 @@ def predict(model_dir: Path, texts: tuple[str, ...], as_json: bool) -> None:
     from hpo.final.saved import predict as run_predict
 
     if texts == ("-",):
-        texts = tuple(sys.stdin.read().splitlines())
+        texts = tuple(_utf8(sys.stdin.buffer.read(), "standard input").splitlines())
         if not texts:
             raise click.UsageError("no text on standard input (one text per line)")
+    for i, text in enumerate(texts, 1):  # undecodable bytes in an argument arrive as surrogates
+        _utf8(text.encode("utf-8", "surrogateescape"), f"text {i}")
     columns = pair_columns(model_dir)  # None: a model of single texts, a tab is part of one
     firsts, pairs = split_pairs(texts, columns) if columns else (list(texts), None)
     rows: list[dict[str, str]] = [{"text": text} for text in texts]
