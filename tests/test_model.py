@@ -362,3 +362,48 @@ def test_an_unreachable_hub_fails_at_once_or_loads_from_the_cache(
         "(http://127.0.0.1:9) cannot be reached and the model is not in the local cache; "
         "connect to the network, or give the path of a local folder"
     )
+
+
+def _validate(model: Path, data: Path, tmp_path: Path) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+    from tests.conftest import spec_dict, toml_text
+
+    path = tmp_path / "study.toml"
+    path.write_text(toml_text(spec_dict(model, data)))
+    out = CliRunner().invoke(cli, ["validate", str(path)])
+    return out.exit_code, " ".join(out.output.split())
+
+
+def test_validate_refuses_pickled_weights_as_the_run_would(
+    pickled_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    code, text = _validate(pickled_model_dir, sentiment_csv, tmp_path)
+    assert code == 2
+    assert "its weights are a pickle file (pytorch_model.bin), not safetensors" in text
+
+
+def test_a_tokenizer_that_does_not_fit_its_model_is_refused_before_any_trial(
+    tmp_path: Path, sentiment_csv: Path
+) -> None:
+    """Ids past the embedding table (a tokenizer from another model, or tokens added but not
+    resized into the model) failed every trial with an IndexError from torch."""
+    import json
+
+    from hpo.search.preflight import check_vocabulary
+
+    (tmp_path / "bert").mkdir()
+    folder = save_tiny_bert(tmp_path / "bert", 2)
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 6  # the specials and one word: every other word's id is past it
+    (folder / "config.json").write_text(json.dumps(config))
+    code, text = _validate(folder, sentiment_csv, tmp_path)
+    assert code == 2
+    assert "but the model's embeddings hold 6 (config vocab_size): tokenizer and model" in text
+    # a tokenizer that turns the texts into nothing (BERT drops control characters)
+    tokenizer = load_tokenizer(ModelSection(name=str(folder)))
+    with pytest.raises(ModelError, match="turns the training texts into no tokens"):
+        check_vocabulary("m", tokenizer, load_config(ModelSection(name=str(folder))), ["\x07"])
+    config["vocab_size"] = 1000
+    check_vocabulary("m", tokenizer, type("C", (), config)(), ["a great film"])  # fits: passes

@@ -131,6 +131,21 @@ def weight_options(spec: ModelSection) -> dict[str, Any]:
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
+def check_local_weights(spec: ModelSection) -> None:
+    """Refuse, before anything loads, a local model folder whose only weights are a pickle
+    that ``model.allow_pickle`` does not allow: the error the first trial would meet."""
+    folder = Path(spec.name)
+    if spec.allow_pickle or "gguf_file" in load_options(spec) or not folder.is_dir():
+        return
+    pickled = any((folder / name).is_file() for name in PICKLE_FILES)
+    if pickled and not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"cannot load `model.name` {spec.name!r} (folder): its weights are a pickle file "
+            "(pytorch_model.bin), not safetensors; set model.allow_pickle = true to load it "
+            "(pickle can run code)"
+        )
+
+
 def load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> ModelError:
     text = str(exc)
     if model_class is not None and "Unrecognized configuration class" in text:

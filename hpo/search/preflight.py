@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from hpo.config.space import check_depths
-from hpo.errors import SpecError
+from hpo.errors import ModelError, SpecError
 from hpo.strategies import REGISTRY
 from hpo.tasks import get_task
 
@@ -205,8 +205,8 @@ def preflight(spec: StudySpec) -> TaskData:
     """Load the data and each model's configuration and tokenizer (not its weights) and check
     the study."""
     from hpo.models.anatomy import anatomy_from_config
-    from hpo.models.pretrained import load_config, num_layers
-    from hpo.models.source import resolve
+    from hpo.models.pretrained import load_config, load_tokenizer, num_layers
+    from hpo.models.source import check_local_weights, resolve
     from hpo.search.objective import Objective
 
     objective = Objective(spec)
@@ -214,10 +214,46 @@ def preflight(spec: StudySpec) -> TaskData:
         resolve(dataclasses.replace(spec.model, name=name))
     task = objective.task.load(spec.data)
     for name in objective.model_names():
-        check_max_length(spec, name)
-        config = load_config(dataclasses.replace(spec.model, name=name))
+        section = dataclasses.replace(spec.model, name=name)
+        check_local_weights(section)
+        tokenizer = load_tokenizer(section)
+        check_max_length(spec, name, tokenizer)
+        config = load_config(section)
+        check_vocabulary(name, tokenizer, config, sample_texts(task))
         built = anatomy_from_config(config, objective.task.model_class(), name)
         # a model not buildable without its weights has its layers checked when they load
         model_class, found = built or ("", None)
         check_fits(spec, task, num_layers(config), name, found, model_class, built is not None)
     return task
+
+
+def sample_texts(task: TaskData, rows: int = 32) -> list[str]:
+    """The first ``rows`` training texts (a tagged sentence's words joined by spaces)."""
+    split: Any = task.train
+    texts = getattr(split, "text", None)
+    if texts is None:  # tagged sentences
+        texts = [" ".join(words) for words in split.tokens[:rows]]
+    return [t for t in list(texts[:rows]) if t.strip()]
+
+
+def check_vocabulary(name: str, tokenizer: Any, config: Any, texts: list[str]) -> None:
+    """Refuse a tokenizer that does not fit its model, which would fail every trial with a
+    message from deep inside torch: one that turns the training texts into no tokens, or one
+    whose token ids reach past the model's embedding table (tokens added to the tokenizer but
+    not to the model, or a tokenizer from another model)."""
+    if not texts:
+        return
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=512)["input_ids"]
+    if not any(ids):
+        raise ModelError(
+            f"the tokenizer of {name!r} turns the training texts into no tokens (the first: "
+            f"{texts[0][:60]!r}); check its tokenizer files, or use the model's own tokenizer"
+        )
+    vocab = getattr(config, "vocab_size", None)
+    highest = max([*(max(row) for row in ids if row), *tokenizer.all_special_ids], default=-1)
+    if isinstance(vocab, int) and highest >= vocab:
+        raise ModelError(
+            f"the tokenizer of {name!r} gives token id {highest}, but the model's embeddings "
+            f"hold {vocab} (config vocab_size): tokenizer and model do not match; resize the "
+            "model's embeddings to the tokenizer, or use the model's own tokenizer"
+        )

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.search.preflight import check_fits, check_max_length
+from hpo.search.preflight import check_fits, check_max_length, check_vocabulary, sample_texts
 from hpo.training.loop import Device, pick_device
 
 if TYPE_CHECKING:
@@ -57,13 +57,14 @@ def load_prepared(
     """Load the tokenizer and weights of model ``name`` and tokenize the splits with it, and
     check the study against them; the data, pool and device come from ``first`` (the worker's
     first model) when there is one."""
-    from hpo.models.pretrained import PretrainedModel, load_tokenizer
+    from hpo.models.pretrained import PretrainedModel, load_config, load_tokenizer
 
     start = time.perf_counter()
     task = first.task if first is not None else kind.load(spec.data)
     section = dataclasses.replace(spec.model, name=name)
     tokenizer = load_tokenizer(section)
     check_max_length(spec, name, tokenizer)  # before the weights load
+    check_vocabulary(name, tokenizer, load_config(section), sample_texts(task))
     device = first.device if first else pick_device(spec.train.device, spec.train.precision)
     if pretrained is None:
         pretrained = PretrainedModel(
