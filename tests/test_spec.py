@@ -489,3 +489,10 @@ def test_an_override_of_max_steps_or_epochs_replaces_the_other_from_the_file() -
     assert both["train"] == {"max_steps": 50, "epochs": 1}
     with pytest.raises(SpecError, match="has both `max_steps` and `epochs`"):
         StudySpec.from_dict({"study": {"name": "x"}, "data": {"hub": "h"}, **both})
+
+
+def test_a_study_file_with_a_byte_order_mark_is_read(tmp_path) -> None:
+    path = tmp_path / "notepad.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode("utf-8"))  # as Windows Notepad saves
+    spec, text = load_spec(path)
+    assert spec.study.name == "demo" and text == MINIMAL

@@ -127,7 +127,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpe
     """Read, override and validate a study file; returns the spec and the file's text."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no TOML
     except FileNotFoundError:
         raise SpecError(f"study file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
