@@ -349,3 +349,147 @@ def test_a_one_megabyte_text_loads_and_is_truncated(tmp_path: Path, tiny_model_d
     ids = prep.train.input_ids[where]
     assert len(ids) == spec.train.max_length == 32
     assert max(len(row) for row in prep.train.input_ids) == 32
+
+
+# ---------------------------------------------------------------- reading files as written
+
+
+def test_a_header_naming_a_column_twice_is_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    train = write_rows(
+        tmp_path / "train.csv",
+        [[t, f"other {t}", y] for t, y in rows(40)],
+        ("text", "text", "label"),
+    )
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": train}),
+        "Error: train.csv: columns 1 and 2 of the header row are both named 'text'; rename one "
+        "of them (only the first would be read)\n",
+    )
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("label\ttext\tlabel\npos\ta\tneg\n", encoding="utf-8")
+    with pytest.raises(
+        DataError, match=r"columns 1 and 3 of the header row are both named 'label'"
+    ):
+        load_task(DataSection(files={"train": str(tsv)}))
+
+
+def test_csv_cells_are_read_as_written_not_as_numbers(tmp_path: Path) -> None:
+    texts = ["007", "1e3", "3.10", "0x1F", "-0", "1,000"]
+    labels = ["01", "1", "02"]  # three classes: "01" is not "1"
+    body = [
+        [f"{texts[i % 6]}" if i < 6 else f"{texts[i % 6]} {i}", labels[i % 3]] for i in range(36)
+    ]
+    for fmt in ("csv", "tsv"):
+        path = tmp_path / f"codes.{fmt}"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter="," if fmt == "csv" else "\t").writerows(
+                [["text", "label"], *body]
+            )
+        task = load_task(DataSection(files={"train": str(path)}, validation_fraction=0.5))
+        assert task.label_names == ["01", "1", "02"], fmt
+        every = task.train.concat(task.validation)
+        read = dict(zip(every.text, (task.label_names[y] for y in every.label), strict=True))
+        assert read == {t: y for t, y in body}, fmt  # every text and label exactly as written
+
+
+def test_csv_number_labels_keep_numeric_order_and_a_zero_fraction(tmp_path: Path) -> None:
+    train = write_rows(tmp_path / "train.csv", [[f"row {i}", i % 11] for i in range(44)])
+    # a split written by a tool that wrote the integer labels as floats
+    dev = write_rows(tmp_path / "dev.csv", [[f"dev {i}", f"{i % 11}.0"] for i in range(11)])
+    task = load_task(DataSection(files={"train": str(train), "validation": str(dev)}))
+    assert task.label_names == [str(i) for i in range(11)]  # 2 before 10, as numbers sort
+    assert task.validation.label == list(range(11))
+    assert [task.label_names[y] for y in task.train.label[:11]] == [str(i) for i in range(11)]
+
+
+def test_a_json_file_not_in_utf8_is_one_line_and_data_encoding_reads_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    records = [{"text": f"café crème {t}", "label": y} for t, y in rows(40)]
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_bytes(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("latin-1")
+    )
+    whole = tmp_path / "whole.json"
+    whole.write_bytes(json.dumps(records, ensure_ascii=False).encode("latin-1"))
+    for path in (jsonl, whole):
+        assert_one_line_error(
+            tmp_path,
+            study(tmp_path, tiny_model_dir, {"train": path}),
+            f'Error: {path.name} is not valid utf-8; set `data.encoding` (for example "latin-1")\n',
+        )
+        task = load_task(DataSection(files={"train": str(path)}, encoding="latin-1"))
+        every = task.train.concat(task.validation)
+        assert sorted(every.text) == sorted(r["text"] for r in records), path.name
+
+
+def test_a_broken_jsonl_line_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    lines = [json.dumps({"text": t, "label": y}) for t, y in rows(40)]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        "\n".join([*lines[:2], '{"text": "a", "label": "pos"', *lines[2:]]) + "\n", encoding="utf-8"
+    )
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": broken}),
+        "Error: broken.jsonl line 3: not valid JSON: Expecting ',' delimiter (column 29); a "
+        "jsonl file holds one JSON object per line\n",
+    )
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text("\n".join([*lines[:4], '["a", "pos"]', *lines[4:]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^listed\.jsonl line 5 holds a JSON array, not an object"):
+        load_task(DataSection(files={"train": str(listed)}))
+    whole = tmp_path / "whole.json"
+    whole.write_text("[\n" + ",\n".join(lines[:3]) + ",\n]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^whole\.json line 5: not valid JSON: Expecting value"):
+        load_task(DataSection(files={"train": str(whole)}))
+
+
+def test_a_wrong_data_delimiter_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # a comma file: texts with a comma are quoted, texts with a semicolon are not
+    body = [[f"{t}; more" if i % 2 else f"{t}, more", y] for i, (t, y) in enumerate(rows(40))]
+    train = write_rows(tmp_path / "train.csv", body)
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": train}, delimiter=";"),
+        "Error: train.csv line 2: ';' expected after '\"'; `data.delimiter` is ';', which its "
+        "first line does not have: set `data.delimiter = ','`?\n",
+    )
+    plain = write_csv(tmp_path / "plain.csv", rows(40))  # read whole: one column
+    assert_one_line_error(
+        tmp_path,
+        study(tmp_path, tiny_model_dir, {"train": plain}, delimiter=";"),
+        "its columns are: text,label; fields separated by ','? set data.delimiter = ','\n",
+    )
+
+
+def test_a_label_column_of_texts_is_a_short_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    train = write_rows(
+        tmp_path / "train.csv",
+        [[f"title {i}", t, y] for i, (t, y) in enumerate(rows(300))],
+        ("title", "body", "label"),
+    )
+    dev = write_rows(
+        tmp_path / "dev.csv",
+        [[f"dev {i}", t, y] for i, (t, y) in enumerate(rows(20, "dev"))],
+        ("title", "body", "label"),
+    )
+    task = load_task(
+        DataSection(files={"train": str(train)}, text_column="title", label_column="body")
+    )
+    assert len(task.label_names) == 300
+    assert_one_line_error(
+        tmp_path,
+        study(
+            tmp_path,
+            tiny_model_dir,
+            {"train": train, "validation": dev},
+            text_column="title",
+            label_column="body",
+        ),
+        "which the train split never uses; train labels: ",
+        ", ... (300 in all)\n",
+    )
+    out = hpo(["validate", str(tmp_path / "bad.toml"), "--no-model"])
+    assert len(out.stderr) < 600, out.stderr  # not 300 texts: ten, each cut to 40 characters

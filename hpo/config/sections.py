@@ -175,7 +175,7 @@ class DataSection:
     # names of the columns of a pickle holding parallel lists (a tuple of titles, texts,
     # labels), or of a csv/tsv file without a header row
     columns: list[str] | None = None
-    encoding: str = "utf-8"  # text encoding of csv/tsv files
+    encoding: str = "utf-8"  # text encoding of csv, tsv, json, jsonl and conll files
     delimiter: str | None = None  # the field separator of csv files (default ","), e.g. ";"
     text_column: str = "text"
     text_pair_column: str | None = None  # second text of sentence-pair tasks

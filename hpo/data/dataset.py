@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -106,8 +107,9 @@ def load_task(spec: DataSection) -> TaskData:
                     else "; if the file has no header row, name its columns with data.columns"
                 )
                 names = table.column_names
-                if len(names) == 1 and spec.hub is None and spec.delimiter is None:
-                    sep = next((c for c in ";|:" if c in names[0]), None)
+                if len(names) == 1 and spec.hub is None:
+                    used = spec.delimiter or ","
+                    sep = next((c for c in ",;|:" if c != used and c in names[0]), None)
                     if sep is not None:  # a header read as one field: another separator
                         headless = f"; fields separated by {sep!r}? set data.delimiter = {sep!r}"
                 raise DataError(
@@ -205,12 +207,35 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+# a whole number written with a zero fraction, as pandas writes an integer column with a gap
+_WHOLE = re.compile(r"([+-]?[0-9]+)\.0+")
+# text that reads as a number, as every cell of a csv is text: it sorts among the numbers
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _label_name(value: Any) -> str:
-    """A label as text: 1, 1.0 and "1" are the same label "1" (a column of integers with a gap
-    is read as floats, and a json or pickle column may mix numbers with text)."""
+    """A label as text: 1, 1.0, "1" and "1.0" are the same label "1" (a json or pickle column
+    may mix numbers with text); any other text is the label as written: "01" is not "1"."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, str) and (whole := _WHOLE.fullmatch(value)):
+        return whole.group(1)
     return str(value)
+
+
+def _label_order(name: str, value: Any) -> tuple[bool, float, str]:
+    """Numbers first, in numeric order, and text that reads as one among them (a csv's cells
+    are all text), then the rest of the text."""
+    if isinstance(value, str):
+        number = float(value) if _NUMBER.fullmatch(value) else None
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None or math.isnan(number):
+        return True, 0.0, name
+    return False, number, name
 
 
 def _label_encoder(table: Any, column: str) -> tuple[list[str], Callable[[Any], int | None]]:
@@ -235,8 +260,8 @@ def _label_encoder(table: Any, column: str) -> tuple[list[str], Callable[[Any], 
             f"`data.label_column` {column!r} has {len(values)} distinct values; "
             "is it really a class label?"
         )
-    ordered = sorted(values, key=lambda v: (isinstance(v, str), v))
-    names = list(dict.fromkeys(_label_name(v) for v in ordered))
+    ordered = sorted(((_label_name(v), v) for v in values), key=lambda nv: _label_order(*nv))
+    names = list(dict.fromkeys(name for name, _ in ordered))
     if len(names) < 2:
         raise DataError(f"`data.label_column` {column!r} has only one class: {names[0]!r}")
     index = {name: i for i, name in enumerate(names)}
@@ -278,14 +303,29 @@ def _to_split(
             pair = ""
         if index is None:
             raise DataError(
-                f"the {name} split has label {y!r}, which the train split never uses; "
-                f"train labels: {', '.join(label_names)}"
+                f"the {name} split has label {_shown_value(y)}, which the train split never "
+                f"uses; train labels: {_shown_names(label_names)}"
             )
         keep_text.append(text)
         if keep_pair is not None:
             keep_pair.append(pair)
         keep_label.append(index)
     return Split(keep_text, keep_pair, keep_label), blank, unlabelled, lone
+
+
+def _shown_names(names: Sequence[str], most: int = 10) -> str:
+    """The first ``most`` names, and how many there are when that is not all of them: a label
+    column that holds texts would otherwise fill the error line with every one."""
+    if len(names) <= most:
+        return ", ".join(_shown_value(n, quoted=False) for n in names)
+    shown = ", ".join(_shown_value(n, quoted=False) for n in names[:most])
+    return f"{shown}, ... ({len(names)} in all)"
+
+
+def _shown_value(value: Any, quoted: bool = True, most: int = 40) -> str:
+    """A label as an error line shows it, cut to ``most`` characters (a text can be long)."""
+    text = repr(value) if quoted else str(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _by_label(split: Split, rng: random.Random) -> list[list[int]]:

@@ -5,11 +5,14 @@ read without running any code they ask for).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import importlib.metadata
+import json
 import math
 import pickle
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -108,8 +111,10 @@ def read_file(path: str, spec: DataSection) -> Any:
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
         builder = "csv"
-        # only an empty cell is missing: pandas' default would also read the words "None",
-        # "NA", "null", "N/A" or "NaN" as missing, dropping a class or a text named so
+        # every cell is read as the text it is: pandas would read "007" as 7 and the labels
+        # "01" and "1" as one; only an empty cell is missing: pandas' default would also read
+        # the words "None", "NA", "null", "N/A" or "NaN" as missing, dropping a class or a
+        # text named so
         kwargs = {"encoding": spec.encoding, "keep_default_na": False, "na_values": [""]}
         if fmt == "tsv":
             kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
@@ -118,23 +123,43 @@ def read_file(path: str, spec: DataSection) -> Any:
         if spec.columns is not None:
             _check_headerless(path, spec, fmt)
             kwargs["column_names"] = list(spec.columns)
+            fields = len(spec.columns)
+        else:
+            fields = _check_header(path, spec, fmt)
+        # the builder takes no `dtype`; a converter for each column's position (one more
+        # than the header has: pandas reads a first field that the header lacks as an index)
+        kwargs["converters"] = {i: str for i in range(fields + 1)}
     elif spec.columns is not None:
         raise DataError(
             f"{Path(path).name} is {fmt}, which names its own columns; `data.columns` is for "
             "pickles of parallel lists and csv/tsv files without a header row: drop it"
         )
+    elif fmt in ("json", "jsonl"):
+        builder = "json"
     else:
-        builder = "json" if fmt in ("json", "jsonl") else "parquet"
+        builder = "parquet"
     try:
-        with _silent_readers():
-            return datasets.load_dataset(builder, data_files={"rows": path}, split="rows", **kwargs)
+        with _silent_readers(), tempfile.TemporaryDirectory() as folder:
+            source = path
+            if fmt in ("json", "jsonl"):
+                # pyarrow reads json as utf-8 and keeps bytes that are not, failing only when
+                # a text is used, and datasets' own `encoding` misses a json array's file: the
+                # text is checked here and read from a utf-8 copy when it is in another encoding
+                source = _utf8_text(path, spec.encoding, Path(folder))
+                if source != path:  # the copy's table is held in memory; the folder goes
+                    kwargs = {"cache_dir": folder, "keep_in_memory": True}
+            return datasets.load_dataset(
+                builder, data_files={"rows": source}, split="rows", **kwargs
+            )
+    except DataError:
+        raise
     except Exception as exc:  # datasets wraps the reader's errors in its own
         if _caused_by(exc, UnicodeDecodeError):
-            raise DataError(
-                f"{Path(path).name} is not valid {spec.encoding}; set `data.encoding` "
-                '(for example "latin-1")'
-            ) from None
-        problem = _csv_problem(path, spec, fmt) if fmt in ("csv", "tsv") else _no_rows(path, fmt)
+            raise _not_encoded(Path(path).name, spec.encoding) from None
+        if fmt in ("csv", "tsv"):
+            problem = _csv_problem(path, spec, fmt)
+        else:
+            problem = _no_rows(path, fmt) or _json_problem(path, spec.encoding, fmt)
         raise DataError(
             problem or f"cannot read {Path(path).name} as {fmt}: {first_line(exc)}"
         ) from None
@@ -152,6 +177,72 @@ def _no_rows(path: str, fmt: str) -> str | None:
     except Exception:  # unreadable in another way: the reader's own message says how
         return None
     return f"{Path(path).name} has no rows" if empty else None
+
+
+def _not_encoded(name: str, encoding: str) -> DataError:
+    return DataError(f'{name} is not valid {encoding}; set `data.encoding` (for example "latin-1")')
+
+
+def _utf8_text(path: str, encoding: str, folder: Path) -> str:
+    """``path`` when the file is valid utf-8, else the path of a utf-8 copy of its text in
+    ``encoding``, written in ``folder``; a file that is not valid text in it is refused.
+    Read in pieces, so a large file is never held whole."""
+    name = Path(path).name
+    try:
+        same = codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        raise DataError(f"`data.encoding` {encoding!r} is not an encoding Python knows") from None
+    copy = folder / name
+    try:
+        with open(path, encoding=encoding) as f, contextlib.ExitStack() as stack:
+            out = None if same else stack.enter_context(copy.open("w", encoding="utf-8"))
+            while piece := f.read(1 << 20):
+                if out is not None:
+                    out.write(piece)
+    except UnicodeDecodeError:
+        raise _not_encoded(name, encoding) from None
+    return path if same else str(copy)
+
+
+def _json_problem(path: str, encoding: str, fmt: str) -> str | None:
+    """Where and why a json or jsonl file the reader refused is not valid: the first line
+    that is not a JSON object (jsonl), or the line and column of the first mistake (json);
+    None when no reason is found."""
+    name = Path(path).name
+    try:
+        with open(path, encoding=encoding) as f:
+            if fmt == "json":
+                try:
+                    json.loads(f.read().lstrip("\ufeff"))
+                except json.JSONDecodeError as exc:
+                    return (
+                        f"{name} line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
+                    )
+                return None
+            for number, line in enumerate(f, start=1):
+                line = line.strip().lstrip("\ufeff")
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return (
+                        f"{name} line {number}: not valid JSON: {exc.msg} (column {exc.colno}); "
+                        "a jsonl file holds one JSON object per line"
+                    )
+                if not isinstance(row, dict):
+                    return (
+                        f"{name} line {number} holds a JSON {_json_kind(row)}, not an object; "
+                        'a jsonl file holds one object per line, such as {"text": ..., "label": ...}'
+                    )
+    except (OSError, UnicodeDecodeError, LookupError, RecursionError):
+        return None
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 @contextlib.contextmanager
@@ -198,12 +289,56 @@ def _csv_problem(path: str, spec: DataSection, fmt: str) -> str | None:
                 f'{name} line {line + 1}: a quoted field starts here and its closing quote (") '
                 'never comes; close it, or double each quote inside a field ("")'
             )
-        return f"{name} line {line + 1}: {first_line(exc)}"
+        return f"{name} line {line + 1}: {first_line(exc)}{_delimiter_hint(path, spec, fmt)}"
     except (OSError, UnicodeDecodeError):
         return None
     if rows == 1 and spec.columns is None:
         return f"{name} has a header row but no data rows"
     return None
+
+
+def _delimiter_hint(path: str, spec: DataSection, fmt: str) -> str:
+    """What a csv's fields were split at, and the separator its first line seems to use
+    instead, if it has none of that one: a csv read with the wrong `data.delimiter` fails on
+    the first quoted field with a message about quotes."""
+    if fmt != "csv":
+        return ""
+    used = spec.delimiter or ","
+    said = f"`data.delimiter` is {used!r}" + ("" if spec.delimiter else " (the default)")
+    try:
+        with open(path, encoding=spec.encoding, newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError, LookupError):
+        return f"; {said}"
+    other = next((c for c in (",", ";", "\t", "|") if c != used and c in first), None)
+    if used in first or other is None:
+        return f"; {said}"
+    return f"; {said}, which its first line does not have: set `data.delimiter = {other!r}`?"
+
+
+def _check_header(path: str, spec: DataSection, fmt: str) -> int:
+    """The number of fields in a csv/tsv's header row (0 if it cannot be read here), which
+    must name each column once: pandas would read a second ``text`` as ``text.1``, and the
+    first would be used without a word."""
+    name = Path(path).name
+    try:
+        with open(path, encoding=spec.encoding, newline="") as f:
+            rows = _csv_reader(f, fmt, delimiter=spec.delimiter)
+            header: list[str] = next((row for row in rows if row), [])
+    except UnicodeDecodeError:
+        raise _not_encoded(name, spec.encoding) from None
+    except (OSError, csv.Error, LookupError):
+        return 0  # the reader says what is wrong
+    seen: dict[str, int] = {}
+    for number, column in enumerate(header, start=1):
+        column = column.removeprefix("\ufeff") if number == 1 else column
+        if column and column in seen:
+            raise DataError(
+                f"{name}: columns {seen[column]} and {number} of the header row are both named "
+                f"{column!r}; rename one of them (only the first would be read)"
+            )
+        seen[column] = number
+    return len(header)
 
 
 def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
@@ -215,9 +350,7 @@ def _check_headerless(path: str, spec: DataSection, fmt: str) -> None:
         with open(path, encoding=spec.encoding, newline="") as f:
             first: list[str] = next(_csv_reader(f, fmt, delimiter=spec.delimiter), [])
     except UnicodeDecodeError:
-        raise DataError(
-            f'{name} is not valid {spec.encoding}; set `data.encoding` (for example "latin-1")'
-        ) from None
+        raise _not_encoded(name, spec.encoding) from None
     except csv.Error:
         raise DataError(_csv_problem(path, spec, fmt) or f"cannot read {name} as {fmt}") from None
     if [field.strip() for field in first] == list(spec.columns):
