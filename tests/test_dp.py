@@ -362,6 +362,26 @@ def test_a_delta_not_below_one_over_the_rows_is_refused(tiny_model_dir, sentimen
     preflight(private_spec(tiny_model_dir, sentiment_csv, [1.0], privacy={"delta": 0.99 / rows}))
 
 
+def test_validate_without_the_model_makes_the_checks_that_need_only_the_data(
+    tiny_model_dir, sentiment_csv, tmp_path
+) -> None:
+    """--no-model said ok to a delta, a target epsilon and a screen that the run refuses."""
+    raw = private_spec(tiny_model_dir, sentiment_csv, [1.0]).to_dict()
+    path = tmp_path / "study.toml"
+    cases = [
+        ({"privacy": {**raw.get("privacy", {}), "delta": 0.5}}, "`privacy.delta` 0.5 is not below 1 / "),
+        ({"privacy": {**raw.get("privacy", {}), "target_epsilon": 0.001}}, "`privacy.target_epsilon` 0.001 is out of reach"),
+        ({"study": {**raw["study"], "n_trials": 3, "screen": {"trials": 2, "keep": 1}},
+          "train": {**{k: v for k, v in raw["train"].items() if k != "max_steps"}, "epochs": 1,
+                    "eval_every": 30}}, "so a screen would be a whole trial"),
+    ]  # fmt: skip
+    for change, message in cases:
+        path.write_text(toml_text({**raw, **change}))
+        out = CliRunner().invoke(cli, ["validate", str(path), "--no-model"])
+        assert out.exit_code == 2, (change, out.output)
+        assert message in " ".join(out.output.split()), out.output
+
+
 def test_the_epsilon_table_rounds_the_noise_as_the_leaderboard_does() -> None:
     from optuna.distributions import FloatDistribution
 

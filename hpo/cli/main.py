@@ -125,11 +125,12 @@ def validate(study_file: Path, overrides: tuple[str, ...], data: bool, model: bo
 
 def _data_without_model(spec: Any) -> list[str]:
     """Load and check the data as a run would, without the model; lines that describe it."""
+    from hpo.search.preflight import check_data
     from hpo.tasks import DEFAULT_TASK, get_task
 
     kind = get_task(spec.study.task)
     task = kind.load(spec.data)
-    kind.check(spec.study.metric, task)
+    check_data(spec, task)  # all that needs no model: the metric, screens, privacy
     if spec.study.task == DEFAULT_TASK:  # its description counts rows and labels, not tokens
         lines = kind.describe(task, None, spec.train.max_length)
     else:

@@ -28,16 +28,22 @@ def check_fits(
 ) -> None:
     """Refuse, before any trial starts, a study that cannot fit its data or model (whose layers
     are ``found``, None where it has none; ``layers_read`` False: not read yet)."""
-    get_task(spec.study.task).check(spec.study.metric, task)
-    check_screen_length(spec, len(task.train))
-    check_delta(spec, len(task.train))
-    check_reachable_epsilon(spec, len(task.train))
+    check_data(spec, task)
     shown = f" {model!r}" if model and "model" in spec.space else ""
     check_depths(spec.space, num_layers, shown)
     if not layers_read:
         return
     for strategy in REGISTRY:
         strategy.check_model(spec.space, found, model_class or model)
+
+
+def check_data(spec: StudySpec, task: TaskData) -> None:
+    """The checks of a study against its data that need no model (``validate --no-model``
+    makes them too)."""
+    get_task(spec.study.task).check(spec.study.metric, task)
+    check_screen_length(spec, len(task.train))
+    check_delta(spec, len(task.train))
+    check_reachable_epsilon(spec, len(task.train))
 
 
 def check_delta(spec: StudySpec, n_train: int) -> None:
