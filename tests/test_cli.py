@@ -564,3 +564,23 @@ def test_a_run_in_which_every_trial_failed_exits_1_with_the_first_reason(
     assert "no trial finished: all 2 failed; the first (#0): ran past train.trial_timeout" in flat
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # stored, with their reasons
+
+
+def test_a_sampler_key_the_sampler_never_reads_is_said(runner, study_file) -> None:
+    """`multivariate` or `n_startup_trials` with the random sampler did nothing, silently; a
+    warning, not a refusal, since switching a TPE file to random with --set is fair."""
+    out = runner.invoke(
+        cli,
+        ["validate", str(study_file), "--no-model",
+         "--set", "sampler.multivariate=false", "--set", "sampler.n_startup_trials=3"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    flat = " ".join(out.output.split())
+    assert "warning: `sampler.multivariate` is not read by sampler 'random' (only by 'tpe')" in flat
+    assert "`sampler.n_startup_trials` is not read by sampler 'random' (only by 'tpe', 'gp'" in flat
+    quiet = runner.invoke(
+        cli,
+        ["validate", str(study_file), "--no-model", "--set", "sampler.name=tpe",
+         "--set", "sampler.multivariate=false"],
+    )  # fmt: skip
+    assert quiet.exit_code == 0 and "is not read by sampler" not in quiet.output

@@ -206,6 +206,14 @@ def test_lora_conditions_sample_alpha_only_with_a_rank_and_freezing_only_without
     assert set(seen) == {0, 8}
 
 
+@pytest.mark.parametrize("name", ["lora_alpha", "lora_dropout"])
+def test_a_lora_setting_without_a_rank_is_refused(name: str) -> None:
+    """Without lora_rank LoRA is off, and its alpha or dropout was sampled and never applied."""
+    with pytest.raises(SpecError, match=rf"`space\.{name}` is never used: .* add lora_rank"):
+        SearchSpace.from_dict({name: 0.1 if name == "lora_dropout" else 16})
+    SearchSpace.from_dict({"lora_rank": 8, name: 0.1 if name == "lora_dropout" else 16})
+
+
 def test_best_reads_a_lora_trial_that_sampled_no_freezing() -> None:
     from hpo.errors import HpoError
     from hpo.final.best import hyperparameters

@@ -107,6 +107,12 @@ class StudySection:
 
 
 _WITH_STARTUP = ("tpe", "gp", "cmaes")  # samplers that draw startup trials before modelling
+# keys only some samplers read (the others every sampler reads)
+_SAMPLER_KEYS = {
+    "n_startup_trials": _WITH_STARTUP,
+    "multivariate": ("tpe",),
+    "constant_liar": ("tpe",),
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,20 @@ class SamplerSection:
                 f"`sampler.startup` {self.startup!r} is for the tpe, gp and cmaes samplers, not "
                 f"{self.name!r}; drop it or choose one of those samplers"
             )
+
+    def unread_keys(self, written: Any) -> list[str]:
+        """Warnings for keys the study file writes that this sampler never reads
+        (``multivariate`` with the random sampler, say), which the section cannot tell from
+        keys left out. Said rather than refused: a `--set sampler.name=random` on a file written
+        for TPE is a fair thing to try."""
+        if not isinstance(written, dict):
+            return []
+        return [
+            f"`sampler.{key}` is not read by sampler {self.name!r} (only by "
+            f"{', '.join(map(repr, readers))}): it has no effect"
+            for key in sorted(written)
+            if (readers := _SAMPLER_KEYS.get(key)) is not None and self.name not in readers
+        ]
 
     @property
     def hypercube(self) -> bool:

@@ -142,4 +142,6 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudySpe
     raw = resolve_paths(raw, path.parent.resolve())
     spec = StudySpec.from_dict(raw)
     check_pruner_keys(raw.get("pruner"), spec.pruner.name, spec.pruner.wrapped)
+    for note in spec.sampler.unread_keys(raw.get("sampler")):
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     return spec, text

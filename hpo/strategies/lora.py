@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hpo.errors import SpecError
 from hpo.strategies.base import Condition, Dim, ModelContext, Strategy, between
 
 if TYPE_CHECKING:
@@ -43,6 +44,13 @@ class Lora(Strategy):
 
     def conditions(self, space: SearchSpace) -> list[Condition]:
         if "lora_rank" not in space.dimensions:
+            for name in ("lora_alpha", "lora_dropout"):
+                if name in space.dimensions:  # without a rank LoRA is off: never applied
+                    raise SpecError(
+                        f"`space.{name}` is never used: it applies only when lora_rank is "
+                        f"above 0, and the space has no lora_rank (LoRA off); add lora_rank "
+                        f"(e.g. lora_rank = [0, 8]), or drop space.{name}"
+                    )
             return []
         on = [
             Condition(d, "lora_rank", lambda r: r > 0, "lora_rank above 0")
