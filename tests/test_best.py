@@ -189,12 +189,14 @@ def test_a_best_clear_of_the_noise_is_retrained_alone() -> None:
 def test_predict_prints_a_label_per_text(stored, tmp_path: Path) -> None:
     url, _ = stored
     out = tmp_path / "model"
-    assert (
-        CliRunner()
-        .invoke(cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"])
-        .exit_code
-        == 0
+    best = CliRunner().invoke(
+        cli, ["best", "tiny", "--storage", url, "--out", str(out), "--seeds", "1"]
     )
+    assert best.exit_code == 0, best.output
+    # one seed has no spread to show (it printed ± 0.0000)
+    retrained = " ".join(best.output.split()).split("retrained validation ")[1]
+    assert retrained.split(";")[0].split(" saved")[0].endswith("(one seed)"), retrained
+    assert "±" not in best.output
     long = " ".join(["a great fun film"] * 100)  # 400 words: past the 64 positions it has
     result = CliRunner().invoke(
         cli, ["predict", str(out), "a great fun film", "awful and boring", long]

@@ -61,7 +61,7 @@ def best(
     from hpo.data.fingerprint import data_change, fingerprint
     from hpo.execution.storage import local_file, open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
-    from hpo.final.card import summary
+    from hpo.final.card import over_seeds, summary
     from hpo.final.saved import save
     from hpo.results.export import check_out_folder, probe_folder
     from hpo.search.objective import Objective
@@ -125,11 +125,10 @@ def best(
                       f"{len(results)} configurations")  # fmt: skip
     line = f"trial #{facts['trial']}: search {metric} {value:.4f}"
     if facts["validation_mean"] is not None and train_on == "train":
-        line += (
-            f"; retrained validation {facts['validation_mean']:.4f} ± {facts['validation_std']:.4f}"
-        )
+        validation = over_seeds(facts["validation_mean"], facts["validation_std"], facts["seeds"])
+        line += f"; retrained validation {validation}"
     if facts["test_mean"] is not None:
-        line += f"; test {facts['test_mean']:.4f} ± {facts['test_std']:.4f}"
+        line += f"; test {over_seeds(facts['test_mean'], facts['test_std'], facts['seeds'])}"
     if facts["gap"] is not None and train_on == "train":
         line += f"; validation - test gap {facts['gap']:+.4f}"
     console.print(line, highlight=False)

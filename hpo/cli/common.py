@@ -55,6 +55,7 @@ def baseline_of(stored: Any, metric: str) -> tuple[str, float] | None:
 
 def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
     from hpo.execution.workers import timeout_note
+    from hpo.final.card import over_seeds
     from hpo.results.insights import render_insights
     from hpo.results.report import render_report, summarize
     from hpo.search.study import BASELINE_ATTR
@@ -76,7 +77,8 @@ def print_report(console: Any, study: Any, spec: Any, top: int = 10) -> None:
         gap = retrained.get("gap")
         console.print(
             f"retrained best (trial #{retrained['trial']}, seeds {retrained['seeds']}): "
-            f"test {retrained['metric']} {retrained['test_mean']:.4f} ± {retrained['test_std']:.4f}"
+            f"test {retrained['metric']} "
+            f"{over_seeds(retrained['test_mean'], retrained['test_std'], retrained['seeds'])}"
             + (f", validation - test gap {gap:+.4f}" if gap is not None else ""),
             highlight=False,
         )

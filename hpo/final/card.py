@@ -37,6 +37,12 @@ def summary(
     }
 
 
+def over_seeds(mean: float, std: float, seeds: list[int]) -> str:
+    """A retrained score over its seeds: the mean and its spread, or one run's score alone (a
+    spread of one run is not 0, it is unknown)."""
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if len(seeds) > 1 else " (one seed)")
+
+
 def per_type(result: ConfigResult, split: str) -> dict[str, float]:
     """Mean F1 per entity type over a configuration's runs (token classification; else empty)."""
     from hpo.tasks.token_classification import per_type_f1

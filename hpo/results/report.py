@@ -222,11 +222,15 @@ def render_report(
             params.add_row(Text(name), Text(fmt_number(value)))
         title = f"best trial #{summary.best_number}: {summary.metric} {summary.best_value:.4g}"
         if leader is not None:  # what `hpo best` takes: the best mean, not one lucky seed
-            title = (
-                f"best configuration (trial #{leader.first.number}): {summary.metric} "
-                f"{leader.mean:.4g} mean over {len(leader.values)} seed(s); best single run "
-                f"#{summary.best_number} {summary.best_value:.4g}"
+            # a line of its own: a panel's title is cut at the panel's width
+            parts.append(
+                Text(
+                    f"best configuration (trial #{leader.first.number}): {summary.metric} "
+                    f"{leader.mean:.4g} mean over {len(leader.values)} seed(s); best single "
+                    f"run #{summary.best_number} {summary.best_value:.4g}"
+                )
             )
+            title = f"trial #{leader.first.number}"
         parts.append(Panel(params, title=Text(title), title_align="left", expand=False))
         best = next((t for t in trials if t.number == summary.best_number), None)
         per_type = per_type_f1(best.user_attrs.get(keys.METRICS) if best else None)
