@@ -169,3 +169,15 @@ def test_hpo_run_with_a_budget_reports_its_spend_beside_the_recipe(
     assert "spent 320 samples, " in out
     assert "the untuned recipe, one unpruned trial: 160 samples" in out
     assert "(the search spent 2.0 times its samples)" in out
+    # report --json states the same facts for scripts
+    import json
+
+    facts = json.loads(
+        CliRunner().invoke(cli, ["report", "tiny", "--storage", db, "--json"]).output
+    )
+    trials = optuna.load_study(study_name="tiny", storage=db).trials
+    assert facts["spent"]["samples"] == 320
+    assert facts["spent"]["flops"] == pytest.approx(sum(t.user_attrs["flops"] for t in trials))
+    assert facts["spent"]["recipe"]["samples"] == 160
+    assert facts["budget"] == {"unit": "samples", "amount": 300, "spent": 320}
+    assert facts["race"] is None and facts["screens"] is None

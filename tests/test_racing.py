@@ -131,6 +131,16 @@ def test_a_raced_study_reruns_its_leaders_with_new_seeds_and_reports_their_means
         f"best configuration (trial #{chosen.number}): accuracy {mean:.4g} mean over "
         f"{len(runs)} seed(s); best single run #{single.number} {best:.4g}"
     ) in out  # whole: as a panel's title it was cut at the panel's width
+    # report --json states the race for scripts: the configurations, best mean first
+    import json
+
+    facts = json.loads(
+        CliRunner().invoke(cli, ["report", "race", "--storage", db, "--json"]).output
+    )
+    assert [(r["first"], r["values"]) for r in facts["race"]] == [
+        (c.first.number, list(c.values)) for c in ranked[: len(facts["race"])]
+    ]
+    assert facts["race"][0]["mean"] == pytest.approx(mean)
 
 
 def test_the_race_line_says_one_seed_where_a_configuration_ran_once() -> None:

@@ -179,6 +179,17 @@ def test_a_screened_study_trains_its_screens_short_and_the_kept_ones_whole(
     blind = ", ".join(f"#{t.number}" for t in sorted(best, key=lambda t: t.number))
     assert "caution: 0 of 4 screens scored above a constant answer (0.5000)" in out
     assert f"the kept screen(s) {blind} had not, so chance chose them" in out
+    # report --json states the screens and the caution for scripts
+    import json
+
+    report = CliRunner().invoke(cli, ["report", "screen", "--storage", db, "--json"])
+    facts = json.loads(report.output)
+    kept_as = {t.user_attrs[keys.SCREEN_OF]: t.number for t in kept}
+    assert [(r["number"], r["kept_as"]) for r in facts["screens"]] == [
+        (t.number, kept_as.get(t.number))
+        for t in sorted(screens, key=lambda t: (-t.intermediate_values[10], t.number))
+    ]
+    assert facts["screen_caution"].startswith("caution: 0 of 4 screens scored above")
 
 
 def screen_score_text(t: optuna.trial.FrozenTrial) -> str:

@@ -112,6 +112,7 @@ def report_data(
                 "seconds_saved_estimate": ins.pruning_seconds_saved,
             },
             "retrained": study_attrs.get(BEST_ATTR),
+            **_spend_race_and_screens(spec, trials),
             # what the text report shows beside the tables above
             "best_per_type_f1": (
                 per_type_f1(top_trial.user_attrs.get(keys.METRICS)) if top_trial else {}
@@ -132,6 +133,42 @@ def report_data(
             ],
         }
     )
+
+
+def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """What the text report says in lines of their own: the spend beside the untuned recipe's
+    cost and the budget, the race's configurations and the screens kept."""
+    from hpo.search.budget import UNITS, spent
+    from hpo.search.racing import FINALISTS, configurations, raced
+    from hpo.search.screening import ranked_screens, screen_caution, screen_score
+
+    maximize = spec.direction == "maximize"
+    full = [t.user_attrs[keys.FULL_TRIAL] for t in trials if keys.FULL_TRIAL in t.user_attrs]
+    spend: dict[str, Any] = {unit: spent(trials, unit) for unit in UNITS}
+    spend["recipe"] = full[-1] if full else None  # one unpruned trial of the same budget
+    budget = None
+    if spec.study.budget:
+        ((unit, amount),) = spec.study.budget.items()
+        budget = {"unit": unit, "amount": amount, "spent": spend[unit]}
+    race = [
+        {"first": c.first.number, "trials": list(c.numbers), "values": list(c.values),
+         "mean": c.mean, "sd": c.sd if len(c.values) > 1 else None}
+        for c in configurations(trials, maximize)[:FINALISTS]
+    ] if raced(trials) else None  # fmt: skip
+    runs = {t.user_attrs[keys.SCREEN_OF]: t for t in trials if keys.SCREEN_OF in t.user_attrs}
+    screens = [
+        {"number": t.number, "screen_value": screen_score(t), "steps": t.user_attrs[keys.SCREENED],
+         "kept_as": runs[t.number].number if t.number in runs else None,
+         "kept_value": runs[t.number].value if t.number in runs else None}
+        for t in ranked_screens(trials, maximize)
+    ]  # fmt: skip
+    return {
+        "spent": spend,
+        "budget": budget,
+        "race": race,
+        "screens": screens or None,
+        "screen_caution": screen_caution(trials, maximize, spec.study.proportion),
+    }
 
 
 def report_json(
