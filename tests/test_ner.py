@@ -90,9 +90,21 @@ def test_a_tag_outside_the_scheme_is_refused_with_its_place() -> None:
         to_iob2(sentence("S-PER"), "iob2")  # S- only in IOBES
     with pytest.raises(DataError, match=r"tag 'I-LOC' at word 2 \('b'\) has a B-/I- prefix"):
         to_iob2(sentence("PER I-LOC", "a b"), "io")
-    # detected: IO tags in one file and IOB2 in another say so, not "BILOU" (LOC starts with L)
-    with pytest.raises(DataError, match=r"t.conll:1: tag 'LOC' has no B-/I- prefix \(IO tags\)"):
-        detect_scheme([sentence("B-PER I-PER O"), sentence("O LOC")])
+    # a scheme the study file set is not advice to set one
+    with pytest.raises(DataError) as given:
+        to_iob2(sentence("PER I-LOC", "a b"), "io", detected=False)
+    assert "tag_scheme" not in str(given.value)
+    with pytest.raises(DataError, match=r"\(or set `data\.tag_scheme`\)"):
+        to_iob2(sentence("S-PER"), "iob2")  # detected: the advice stands
+    # detected: IO tags in one file and IOB2 in another say so, not "BILOU" (LOC starts with L),
+    # with the word, and where the prefixed tag was found
+    other = Sentence(["x", "y", "z"], ["B-PER", "I-PER", "O"], "dev.conll:7")
+    with pytest.raises(
+        DataError,
+        match=r"t.conll:1: tag 'LOC' at word 2 \('b'\) has no B-/I- prefix \(IO tags\) while "
+        r"others have one \('B-PER', dev.conll:7\)",
+    ):
+        detect_scheme([other, sentence("O LOC", "a b")])
 
 
 def test_conll_reading_skips_docstart_and_ends_sentences_at_whitespace_lines(

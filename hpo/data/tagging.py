@@ -128,13 +128,19 @@ def detect_scheme(sentences: Sequence[Sentence]) -> str:
     tagged = [t for s in sentences for t in s.tags if t != "O"]
     if tagged and not any(_TAG.match(t) for t in tagged):
         return "io"
-    bare = next(((s, t) for s in sentences for t in s.tags if t != "O" and not _TAG.match(t)), None)
+    bare = next(
+        ((s, i) for s in sentences for i, t in enumerate(s.tags) if t != "O" and not _TAG.match(t)),
+        None,
+    )
     if bare is not None:  # IO tags beside prefixed ones: no scheme reads both
-        sentence, tag = bare
-        prefixed = next(t for t in tagged if _TAG.match(t))
+        sentence, i = bare
+        other = next(s for s in sentences if any(_TAG.match(t) for t in s.tags))
+        prefixed = next(t for t in other.tags if _TAG.match(t))
         raise DataError(
-            f"{sentence.where}: tag {tag!r} has no B-/I- prefix (IO tags) while others have one "
-            f"({prefixed!r}); write every file in one scheme, or set `data.tag_scheme`"
+            f"{sentence.where}: tag {sentence.tags[i]!r} at word {i + 1} "
+            f"({sentence.tokens[i]!r}) has no B-/I- prefix (IO tags) while others have one "
+            f"({prefixed!r}, {other.where}); write every file in one scheme, or set "
+            "`data.tag_scheme`"
         )
     prefixes = {t[0] for t in tagged}
     if prefixes & {"U", "L"}:
@@ -150,10 +156,12 @@ def detect_scheme(sentences: Sequence[Sentence]) -> str:
     return "iob2"
 
 
-def to_iob2(sentence: Sentence, scheme: str) -> list[str]:
-    """The sentence's tags in IOB2; a tag that fits no scheme is a DataError naming it. In IO
-    (bare entity types) a run of one type is one entity: two such entities side by side
+def to_iob2(sentence: Sentence, scheme: str, detected: bool = True) -> list[str]:
+    """The sentence's tags in IOB2; a tag that fits no scheme is a DataError naming it (and,
+    where the scheme was ``detected`` rather than set, that `data.tag_scheme` can set it). In
+    IO (bare entity types) a run of one type is one entity: two such entities side by side
     cannot be told apart there, and become one."""
+    advice = ", or set `data.tag_scheme`" if detected else ""
     out: list[str] = []
     previous: str | None = None  # entity type of the word before, None after O
     for i, tag in enumerate(sentence.tags):
@@ -166,7 +174,7 @@ def to_iob2(sentence: Sentence, scheme: str) -> list[str]:
                 raise DataError(
                     f"{sentence.where}: tag {tag!r} at word {i + 1} ({sentence.tokens[i]!r}) "
                     "has a B-/I- prefix, but other tags have none (IO tags): use one scheme "
-                    "throughout, or set `data.tag_scheme`"
+                    f"throughout{advice}"
                 )
             out.append(("I-" if previous == tag else "B-") + tag)
             previous = tag
@@ -179,7 +187,7 @@ def to_iob2(sentence: Sentence, scheme: str) -> list[str]:
             raise DataError(
                 f"{sentence.where}: invalid tag {tag!r} at word {i + 1} ({sentence.tokens[i]!r}); "
                 f"{schemes} tags are O or {'/'.join(allowed)}- followed by the entity type"
-                + (" (or set `data.tag_scheme`)" if scheme != "auto" else "")
+                + (" (or set `data.tag_scheme`)" if detected else "")
             )
         kind = match.group(2)
         starts = prefix in "BSU" or previous != kind

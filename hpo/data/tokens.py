@@ -223,7 +223,11 @@ def load_tokens(spec: DataSection) -> TokenData:
             raise DataError(f"the {split} split ({where}) has no sentences")
     everything = [s for sentences in read.values() for s in sentences]
     scheme = detect_scheme(everything) if spec.tag_scheme == "auto" else spec.tag_scheme
-    tags = {split: [to_iob2(s, scheme) for s in sentences] for split, sentences in read.items()}
+    detected = spec.tag_scheme == "auto"
+    tags = {
+        split: [to_iob2(s, scheme, detected) for s in sentences]
+        for split, sentences in read.items()
+    }
     names = label_names_for(tags["train"])
     splits = {
         split: to_split(read[split], tags[split], names, split, spec.label_all_tokens)
