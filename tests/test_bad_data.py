@@ -241,6 +241,23 @@ def test_a_headerless_file_s_missing_column_points_at_data_columns(
     )
 
 
+def test_a_json_file_s_missing_column_does_not_point_at_data_columns(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """json names its own columns, and `data.columns` is refused for it: no such advice."""
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        "".join(json.dumps({"review": t, "label": y}) + "\n" for t, y in rows(40)),
+        encoding="utf-8",
+    )
+    out = hpo(["validate", str(study(tmp_path, tiny_model_dir, {"train": train})), "--no-model"])
+    assert out.exit_code == 2
+    assert out.stderr == (
+        "Error: `data.text_column` 'text' is not a column of the train split; its columns are: "
+        "review, label\n"
+    )
+
+
 def test_a_semicolon_separated_file_is_read_with_data_delimiter(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.config.spec import DataSection
-from hpo.data.files import data_files, load_hub, read_file
+from hpo.data.files import data_files, file_format, load_hub, read_file
 from hpo.data.notes import (
     blank_note,
     label_notes,
@@ -101,9 +101,11 @@ def load_task(spec: DataSection) -> TaskData:
             ("text_column", "label_column", "text_pair_column"), columns, strict=False
         ):
             if col not in table.column_names:
+                path = (spec.files or {}).get(split)
+                headed = path is not None and file_format(path, spec) not in ("csv", "tsv")
                 headless = (
                     ""
-                    if spec.hub or spec.columns
+                    if spec.hub or spec.columns or headed  # json, parquet: columns are named
                     else "; if the file has no header row, name its columns with data.columns"
                 )
                 names = table.column_names
