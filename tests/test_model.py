@@ -407,3 +407,15 @@ def test_a_tokenizer_that_does_not_fit_its_model_is_refused_before_any_trial(
         check_vocabulary("m", tokenizer, load_config(ModelSection(name=str(folder))), ["\x07"])
     config["vocab_size"] = 1000
     check_vocabulary("m", tokenizer, type("C", (), config)(), ["a great film"])  # fits: passes
+
+
+def test_a_folder_without_config_json_is_said_to_be_no_saved_model(
+    tmp_path: Path, sentiment_csv: Path
+) -> None:
+    """It said "Couldn't instantiate the backend tokenizer from one of: ..." instead."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("weights to come")
+    code, text = _validate(folder, sentiment_csv, tmp_path)
+    assert code == 2
+    assert f"cannot load `model.name` {str(folder)!r} (folder): it holds no config.json" in text

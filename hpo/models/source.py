@@ -162,6 +162,12 @@ def load_error(spec: ModelSection, exc: Exception, model_class: Any = None) -> M
         )
     where = "folder" if folder.exists() else "hub id"
     what = f"cannot load `model.name` {spec.name!r} ({where})"
+    gguf = "gguf_file" in load_options(spec)  # a GGUF file holds its configuration
+    if folder.is_dir() and not gguf and not (folder / "config.json").is_file():
+        return ModelError(
+            f"{what}: it holds no config.json, so it is not a saved model; give the folder a "
+            "model's save_pretrained() wrote (config.json, weights and tokenizer files)"
+        )
     if where == "hub id" and hub_offline() and "cached" in text:
         return ModelError(
             f"{what}: HF_HUB_OFFLINE is set and the model is not in the local Hugging Face "
