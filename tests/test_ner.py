@@ -277,6 +277,12 @@ def test_a_word_the_tokenizer_drops_keeps_its_tag_as_the_unknown_token(
     assert sorted(w for _, w in enc.scored[0]) == [0, 1, 2, 3]
     assert words[2] == "\ufffd"  # the caller's sentence is left as it was
     assert "warning: 1 word(s) the tokenizer turns into no token" in capsys.readouterr().err
+    # a split says which it is; an augmented batch (said when its split was encoded) is quiet
+    encode_sentences([words], [tags], tok, 32, names, about="validation")
+    said = capsys.readouterr().err
+    assert "warning: 1 word(s) of the validation split the tokenizer turns into no token" in said
+    encode_sentences([words], [tags], tok, 32, names, about=None)
+    assert capsys.readouterr().err == ""
 
 
 def test_a_long_sentence_is_windowed_and_every_word_scored_exactly_once(

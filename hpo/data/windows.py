@@ -68,12 +68,15 @@ class TokenWindows:
         )
 
 
-def encode_split(split: TokenSplit, tokenizer: Any, max_length: int) -> TokenWindows:
-    """Tokenize every sentence once, by words; windows for sentences past ``max_length``."""
+def encode_split(
+    split: TokenSplit, tokenizer: Any, max_length: int, name: str = ""
+) -> TokenWindows:
+    """Tokenize every sentence once, by words; windows for sentences past ``max_length``.
+    ``name``: the split's, for the warnings."""
     tags = [split.tag_names(i) for i in range(len(split))]
     names = list(split.names)
     return encode_sentences(
-        split.tokens, tags, tokenizer, max_length, names, split.label_all_tokens
+        split.tokens, tags, tokenizer, max_length, names, split.label_all_tokens, name
     )
 
 
@@ -84,8 +87,10 @@ def encode_sentences(
     max_length: int,
     label_names: list[str],
     label_all_tokens: bool = False,
+    about: str | None = "",
 ) -> TokenWindows:
-    """Windows of sentences given as words and IOB2 tag names (see ``encode_split``)."""
+    """Windows of sentences given as words and IOB2 tag names (see ``encode_split``).
+    ``about``: the split named in warnings; None: no warning (it was said already)."""
     index = {n: i for i, n in enumerate(label_names)}
     inside = {i: index.get("I-" + n[2:], i) for n, i in index.items() if n.startswith("B-")}
     out = TokenWindows([], [], [], [], [list(t) for t in tags], label_names)
@@ -94,7 +99,7 @@ def encode_sentences(
     # filled below, then frozen with the sentence counts
     sentences = list(sentences)
     whole = _tokenize(tokenizer, sentences, add_special_tokens=True)
-    _unknown_for_vanished(sentences, whole, tokenizer)
+    _unknown_for_vanished(sentences, whole, tokenizer, about)
     windowed, longest = 0, 0
     for s, (words, row) in enumerate(zip(sentences, tags, strict=True)):
         ids, word_ids = whole[s]
@@ -135,6 +140,7 @@ def _unknown_for_vanished(
     sentences: list[list[str]],
     whole: list[tuple[list[int], list[int | None]]],
     tokenizer: Any,
+    about: str | None = "",
 ) -> None:
     """Give a word the tokenizer turns into no token at all (BERT's normalizer drops U+FFFD and
     lone combining marks) the tokenizer's unknown token, in place: left out, it had no position,
@@ -150,9 +156,10 @@ def _unknown_for_vanished(
         sentences[s] = [unknown if i in missing else w for i, w in enumerate(sentences[s])]
         whole[s] = _tokenize(tokenizer, [sentences[s]], add_special_tokens=True)[0]
         replaced += len(missing)
-    if replaced:
+    if replaced and about is not None:
+        where = f" of the {about} split" if about else ""
         print(
-            f"warning: {replaced} word(s) the tokenizer turns into no token (U+FFFD, a lone "
+            f"warning: {replaced} word(s){where} the tokenizer turns into no token (U+FFFD, a lone "
             f"combining mark) read as its unknown token {unknown!r}, so their tags are trained "
             "and scored",
             file=sys.stderr,

@@ -129,7 +129,9 @@ def retrain(
             if prep.model_name not in tests:  # tokenized once per model
                 rows = prep.task.test
                 tests[prep.model_name] = (
-                    task.encode(rows, prep.tokenizer, spec.train.max_length) if rows else None
+                    task.encode(rows, prep.tokenizer, spec.train.max_length, "test")
+                    if rows
+                    else None
                 )
             test = tests[prep.model_name]
             encoded, source = _training_data(prep, train_on, spec)

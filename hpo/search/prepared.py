@@ -79,8 +79,8 @@ def load_prepared(
     prep = Prepared(
         task=task,
         tokenizer=tokenizer,
-        train=kind.encode(task.train, tokenizer, max_length),
-        validation=kind.encode(task.validation, tokenizer, max_length),
+        train=kind.encode(task.train, tokenizer, max_length, "train"),
+        validation=kind.encode(task.validation, tokenizer, max_length, "validation"),
         pretrained=pretrained,
         pool=first.pool if first else kind.augment_pool(task.train, spec.augment.language),
         device=device,

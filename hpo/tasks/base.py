@@ -32,8 +32,9 @@ class Task:
         """The splits and label names (``TaskData``, ``TokenData``: the task's own shape)."""
         raise NotImplementedError
 
-    def encode(self, split: Any, tokenizer: Any, max_length: int) -> Any:
-        """A split tokenized once: ``len()`` rows with ``repeat``, ``concat`` and ``input_ids``."""
+    def encode(self, split: Any, tokenizer: Any, max_length: int, name: str = "") -> Any:
+        """A split tokenized once: ``len()`` rows with ``repeat``, ``concat`` and ``input_ids``;
+        ``name`` (train, validation, test) is for what encoding says about the split."""
         raise NotImplementedError
 
     def collate(self, encoded: Any, indices: Sequence[int], pad_id: int) -> dict[str, Any]:

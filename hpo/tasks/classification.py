@@ -33,7 +33,7 @@ class SequenceClassification(Task):
 
         return load_task(data)
 
-    def encode(self, split: Split, tokenizer: Any, max_length: int) -> Encoded:
+    def encode(self, split: Split, tokenizer: Any, max_length: int, name: str = "") -> Encoded:
         from hpo.data.batches import encode
 
         return encode(split, tokenizer, max_length)

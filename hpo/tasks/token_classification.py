@@ -37,10 +37,12 @@ class TokenClassification(Task):
 
         return load_tokens(data)
 
-    def encode(self, split: TokenSplit, tokenizer: Any, max_length: int) -> TokenWindows:
+    def encode(
+        self, split: TokenSplit, tokenizer: Any, max_length: int, name: str = ""
+    ) -> TokenWindows:
         from hpo.data.windows import encode_split
 
-        return encode_split(split, tokenizer, max_length)
+        return encode_split(split, tokenizer, max_length, name)
 
     def collate(self, encoded: TokenWindows, indices: Sequence[int], pad_id: int) -> dict[str, Any]:
         from hpo.data.windows import collate_windows
@@ -162,6 +164,7 @@ class TokenClassification(Task):
                 max_length,
                 names,
                 split.label_all_tokens,
+                about=None,  # the train split said it once, when it was encoded
             )
             of_row: dict[int, list[int]] = {}
             for w, r in enumerate(windows.sentence):
