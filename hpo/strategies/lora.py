@@ -9,6 +9,7 @@ usefully. Out of the space ``lora_alpha`` is twice the rank and ``lora_dropout``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,11 @@ class Lora(Strategy):
             target_modules=attention_projections(model),
             modules_to_save=head_names(model, ctx.new_modules),
         )
-        peft_model = get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated is_gradient_checkpointing: a FutureWarning
+            # per trial that is about peft's code, not the user's
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            peft_model = get_peft_model(model, config)
         ctx.notes["lora_parameters"] = sum(
             p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n
         )
