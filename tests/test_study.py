@@ -20,6 +20,7 @@ from hpo.search.objective import Objective
 from hpo.search.pruners import HyperbandPruner, SuccessiveHalvingPruner, TolerantMedianPruner
 from hpo.search.study import (
     FILE_ATTR,
+    SPEC_ATTR,
     build_pruner,
     build_sampler,
     create_or_resume,
@@ -464,3 +465,81 @@ def test_a_trial_past_its_timeout_fails_with_the_reason_and_the_worker_goes_on(
         reason = t.user_attrs["fail_reason"]
         assert reason.startswith("ran past train.trial_timeout (0.5 s): ")
         assert int(reason.split("at step ")[1].split()[0]) < 100_000
+
+
+def _create_or_resume_in_process(url: str, raw: dict[str, Any], barrier: Any, out: Any) -> None:
+    """One of several processes started at once on a new study name (a forked child)."""
+    spec = StudySpec.from_dict(raw)
+    storage = open_storage(url)
+    barrier.wait()
+    try:
+        study, resumed = create_or_resume(spec, storage, "# the study file\n")
+        out.put(("ok", study.study_name, resumed, len(study.get_trials(deepcopy=False))))
+    except BaseException as exc:  # the parent asserts there was none
+        out.put(("error", type(exc).__name__, str(exc).splitlines()[0]))
+
+
+def _race(url: str, specs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Start one process per spec at the same moment, each creating or resuming its study."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(len(specs)), ctx.Queue()
+    procs = [
+        ctx.Process(target=_create_or_resume_in_process, args=(url, raw, barrier, out))
+        for raw in specs
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return sorted(results)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_started_at_once_on_a_new_name_share_one_study(
+    tiny_model_dir, sentiment_csv, tmp_path, backend
+) -> None:
+    from tests.databases import database
+
+    raw = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "same", "n_trials": 3})
+    with database(backend, tmp_path) as url:
+        # one creates it, the others resume it: no error, one study, n_trials trials queued
+        assert _race(url, [raw] * 3) == [("ok", "same", False, 3)] + [("ok", "same", True, 3)] * 2
+        stored = optuna.load_study(study_name="same", storage=open_storage(url))
+        assert len(stored.get_trials(deepcopy=False)) == 3
+
+        # different settings: whoever comes second gets the usual one-line refusal
+        first = spec_dict(tiny_model_dir, sentiment_csv, study={"name": "diff", "n_trials": 3})
+        other = {**first, "train": {**first["train"], "max_steps": 20}}
+        results = _race(url, [first, other])
+        assert results[1] == ("ok", "diff", False, 3)
+        assert results[0][:2] == ("error", "SpecError")
+        assert "'diff' already exists with other settings: train.max_steps" in results[0][2]
+        stored = optuna.load_study(study_name="diff", storage=open_storage(url))
+        assert len(stored.get_trials(deepcopy=False)) == 3
+
+
+def test_a_study_whose_spec_is_being_stored_is_waited_for(
+    tiny_model_dir, sentiment_csv, storage_url
+) -> None:
+    """A process that loads a study in the moment between its creation and its spec being
+    stored (another process creating it) waits for the spec instead of refusing the study."""
+    import json
+    import threading
+    import time
+
+    spec = make_spec(tiny_model_dir, sentiment_csv)
+    storage = open_storage(storage_url)
+    bare = optuna.create_study(study_name="tiny", storage=storage)  # no spec yet
+    # what the creator stores, a second later
+    stored_spec = json.loads(json.dumps(spec.to_dict()))
+    creator = threading.Timer(1.0, lambda: bare.set_user_attr(SPEC_ATTR, stored_spec))
+    creator.start()
+    start = time.monotonic()
+    study, resumed = create_or_resume(spec, storage)
+    creator.join()
+    assert resumed and study.study_name == "tiny" and time.monotonic() - start >= 0.9
+    _, stored = load_stored("tiny", storage)
+    assert stored == spec

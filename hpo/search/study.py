@@ -235,45 +235,72 @@ def create_or_resume(
         existing = optuna.load_study(study_name=spec.study.name, storage=storage)
     except KeyError:
         existing = None
-    if existing is not None:
-        stored = existing.user_attrs.get(SPEC_ATTR)
-        if stored is None:
-            raise SpecError(f"study {spec.study.name!r} exists but was not created by hpo")
-        diff = _differences(_with_defaults(stored), new)
-        moved = diff and all(d.startswith("data.files.") for d in diff)
-        if moved and data is not None and keys.DATA in existing.user_attrs:
-            # the same data files at other paths (a checkout on another machine, a moved
-            # folder): the study goes on when their rows are the ones its trials ran on. The
-            # stored paths stay, for the workers that read them.
-            check_same_data(spec.study.name, existing.user_attrs[keys.DATA], data)
-            diff = []
-            new["data"]["files"] = stored["data"]["files"]
-        if diff:
-            raise SpecError(
-                f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "
-                "use another study.name (--set study.name=...) to start a new study"
-            )
-        if data is not None:
-            check_same_data(spec.study.name, existing.user_attrs.get(keys.DATA), data)
-        study = optuna.load_study(
-            study_name=spec.study.name,
-            storage=storage,
-            sampler=build_sampler(spec, seed_offset=len(existing.get_trials(deepcopy=False))),
-            pruner=build_pruner(spec),
+    if existing is None:
+        created = _create(spec, storage, new, study_file, extra_attrs, data)
+        if created is not None:
+            return created, False
+        # another process (a second `hpo run` or `hpo worker` started at the same moment)
+        # created it between our look and our create: join it as any resume would
+        existing = optuna.load_study(study_name=spec.study.name, storage=storage)
+    stored = await_spec(existing, storage)
+    if stored is None:
+        raise SpecError(f"study {spec.study.name!r} exists but was not created by hpo")
+    diff = _differences(_with_defaults(stored), new)
+    moved = diff and all(d.startswith("data.files.") for d in diff)
+    if moved and data is not None and keys.DATA in existing.user_attrs:
+        # the same data files at other paths (a checkout on another machine, a moved
+        # folder): the study goes on when their rows are the ones its trials ran on. The
+        # stored paths stay, for the workers that read them.
+        check_same_data(spec.study.name, existing.user_attrs[keys.DATA], data)
+        diff = []
+        new["data"]["files"] = stored["data"]["files"]
+    if diff:
+        raise SpecError(
+            f"study {spec.study.name!r} already exists with other settings: {diff[0]}; "
+            "use another study.name (--set study.name=...) to start a new study"
         )
-        study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
-        if data is not None and keys.DATA not in existing.user_attrs:  # stored before hpo kept it
-            study.set_user_attr(keys.DATA, data)
-        ensure_budget(study, spec.study.n_trials, _ahead(spec))
-        return study, True
-    study = optuna.create_study(
+    if data is not None:
+        check_same_data(spec.study.name, existing.user_attrs.get(keys.DATA), data)
+    study = optuna.load_study(
         study_name=spec.study.name,
         storage=storage,
-        direction="maximize" if spec.direction == "maximize" else "minimize",
-        sampler=build_sampler(spec),
+        sampler=build_sampler(spec, seed_offset=len(existing.get_trials(deepcopy=False))),
         pruner=build_pruner(spec),
     )
-    study.set_user_attr(SPEC_ATTR, new)
+    study.set_user_attr(SPEC_ATTR, new)  # the budget may have changed
+    if data is not None and keys.DATA not in existing.user_attrs:  # stored before hpo kept it
+        study.set_user_attr(keys.DATA, data)
+    ensure_budget(study, spec.study.n_trials, _ahead(spec))
+    return study, True
+
+
+def _create(
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    new: Any,
+    study_file: str,
+    extra_attrs: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+) -> optuna.Study | None:
+    """Create the study with its attributes and first trials; None when another process
+    created one by that name first.
+
+    The spec is stored last: a study that has it is complete (its first trials and slots are
+    queued), so a process that joins it never queues slots of its own beside the creator's.
+    """
+    import optuna
+    from optuna.exceptions import DuplicatedStudyError
+
+    try:
+        study = optuna.create_study(
+            study_name=spec.study.name,
+            storage=storage,
+            direction="maximize" if spec.direction == "maximize" else "minimize",
+            sampler=build_sampler(spec),
+            pruner=build_pruner(spec),
+        )
+    except DuplicatedStudyError:
+        return None
     study.set_user_attr(FILE_ATTR, study_file)
     if data is not None:
         study.set_user_attr(keys.DATA, data)
@@ -283,7 +310,37 @@ def create_or_resume(
         # claimed before the empty slots; the report compares the best with the recipe
         study.enqueue_trial(params, user_attrs={keys.FIRST_TRIAL: origin}, skip_if_exists=False)
     ensure_budget(study, spec.study.n_trials, _ahead(spec))
-    return study, False
+    study.set_user_attr(SPEC_ATTR, new)
+    return study
+
+
+# How long a process that finds a study without its spec waits for the creator to store it:
+# seconds with nothing new written (the creator queues its trials meanwhile, which may take
+# longer on a remote database; each one written restarts the wait).
+SPEC_WAIT_SECONDS = 5.0
+
+
+def await_spec(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    quiet_seconds: float = SPEC_WAIT_SECONDS,
+    poll: float = 0.2,
+) -> Any:
+    """The spec stored in ``study``; when there is none yet, waits while its creator (another
+    process that created it a moment ago) is still writing, and None if none comes."""
+    import time
+
+    stored = study.user_attrs.get(SPEC_ATTR)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    last = -1
+    quiet_since = time.monotonic()
+    while stored is None and time.monotonic() - quiet_since < quiet_seconds:
+        time.sleep(poll)
+        stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+        written = len(storage.get_all_trials(study_id, deepcopy=False))
+        if written != last:
+            last, quiet_since = written, time.monotonic()
+    return stored
 
 
 def _ahead(spec: StudySpec) -> int | None:
@@ -309,7 +366,7 @@ def load_stored(
         raise StorageError(
             f"no study named {name!r} in this storage; studies there: {known}"
         ) from None
-    raw = study.user_attrs.get(SPEC_ATTR)
+    raw = await_spec(study, storage)  # `hpo create` may be storing it this moment
     if raw is None:
         raise SpecError(f"study {name!r} was not created by hpo: it stores no study file")
     try:
