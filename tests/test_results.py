@@ -23,7 +23,7 @@ from hpo.execution.storage import open_storage
 from hpo.results.insights import BLOCKS, importances, render_insights, sparkline
 from hpo.results.report_json import report_json
 from hpo.search.study import BASELINE_ATTR, create_or_resume
-from tests.conftest import spec_dict
+from tests.conftest import sentiment_rows, spec_dict, write_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_SLOTS = 4  # the study's budget: that many empty WAITING slots stay in the database
@@ -462,3 +462,31 @@ def test_a_conditional_study_reports_exports_and_plots(
     out = runner.invoke(cli, ["plot", "cond", "--out", str(tmp_path / "p"), "--storage", url])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "p" / "history.png").read_bytes().startswith(PNG)
+
+
+def test_export_never_overwrites_the_study_data_or_model_files(runner, tmp_path: Path) -> None:
+    """--overwrite replaces a file the user names, never one the study trains on."""
+    data = write_csv(tmp_path / "train.csv", sentiment_rows(20))
+    rows = data.read_text()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    raw = spec_dict(model, data, study={"name": "own", "n_trials": 1})
+    create_or_resume(StudySpec.from_dict(raw), open_storage(url, heartbeat=False))
+    args = ["export", "own", "--storage", url, "--overwrite", "--out"]
+    out = runner.invoke(cli, [*args, str(data)])
+    _one_line_error(out, f"--out {data} is the study's data file {data}; choose another file", 2)
+    assert data.read_text() == rows
+    out = runner.invoke(cli, [*args, str(model / "config.json")])
+    _one_line_error(out, f"is in the study's model folder {model}; choose another file", 2)
+    assert (model / "config.json").read_text() == "{}"
+    # a link to the data file is the data file
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    _one_line_error(runner.invoke(cli, [*args, str(link)]), "is the study's data file", 2)
+    assert data.read_text() == rows
+    mine = tmp_path / "table.csv"
+    mine.write_text("old")
+    assert runner.invoke(cli, [*args, str(mine)]).exit_code == 0
+    assert mine.read_text().startswith("number,state,value")

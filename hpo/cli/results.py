@@ -48,12 +48,13 @@ def export(
     slots (WAITING trials) are left out.
     """
     from hpo.execution.storage import local_file, storage_url
-    from hpo.results.export import check_export, export_trials
+    from hpo.results.export import check_export, check_own_files, export_trials
 
     database = local_file(storage_url(storage))
     # before the database is read: parquet without --out, an --out that exists (or is it)
     check_export(fmt, out, overwrite, [database] if database is not None else [])
     study, spec = _load(study_name, storage)
+    check_own_files(out, spec.local_paths())  # its data and model files: known once read
     trials = study.get_trials(deepcopy=False)
     order = list(spec.space.dimensions)
     text, n = export_trials(trials, fmt, out, order)

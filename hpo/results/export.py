@@ -149,6 +149,23 @@ def check_export(
 _JOURNALS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
 
 
+def check_own_files(out: Path | None, own: Sequence[Path]) -> None:
+    """Refuse an --out file that is one of the study's own files, ``own`` (its data files and
+    local model folders, ``StudySpec.local_paths``), or lies inside one of those folders:
+    --overwrite would replace what the study trains on."""
+    if out is None or not (out.exists() or out.is_symlink()):
+        return  # a new file is none of them
+    target = Path(os.path.realpath(out))
+    for path in own:
+        kept = Path(os.path.realpath(path))
+        if target == kept:
+            raise UserError(f"--out {out} is the study's data file {path}; choose another file")
+        if kept.is_dir() and target.is_relative_to(kept):
+            raise UserError(
+                f"--out {out} is in the study's model folder {path}; choose another file"
+            )
+
+
 def _check_format(fmt: str, out: Path | None) -> None:
     """Refuse an unknown format, and parquet without a file."""
     if fmt not in FORMATS:
