@@ -541,11 +541,16 @@ def test_ctrl_c_then_the_same_command_continues_the_study(
         raise
     text = out.decode(errors="replace")
     assert first.returncode == 130, text
-    stopped = [line for line in text.splitlines() if line.startswith("stopped")]
-    assert stopped == ["stopped: finished trials are stored; run again to resume"], text
-
     before = fresh_trials(url, "ctrlc")
     interrupted = [t for t in before if t.state == TrialState.FAIL]
+    # the last line says what the database holds once every worker recorded its trial
+    stopped = [line for line in text.splitlines() if line.startswith("stopped")]
+    held = states(before)
+    assert stopped == [
+        f"stopped: {held.get('COMPLETE', 0)} complete · {held.get('PRUNED', 0)} pruned · "
+        f"{len(interrupted)} failed ({len(interrupted)} interrupted, to run again) stored; "
+        "run again to resume"
+    ], text
     assert interrupted and all(t.user_attrs.get(keys.INTERRUPTED) for t in interrupted)
     why = "interrupted (Ctrl-C)" if workers == 1 else "stopped by SIGTERM"  # parent -> workers
     assert all(why in t.user_attrs[keys.FAIL_REASON] for t in interrupted), before

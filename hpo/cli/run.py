@@ -215,9 +215,28 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
             objective.listener = live
             _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
-        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
+        _stopped(console, study)  # the interrupted trial is recorded by now
         sys.exit(130)
     return study
+
+
+def _stopped(console: Any, study: Any) -> None:
+    """The line after Ctrl-C or SIGTERM, read from the database once the workers recorded their
+    trials' ends (the live view's last frame was drawn before): what the study holds."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
+    interrupted = sum(
+        1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(keys.INTERRUPTED)
+    )
+    given_back = f" ({interrupted} interrupted, to run again)" if interrupted else ""
+    console.print(
+        f"[yellow]stopped[/]: {count[TrialState.COMPLETE]} complete · "
+        f"{count[TrialState.PRUNED]} pruned · {count[TrialState.FAIL]} failed{given_back} "
+        "stored; run again to resume",
+        highlight=False,
+    )
 
 
 def _announce(live: Any, held: Any) -> Callable[..., None]:
@@ -281,7 +300,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
             codes = launch.wait_all(procs, lambda: announce(study))
     except (KeyboardInterrupt, WorkerStopped):
         launch.stop_all(procs)  # each worker records its current trial, then exits
-        console.print("[yellow]stopped[/]: finished trials are stored; run again to resume")
+        _stopped(console, study)
         sys.exit(130)
     if any(codes):
         console.print(f"[yellow]some workers exited with errors[/]: exit codes {codes}")
@@ -349,4 +368,5 @@ def worker(
                 objective.listener = live
             _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
+        _stopped(console, study)  # nothing with --quiet (the workers `run --workers` starts)
         sys.exit(130)
