@@ -584,3 +584,40 @@ def test_a_sampler_key_the_sampler_never_reads_is_said(runner, study_file) -> No
          "--set", "sampler.multivariate=false"],
     )  # fmt: skip
     assert quiet.exit_code == 0 and "is not read by sampler" not in quiet.output
+
+
+def test_a_rerun_after_a_killed_worker_counts_its_trial_as_running_and_says_what_it_waits_for(
+    runner, study_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial a killed worker left RUNNING is not done: the start line says it runs, and the
+    worker that waits for its heartbeat to go stale says so instead of idling without a word."""
+    from hpo.execution.optuna_private import claim_waiting, heartbeat_of, storage_of, trial_id_of
+    from hpo.execution.storage import open_storage
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_GRACE_PERIOD", "2")
+    url = db(tmp_path)
+    # one trial: the killed worker's holds the whole budget, so the rerun has none to run but
+    # its retry, and waits for it from the start
+    args = ["--storage", url, "--n-trials", "1", "--set", "train.max_steps=5"]
+    args += ["--set", "train.eval_every=5"]
+    assert runner.invoke(cli, ["create", str(study_file), *args]).exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    first = study.get_trials()[0]  # a worker took it, beat once, and was killed (kill -9)
+    assert claim_waiting(storage_of(study), trial_id_of(first))
+    storage_of(study).set_trial_user_attr(trial_id_of(first), keys.WORKER, "elsewhere:1")
+    heartbeat = heartbeat_of(storage_of(study))
+    assert heartbeat is not None
+    heartbeat.record_heartbeat(trial_id_of(first))
+
+    out = runner.invoke(cli, ["run", str(study_file), *args])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "resumed study tiny in " in text and "(0 of 1 trials done, 1 running)" in text, text
+    wait = (
+        "waiting for trial #0, running on another worker; a trial whose worker died is failed "
+        "and run again once it has sent no heartbeat for 2 s"
+    )
+    assert text.count(wait) == 1, text
+    states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=url).trials]
+    assert states == ["FAIL", "COMPLETE"]  # its retry ran after the wait

@@ -148,14 +148,23 @@ def _budget(spec: Any) -> str:
 
 
 def progress(trials: Any, used: int, spec: Any) -> str:
-    """ "3 of 20 trials done", or the spend of a study with a ``study.budget``."""
+    """ "3 of 20 trials done", or the spend of a study with a ``study.budget``; ", 1 running"
+    for trials still RUNNING (on another worker, or on a dead one that a heartbeat sweep will
+    fail and retry): ``used`` counts them against the budget, but none is done."""
+    from optuna.trial import TrialState
+
     from hpo.search import budget
 
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    also = f", {running} running" if running else ""
     if spec.study.budget:
-        return budget.progress(trials, spec.study.budget)
-    if used > spec.study.n_trials:  # an earlier run raised the count with --n-trials
-        return f"{used} trials done, past n_trials {spec.study.n_trials}: raise it to run more"
-    return f"{used} of {spec.study.n_trials} trials done"
+        return budget.progress(trials, spec.study.budget) + also
+    done = used - running
+    if done > spec.study.n_trials:  # an earlier run raised the count with --n-trials
+        return (
+            f"{done} trials done{also}, past n_trials {spec.study.n_trials}: raise it to run more"
+        )
+    return f"{done} of {spec.study.n_trials} trials done{also}"
 
 
 def _work(study: Any, objective: Any, spec: Any, live: Any, held: Any) -> None:
@@ -169,6 +178,7 @@ def _work(study: Any, objective: Any, spec: Any, live: Any, held: Any) -> None:
         spec.study.n_trials,
         on_finished=_announce(live, held),
         spend=spec.study.budget,
+        on_wait=lambda line: live.console.print(line, highlight=False),
     )
 
 

@@ -293,6 +293,7 @@ def work(
     on_finished: OnFinished | None = None,
     poll_seconds: float | None = None,
     spend: Mapping[str, float] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> int:
     """Run queued trials until the budget is used or the deadline passes; returns trials run.
 
@@ -300,7 +301,10 @@ def work(
     once the study's trials have spent it, and the queue holds one empty slot at a time.
 
     When the queue is empty but other workers' trials still run, the worker waits and sweeps:
-    if one of them died, its retry appears in the queue and this worker runs it.
+    if one of them died, its retry appears in the queue and this worker runs it. ``on_wait``
+    gets one line when such a wait begins (and again when it waits for other trials), saying
+    what it waits for: a dead worker's trial is only found once its heartbeat is a grace
+    period old, which can be minutes of silence otherwise.
     """
     from optuna.trial import TrialState
 
@@ -316,6 +320,8 @@ def work(
     ensure_budget(study, n_trials, ahead)  # slots given back by interrupted trials are queued
     ran = 0
 
+    said: set[int] = set()
+
     def others_running() -> bool:
         """Trials still run on other hpo workers: one may have died, and its retry needs a
         worker (without heartbeats nothing could find it dead, so there is nothing to wait for;
@@ -323,7 +329,11 @@ def work(
         if interval is None:
             return False
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return any(keys.WORKER in t.user_attrs for t in running)
+        numbers = {t.number for t in running if keys.WORKER in t.user_attrs}
+        if numbers and not numbers <= said and on_wait is not None:
+            on_wait(_waiting_line(sorted(numbers)))
+        said.update(numbers)
+        return bool(numbers)
 
     while not _past_deadline(study):
         sweep_stale(study, liveness)
@@ -352,6 +362,22 @@ def work(
         if on_finished is not None:
             on_finished(study, storage_of(study).get_trial(trial_id))
     return ran
+
+
+def _waiting_line(numbers: list[int]) -> str:
+    """What a worker with nothing to claim waits for: other workers' running trials, any of
+    which may belong to a dead worker (killed, its machine gone) and then ends only when its
+    heartbeat is a grace period old."""
+    from hpo.execution.storage import _heartbeat_settings
+
+    _, grace = _heartbeat_settings()
+    which = ", ".join(f"#{n}" for n in numbers)
+    many = len(numbers) > 1
+    return (
+        f"waiting for {'trials' if many else 'trial'} {which}, running on "
+        f"{'other workers' if many else 'another worker'}; a trial whose worker died is failed "
+        f"and run again once it has sent no heartbeat for {grace} s"
+    )
 
 
 def spend_reached(study: optuna.Study, spend: Mapping[str, float] | None) -> bool:
