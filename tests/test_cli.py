@@ -621,3 +621,42 @@ def test_a_rerun_after_a_killed_worker_counts_its_trial_as_running_and_says_what
     assert text.count(wait) == 1, text
     states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=url).trials]
     assert states == ["FAIL", "COMPLETE"]  # its retry ran after the wait
+
+
+def test_a_created_study_s_timeout_starts_with_its_first_worker_and_a_late_one_says_it_passed(
+    runner, study_file: Path, tmp_path: Path
+) -> None:
+    """`hpo create --timeout` then workers queued for longer than the timeout (a Slurm job):
+    the clock starts when the first worker starts work, not at creation; and a worker that
+    finds it passed says so in one line instead of exiting 0 without a word."""
+    import time
+
+    url = db(tmp_path)
+    args = ["--storage", url, "--set", "train.max_steps=5", "--set", "train.eval_every=5"]
+    made = runner.invoke(
+        cli, ["create", str(study_file), *args, "--n-trials", "1", "--timeout", "2"]
+    )
+    assert made.exit_code == 0, made.output
+    assert optuna.load_study(study_name="tiny", storage=url).user_attrs[keys.DEADLINE] is None
+    time.sleep(2.5)  # queued past the timeout
+    started = time.time()
+    out = runner.invoke(cli, ["worker", "tiny", "--storage", url, "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert out.output == ""  # it ran its trial, and --quiet says nothing more
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert started <= study.user_attrs[keys.DEADLINE] - 2 <= time.time()
+
+    # a worker that comes after the clock ran out: one line, even with --quiet, and no trial
+    late = ["create", str(study_file), *args, "--n-trials", "2", "--timeout", "2"]
+    assert runner.invoke(cli, [*late, "--set", "study.name=late"]).exit_code == 0
+    study = optuna.load_study(study_name="late", storage=url)
+    study.set_user_attr(keys.DEADLINE, 1_000_000_000.0)  # its first worker started long ago
+    out = runner.invoke(cli, ["worker", "late", "--storage", url, "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert out.output == (
+        "stopped: study.timeout (2 s) passed at 2001-09-09 01:46:40 UTC with 0 of 2 trials "
+        "done; this worker starts no more trials (`hpo create` or `hpo run` with the study file "
+        "starts a new timeout)\n"
+    )
+    assert {t.state.name for t in study.get_trials()} == {"WAITING"}

@@ -56,7 +56,8 @@ def create(
     url = storage_url(storage)
     extra = {BASELINE_ATTR: baseline(task, spec.study.metric)}
     study, resumed = create_or_resume(spec, open_storage(url), text, extra, fingerprint(task))
-    set_deadline(study, spec.study.timeout)
+    # no clock yet: the first worker starts it (start_deadline), however long it was queued
+    set_deadline(study, None)
     write_study_note(study)
     click.echo(
         f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {masked_url(url)} "
@@ -344,8 +345,9 @@ def worker(
 
     from rich.console import Console
 
+    from hpo.execution import launch
     from hpo.execution.storage import open_existing, storage_url
-    from hpo.execution.workers import sigterm_stops_worker
+    from hpo.execution.workers import sigterm_stops_worker, start_deadline
     from hpo.search.objective import Objective
     from hpo.search.study import BASELINE_ATTR, load_stored
 
@@ -371,6 +373,7 @@ def worker(
     if BASELINE_ATTR not in study.user_attrs:
         study.set_user_attr(BASELINE_ATTR, baseline(prep.task, spec.study.metric))
     console = Console(quiet=quiet)
+    start_deadline(study, spec.study.timeout)  # a study `hpo create` made: its first worker
     try:
         held = study.get_trials(deepcopy=False)
         with sigterm_stops_worker(), _live(console, spec, held) as live:
@@ -380,3 +383,27 @@ def worker(
     except (KeyboardInterrupt, WorkerStopped):
         _stopped(console, study)  # nothing with --quiet (the workers `run --workers` starts)
         sys.exit(130)
+    if os.environ.get(launch.LAUNCHED_ENV) != "1":  # `hpo run --workers`: its report says it
+        _say_deadline(study, spec)
+
+
+def _say_deadline(study: Any, spec: Any) -> None:
+    """One line on standard error, even with --quiet (a Slurm or Kubernetes log), when the
+    study's timeout stopped this worker before the budget was used: it exits 0 and would
+    otherwise leave no word of why it ran nothing."""
+    from datetime import datetime, timezone
+
+    from hpo.execution.workers import budget_used, deadline_passed, spend_reached
+
+    deadline = deadline_passed(study)
+    used = budget_used(study)
+    if deadline is None or used >= spec.study.n_trials or spend_reached(study, spec.study.budget):
+        return
+    when = datetime.fromtimestamp(deadline, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    limit = f" ({spec.study.timeout:g} s)" if spec.study.timeout is not None else ""
+    done = progress(study.get_trials(deepcopy=False), used, spec)
+    click.echo(
+        f"stopped: study.timeout{limit} passed at {when} with {done}; this worker starts no "
+        "more trials (`hpo create` or `hpo run` with the study file starts a new timeout)",
+        err=True,
+    )

@@ -66,6 +66,11 @@ def plan_slots(workers: int | None, gpus: Sequence[str], per_gpu: int = 1) -> li
     return [Slot(i, None, cores // n) for i in range(n)]
 
 
+# Set in the workers ``hpo run --workers`` starts: their launcher's report says what they
+# would each say (the study's timeout passed), once.
+LAUNCHED_ENV = "HPO_LAUNCHED_BY_RUN"
+
+
 def spawn(study_name: str, storage: str, slots: Sequence[Slot]) -> list[subprocess.Popen[bytes]]:
     """Start one ``hpo worker`` process per slot."""
     procs = []
@@ -75,6 +80,7 @@ def spawn(study_name: str, storage: str, slots: Sequence[Slot]) -> list[subproce
         # A worker without a GPU must not see one; a worker with one sees only its own.
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu if slot.gpu is not None else ""
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env[LAUNCHED_ENV] = "1"
         cmd = [
             sys.executable, "-m", "hpo", "worker", study_name,
             "--worker-index", str(slot.index),

@@ -97,6 +97,20 @@ def set_deadline(study: optuna.Study, timeout: float | None) -> None:
     study.set_user_attr(DEADLINE_ATTR, None if timeout is None else time.time() + timeout)
 
 
+def start_deadline(study: optuna.Study, timeout: float | None) -> None:
+    """Start the clock of a study ``hpo create`` made, when its first worker starts work: a
+    worker queued for hours (a Slurm or Kubernetes job) then still gets the whole ``timeout``.
+    A clock already running (another worker's, or ``hpo run``'s) is left as it is."""
+    if timeout is not None and study.user_attrs.get(DEADLINE_ATTR) is None:
+        set_deadline(study, timeout)
+
+
+def deadline_passed(study: optuna.Study) -> float | None:
+    """The study's deadline (epoch seconds) when it has passed; None while there is time."""
+    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    return float(deadline) if deadline is not None and time.time() >= float(deadline) else None
+
+
 def timeout_note(
     trials: list[optuna.trial.FrozenTrial],
     study_attrs: Mapping[str, Any],
@@ -133,8 +147,7 @@ def timeout_note(
 
 
 def _past_deadline(study: optuna.Study) -> bool:
-    deadline = study.user_attrs.get(DEADLINE_ATTR)
-    return deadline is not None and time.time() >= float(deadline)
+    return deadline_passed(study) is not None
 
 
 def _claim(study: optuna.Study) -> int | None:
