@@ -543,3 +543,57 @@ def test_a_study_whose_spec_is_being_stored_is_waited_for(
     assert resumed and study.study_name == "tiny" and time.monotonic() - start >= 0.9
     _, stored = load_stored("tiny", storage)
     assert stored == spec
+
+
+class _StopAt:
+    """A live view whose user stops the first trial at ``step`` (Ctrl-C, SIGTERM) or whose
+    training fails there."""
+
+    def __init__(self, step: int, exc: type[BaseException]) -> None:
+        self.at, self.exc, self.trials = step, exc, 0
+
+    def trial_started(self, number: int, params: Any, total_steps: int) -> None:
+        self.trials += 1
+
+    def step(self, step: int) -> None:
+        if self.trials == 1 and step == self.at:
+            raise self.exc("stopped here")
+
+    def evaluated(self, step: int, value: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, "WorkerStopped", RuntimeError])
+def test_a_trial_stopped_in_training_records_what_it_spent(
+    tiny_model_dir, sentiment_csv, storage_url, exc
+) -> None:
+    """Ctrl-C, SIGTERM or a failure at step 15 of 30: the failed trial stores the samples,
+    FLOPs and seconds of its 15 steps and one evaluation, which the study's spend (and
+    ``study.budget``) counts."""
+    from hpo.execution.workers import WorkerStopped
+    from hpo.search.budget import spent
+    from hpo.training.loop import rows_seen
+
+    exc = WorkerStopped if exc == "WorkerStopped" else exc
+    spec = make_spec(tiny_model_dir, sentiment_csv, study={"n_trials": 2})
+    study, _ = create_or_resume(spec, open_storage(storage_url))
+    objective = Objective(spec, listener=_StopAt(15, exc))
+    if exc is RuntimeError:  # a failure: recorded, and the worker goes on
+        work(study, objective, 2)
+    else:
+        with pytest.raises(exc):
+            work(study, objective, 2)
+        work(study, Objective(spec), 2)  # the rerun
+    stopped, done = study.get_trials()[:2]
+    assert (stopped.state, done.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    n_train = len(objective.prepare().train)
+    assert stopped.user_attrs["steps"] == 15
+    assert stopped.user_attrs["train_samples"] == rows_seen(n_train, 16, 1, 15) == 15 * 16
+    assert done.user_attrs["train_samples"] == rows_seen(n_train, 16, 1, 30)
+    # 15 steps and one evaluation: more than nothing, less than 30 steps and three
+    assert 0 < stopped.user_attrs["flops"] < done.user_attrs["flops"]
+    assert stopped.user_attrs["wall_seconds"] > 0
+    trials = study.get_trials()  # an interrupted trial's slot runs again: one trial more
+    assert len(trials) == (2 if exc is RuntimeError else 3)
+    full = rows_seen(n_train, 16, 1, 30)
+    assert spent(trials, "samples") == 15 * 16 + full * (len(trials) - 1)

@@ -7,6 +7,7 @@ trial after it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -21,7 +22,15 @@ from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
-from hpo.search.records import full_trial_cost, infeasible, record, record_privacy, spent_flops
+from hpo.search.records import (
+    SoFar,
+    full_trial_cost,
+    infeasible,
+    record,
+    record_privacy,
+    record_so_far,
+    spent_flops,
+)
 from hpo.search.screening import kept, screen_role
 from hpo.strategies import REGISTRY, ModelContext, Settings, Strategy
 from hpo.strategies.privacy import private_plan
@@ -174,7 +183,15 @@ class Objective:
         if self.listener is not None:
             self.listener.trial_started(trial.number, trial.params, plan.max_steps)
 
+        so_far = SoFar(started)
+
+        def on_step(step: int) -> None:
+            so_far.steps = step
+            if self.listener is not None:
+                self.listener.step(step)
+
         def on_eval(step: int, metrics: dict[str, float]) -> bool:
+            so_far.evaluations += 1
             value = metrics[plan.metric]
             noise = metrics.get(f"{plan.metric}_se")
             if noise is not None:  # the task measured its own noise (e.g. a bootstrap)
@@ -186,9 +203,18 @@ class Objective:
                 return False  # would throw a finished result away: no pruner decides there
             return not whole and trial.should_prune()
 
+        def spent_so_far() -> None:
+            """Store what the trial spent before it stopped without a result (Ctrl-C, SIGTERM,
+            a failure in training): the worker records it as failed, but its steps were spent.
+            A storage error here must not hide the one that stopped the trial."""
+            with contextlib.suppress(Exception):
+                record_so_far(trial, prep, hp, plan, len(train_data), so_far)
+
         try:
             try:
-                result = self._train(trial, prep, hp, plan, train_data, make_batch, on_eval)
+                result = self._train(
+                    trial, prep, hp, plan, train_data, make_batch, on_eval, on_step
+                )
             except OutOfMemory as first:
                 # Same effective batch in half-size pieces; if that fails too, the trial is
                 # kept as infeasible so the sampler learns to avoid the region.
@@ -206,16 +232,23 @@ class Objective:
                     },
                 )
                 try:
-                    result = self._train(trial, prep, hp, plan, train_data, make_batch, on_eval)
+                    result = self._train(
+                        trial, prep, hp, plan, train_data, make_batch, on_eval, on_step
+                    )
                 except OutOfMemory as second:
                     return infeasible(trial, f"{second} (also with half the batch)", plan)
         except (TrialFailure, HpoError) as exc:
             trial.set_user_attr(keys.FAIL_REASON, str(exc))
+            spent_so_far()
             raise TrialFailure(str(exc)) from exc
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:
             reason = f"{type(exc).__name__}: {first_line(exc)}"
             trial.set_user_attr(keys.FAIL_REASON, reason)
+            spent_so_far()
             raise TrialFailure(reason) from exc
+        except BaseException:  # Ctrl-C, SIGTERM (WorkerStopped): the worker records the end
+            spent_so_far()
+            raise
         record(trial, result, time.perf_counter() - started)
         trial.set_user_attr(keys.FLOPS, spent_flops(prep, hp, result))
         if plan.privacy is not None and result.epsilon is not None:
@@ -253,6 +286,7 @@ class Objective:
         train_data: Encoded,
         make_batch: Any,
         on_eval: Callable[[int, dict[str, float]], bool],
+        on_step: Callable[[int], None],
     ) -> TrainResult:
         """One training run of the trial on a fresh copy of the pretrained model."""
         model, notes = self.build_model(prep, hp)
@@ -268,7 +302,7 @@ class Objective:
                 pad_id=prep.pad_id,
                 make_batch=make_batch,
                 on_eval=on_eval,
-                on_step=self.listener.step if self.listener is not None else None,
+                on_step=on_step,
                 task=self.task,
             )
         finally:

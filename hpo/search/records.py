@@ -4,6 +4,8 @@ why a configuration that cannot run or overspends its privacy is kept as infeasi
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hpo import keys
@@ -33,6 +35,16 @@ def full_trial_cost(prep: Prepared, plan: TrainPlan, rows: int) -> dict[str, flo
 def spent_flops(prep: Prepared, hp: Hyperparameters, result: TrainResult) -> float:
     """Model FLOPs the trial spent (hpo.models.flops): its training rows at the cost its
     depth and frozen layers leave, and each evaluation of the validation split."""
+    return _flops(prep, hp, result.train_samples, len(result.history), result.frozen_computed_rows)
+
+
+def _flops(
+    prep: Prepared,
+    hp: Hyperparameters,
+    samples: int,
+    evaluations: int,
+    frozen_computed_rows: int | None = None,
+) -> float:
     shape = prep.pretrained.shape
     depth = int(hp.get("num_layers") or 0)
     if depth:
@@ -41,11 +53,42 @@ def spent_flops(prep: Prepared, hp: Hyperparameters, result: TrainResult) -> flo
         shape,
         prep.lengths("train"),
         prep.lengths("validation"),
-        result.train_samples,
-        len(result.history),
+        samples,
+        evaluations,
         int(hp.get("frozen_layers") or 0),
-        result.frozen_computed_rows,
+        frozen_computed_rows,
     )
+
+
+@dataclass
+class SoFar:
+    """How far a trial in training got (kept by the objective at each step and evaluation):
+    what it spent when it stops without a result of the loop's."""
+
+    started: float  # time.perf_counter() at the trial's start
+    steps: int = 0
+    evaluations: int = 0
+
+
+def record_so_far(
+    trial: optuna.Trial,
+    prep: Prepared,
+    hp: Hyperparameters,
+    plan: TrainPlan,
+    rows: int,
+    so_far: SoFar,
+) -> None:
+    """Store what a trial spent up to where it stopped (Ctrl-C, SIGTERM, a failure in
+    training): the study's spend and ``study.budget`` count failed trials too. The samples are
+    those its steps read (``rows_seen`` of the ``rows`` it trained on); the FLOPs count every
+    row through the frozen layers (a cache's savings are known only at the end); the seconds
+    are its wall time. A worker killed with SIGKILL, or a machine that dies, gets no chance to
+    store anything: its trial counts nothing."""
+    samples = rows_seen(rows, plan.batch_size, plan.gradient_accumulation, so_far.steps)
+    trial.set_user_attr(keys.STEPS, so_far.steps)
+    trial.set_user_attr(keys.TRAIN_SAMPLES, samples)
+    trial.set_user_attr(keys.FLOPS, _flops(prep, hp, samples, so_far.evaluations))
+    trial.set_user_attr(keys.WALL_SECONDS, round(time.perf_counter() - so_far.started, 3))
 
 
 def infeasible(trial: optuna.Trial, reason: str, plan: TrainPlan) -> float:
