@@ -193,3 +193,27 @@ def test_workers_started_together_on_a_new_database_all_open_it(url: str) -> Non
             assert len(rows.fetchall()) == 1  # one schema version, written once
     finally:
         engine.dispose()
+
+
+def test_a_sigterm_whose_exception_a_finalizer_swallowed_still_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM's handler raises WorkerStopped; raised inside a ``__del__`` it is printed and
+    dropped, and a worker went on to finish its study (exit 0, not 130). The next step or claim
+    raises it again."""
+    from hpo.execution.workers import WorkerStopped, sigterm_stops_worker, stop_if_signalled
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands while the finalizer runs
+
+    swallowed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_value))
+    with sigterm_stops_worker():
+        stop_if_signalled()  # nothing arrived yet
+        obj = Finalized()
+        del obj  # the handler's exception is swallowed here
+        assert [type(e) for e in swallowed] == [WorkerStopped]
+        with pytest.raises(WorkerStopped, match="signal 15"):
+            stop_if_signalled()
+    stop_if_signalled()  # outside the block nothing is pending

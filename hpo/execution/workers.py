@@ -48,6 +48,18 @@ class WorkerStopped(BaseException):
     """SIGTERM reached the worker: its current trial is recorded as failed, then it exits."""
 
 
+_SIGNALLED: list[int] = []  # SIGTERMs that reached ``sigterm_stops_worker``'s handler
+
+
+def stop_if_signalled() -> None:
+    """Raise ``WorkerStopped`` if SIGTERM arrived and its exception was lost: a handler's
+    exception raised while the interpreter runs a finalizer (``__del__``) is printed and
+    dropped, and the worker went on to finish the study. Called at every training step and
+    before each claim."""
+    if _SIGNALLED:
+        raise WorkerStopped(f"signal {_SIGNALLED[0]}")
+
+
 def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of failed trials that a heartbeat retry has replaced."""
     out: set[int] = set()
@@ -359,6 +371,7 @@ def work(
             ensure_budget(study, n_trials, ahead)
         trial_id = None
         try:
+            stop_if_signalled()
             with signals_deferred():
                 trial_id = _claim(study)
             if trial_id is None:
@@ -408,13 +421,16 @@ def sigterm_stops_worker() -> Iterator[None]:
     """Turn SIGTERM into ``WorkerStopped`` in the main thread for the duration of the block."""
 
     def handler(signum: int, frame: Any) -> None:
+        _SIGNALLED.append(signum)  # kept, should the exception below be swallowed
         raise WorkerStopped(f"signal {signum}")
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _SIGNALLED.clear()
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _SIGNALLED.clear()

@@ -20,6 +20,7 @@ from hpo import keys
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
+from hpo.execution.workers import stop_if_signalled
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
 from hpo.search.records import (
@@ -186,6 +187,7 @@ class Objective:
         so_far = SoFar(started)
 
         def on_step(step: int) -> None:
+            stop_if_signalled()  # a SIGTERM whose exception a finalizer swallowed
             so_far.steps = step
             if self.listener is not None:
                 self.listener.step(step)
