@@ -419,6 +419,16 @@ def test_augmented_batches_find_the_sentence_of_each_window(ner_model_dir: Path)
     expected = collate_windows(enc, [0, second], 0)
     assert alone["input_ids"].tolist() == expected["input_ids"].tolist()
     assert alone["labels"].tolist() == expected["labels"].tolist()
+    # one window drawn twice (two augmented copies of a row, which length grouping puts side by
+    # side): two rows, not one (`copies = 2` trained 139 of 160 rows)
+    twice = make_batch([second, second, 0])
+    assert (
+        twice["input_ids"].tolist()
+        == collate_windows(enc, [second, second, 0], 0)["input_ids"].tolist()
+    )
+    perturbing = NER.augmented_batches(rows, enc, tok, 12, pool, 0.9, 0, {"substitute": 1.0})
+    copies = perturbing([0, 0])
+    assert copies["input_ids"].shape[0] == 2
 
 
 # ---------------------------------------------------------------- studies

@@ -145,18 +145,27 @@ class TokenClassification(Task):
             ordinal.append(seen.get(s, 0))
             seen[s] = ordinal[-1] + 1
 
-        def sentences(windows: Sequence[int]) -> list[int]:
-            """The sentences of some windows, each once (a long one has several windows)."""
-            return list(dict.fromkeys(encoded.sentence[i] for i in windows))
-
         def make_batch(indices: list[int], keep: Sequence[int] = ()) -> dict[str, Any]:
             """The batch's windows, their sentences perturbed (those of ``keep`` as they are) and
             re-tokenized whole; of each sentence only the windows drawn are trained on, at their
-            place (the last where the perturbed sentence has fewer), so a batch holds the windows
-            asked for and no more."""
-            plain, varied = sentences(keep), sentences(indices)
-            rows = [(split.tokens[s], split.tag_names(s)) for s in plain]
-            rows += [augment(split.tokens[s], split.tag_names(s)) for s in varied]
+            place (the last where the perturbed sentence has fewer). A window drawn twice (two
+            augmented copies of one row) is two rows, each perturbed apart, so a batch holds
+            as many windows as were drawn."""
+            drawn = [(i, False) for i in keep] + [(i, True) for i in indices]
+            copies: dict[tuple[int, bool, int], int] = {}
+            slots = []  # (sentence, perturbed, copy), place among its windows
+            for i, varied in drawn:
+                window = (encoded.sentence[i], varied, ordinal[i])
+                copy = copies.get(window, 0)
+                copies[window] = copy + 1
+                slots.append(((encoded.sentence[i], varied, copy), ordinal[i]))
+            keys = list(dict.fromkeys(key for key, _ in slots))
+            rows = [
+                augment(split.tokens[s], split.tag_names(s))
+                if varied
+                else (split.tokens[s], split.tag_names(s))
+                for s, varied, _ in keys
+            ]
             windows = encode_sentences(
                 [r[0] for r in rows],
                 [r[1] for r in rows],
@@ -169,15 +178,12 @@ class TokenClassification(Task):
             of_row: dict[int, list[int]] = {}
             for w, r in enumerate(windows.sentence):
                 of_row.setdefault(r, []).append(w)
-            row = {(s, False): r for r, s in enumerate(plain)}
-            row |= {(s, True): len(plain) + r for r, s in enumerate(varied)}
-            drawn = [(i, False) for i in keep] + [(i, True) for i in indices]
+            row_of = {key: r for r, key in enumerate(keys)}
             chosen = []
-            for i, varied_row in drawn:
-                mine = of_row.get(row[encoded.sentence[i], varied_row], [])
+            for key, at in slots:
+                mine = of_row.get(row_of[key], [])
                 if mine:
-                    chosen.append(mine[min(ordinal[i], len(mine) - 1)])
-            chosen = list(dict.fromkeys(chosen))
+                    chosen.append(mine[min(at, len(mine) - 1)])
             return collate_windows(windows, chosen, int(tokenizer.pad_token_id or 0))
 
         return make_batch
