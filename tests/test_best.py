@@ -722,7 +722,19 @@ def test_best_on_train_and_validation_says_validation_was_trained_on(
     assert "| configuration | validation, trained on (mean ± sd) | test (mean ± sd) |" in card
     assert "Validation minus test" not in card and "scored best on validation" not in card
     assert "Validation was part of the training data" in card
+    assert "this folder holds the run with seed 0, the first (validation is in its" in card
     assert "Validation minus test" in (tmp_path / "alone" / "README.md").read_text()
+    # several configurations trained on validation: nothing could choose between them
+    many = CliRunner().invoke(
+        cli,
+        ["best", "tiny", "--storage", url, "--top", "2", "--out", str(tmp_path / "many"),
+         "--train-on", "train+validation"],
+    )  # fmt: skip
+    assert many.exit_code == 2
+    assert "--top 2 with --train-on train+validation retrains 2 configurations that nothing" in (
+        " ".join(many.output.split())
+    )
+    assert not (tmp_path / "many").exists()
 
 
 def test_the_card_names_the_model_a_model_dimension_chose(tiny_model_dir: Path) -> None:

@@ -73,9 +73,15 @@ def best(
     database = [f for f in [local_file(url)] if f is not None]
     check_out_folder(out, overwrite, [*database, *spec.local_paths()])  # before any retraining
     tied: list[int] = []
-    if top is None:  # validation cannot rank trials within its noise: retrain them all
+    if train_on != "train" and top is not None and top > 1:
+        raise click.UsageError(
+            f"--top {top} with --train-on {train_on} retrains {top} configurations that nothing "
+            "can choose between (validation is in their training data); use --top 1, or choose "
+            "with --train-on train first"
+        )
+    if top is None and train_on == "train":  # validation cannot rank trials within its noise
         tied = indistinguishable(study, spec)[: AUTO_TOP - 1]
-        top = 1 + len(tied)
+    top = top or 1 + len(tied)
     trials = top_trials(study, top, spec.direction == "maximize")
     probe_folder(out)  # fail before hours of retraining; the save itself creates the folder
     objective = Objective(spec)

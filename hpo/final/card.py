@@ -118,7 +118,8 @@ def model_card(
         + (
             "this folder holds its run that scored best on validation."
             if held_out
-            else "this folder holds one of those runs (validation, trained on, chose nothing)."
+            else f"this folder holds the run with seed {facts['seeds'][0]}, the first (validation "
+            "is in its training data, so it cannot choose between the runs)."
         ),
         "",
         "## Hyperparameters",
