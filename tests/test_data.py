@@ -385,6 +385,34 @@ def test_unreachable_hub_dataset_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
     assert "\n" not in str(info.value)
 
 
+def test_a_hub_dataset_without_the_network_is_one_line_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not offline, and the hub unreachable (a closed port on this machine): one line within
+    seconds, where the hub client retried for about 30 s printing a line per retry."""
+    import time
+
+    import huggingface_hub.constants
+
+    from hpo.models.source import hub_reachable
+
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    hub_reachable.cache_clear()
+    start = time.monotonic()
+    with pytest.raises(DataError) as info:
+        load_task(DataSection(hub="nyu-mll/glue", config="sst2"))
+    assert str(info.value) == (
+        "cannot load hub dataset 'nyu-mll/glue': the Hugging Face Hub (http://127.0.0.1:9) "
+        "cannot be reached; connect to the network, set HF_HUB_OFFLINE=1 to read a copy in the "
+        "local cache, or give the data as files (data.files)"
+    )
+    assert time.monotonic() - start < 10
+    hub_reachable.cache_clear()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"no SST-2 copy at {SST2}")
 def test_real_sst2_tsv() -> None:

@@ -37,7 +37,16 @@ _EXTENSIONS = {
 def load_hub(spec: DataSection) -> dict[str, Any]:
     """The hub dataset's splits as {split name: datasets.Dataset}."""
     import datasets
+    from huggingface_hub import constants
 
+    from hpo.models.source import hub_offline, hub_reachable
+
+    if not hub_offline() and not hub_reachable(constants.ENDPOINT):  # else 30 s of retries
+        raise DataError(
+            f"cannot load hub dataset {spec.hub!r}: the Hugging Face Hub ({constants.ENDPOINT}) "
+            "cannot be reached; connect to the network, set HF_HUB_OFFLINE=1 to read a copy in "
+            "the local cache, or give the data as files (data.files)"
+        )
     quiet_datasets()
     try:
         loaded = datasets.load_dataset(spec.hub, spec.config)
