@@ -294,6 +294,21 @@ def test_model_folder_next_to_the_study_file_resolves(tmp_path, monkeypatch) -> 
     assert dotted.model.name == str((folder / "later-model").resolve())
 
 
+def test_a_model_named_again_in_a_condition_or_first_trial_is_the_same_path(tmp_path) -> None:
+    """`space.model` entries became absolute paths, but the same `./tiny` in a `when` or a
+    first trial did not, and the study was refused for a model it "never takes"."""
+    (tmp_path / "tiny").mkdir()
+    text = doc(
+        '[space]\nmodel = ["bundled:all-MiniLM-L6-v2", "./tiny"]\n'
+        'num_layers = {low = 1, high = 2, when = {model = ["./tiny"]}}\n'
+        '[sampler]\nfirst_trials = [{model = "./tiny"}]'
+    )
+    spec = load(tmp_path, text)
+    tiny = str((tmp_path / "tiny").resolve())
+    assert spec.space.dimensions["num_layers"].to_toml()["when"] == {"model": [tiny]}
+    assert spec.sampler.first_trials == [{"model": tiny}]
+
+
 @pytest.mark.parametrize("name", ["org/model", "bert-base-uncased", BUNDLED_MINILM])
 def test_hub_and_bundled_model_names_stay(tmp_path, name) -> None:
     assert load(tmp_path, doc(f'[model]\nname = "{name}"')).model.name == name

@@ -98,6 +98,19 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             _model_path(f"space.model[{i}]", m, base) if isinstance(m, str) else m
             for i, m in enumerate(choice)
         ]
+    # a model named again, in a condition or a first trial, is the same path
+    for name, dim in (space or {}).items() if isinstance(space, dict) else ():
+        when = dim.get("when") if isinstance(dim, dict) else None
+        if isinstance(when, dict) and isinstance(when.get("model"), list):
+            when["model"] = [
+                _model_path(f"space.{name}.when.model", m, base) if isinstance(m, str) else m
+                for m in when["model"]
+            ]
+    sampler = raw.get("sampler")
+    firsts = sampler.get("first_trials") if isinstance(sampler, dict) else None
+    for i, first in enumerate(firsts if isinstance(firsts, list) else ()):
+        if isinstance(first, dict) and isinstance(first.get("model"), str):
+            first["model"] = _model_path(f"sampler.first_trials[{i}].model", first["model"], base)
     return raw
 
 
