@@ -750,3 +750,41 @@ def test_the_card_names_the_model_a_model_dimension_chose(tiny_model_dir: Path) 
     card = model_card(spec, "multi", [chosen], "train", 0.8)
     assert card.splitlines()[0] == "# multi: fine-tuned tiny-gpt2"
     assert "- `model`: tiny-gpt2" in card and str(other) not in card
+
+
+def test_best_of_an_objective_best_study_saves_the_state_the_search_scored(
+    tiny_model_dir: Path, sentiment_csv: Path, tmp_path: Path
+) -> None:
+    """With objective = "best" a trial's value is its best evaluation, here at step 30 of 60 (a
+    rate high enough to fall back to the majority class after). Retrained to the end, the saved
+    model scored what the search never reported; it now stops at step 30 of the same schedule."""
+    from hpo.config.spec import StudySpec
+    from hpo.execution.storage import open_storage
+    from hpo.execution.workers import work
+    from hpo.final.best import best_step
+    from hpo.search.objective import Objective
+    from hpo.search.study import create_or_resume
+
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        study={"name": "peak", "n_trials": 1, "objective": "best"},
+        train={"max_steps": 60, "eval_every": 10},
+        space={"learning_rate": 2e-2, "lr_schedule": "constant", "frozen_layers": 0},
+    )
+    spec = StudySpec.from_dict(raw)
+    url = f"sqlite:///{tmp_path / 'peak.db'}"
+    study, _ = create_or_resume(spec, open_storage(url))
+    work(study, Objective(spec), 1)
+    trial = study.get_trials()[0]
+    last = trial.intermediate_values[60]
+    assert trial.value is not None and trial.value > last  # the peak came before the end
+    stop = best_step(trial, maximize=True)
+    assert stop is not None and trial.intermediate_values[stop] == trial.value
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli, ["best", "peak", "--storage", url, "--out", str(out), "--seeds", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads((out / "hpo_results.json").read_text())[0]["runs"]
+    assert runs[0]["validation"]["accuracy"] == pytest.approx(trial.value)

@@ -139,15 +139,19 @@ def retrain(
             plan = objective.plan(hp, len(train_data))
             model, _ = objective.build_model(prep, hp)
             started = time.perf_counter()
+            # objective = "best": the search scored the trial at its best evaluation, so the
+            # run stops there, on the same schedule, and that state is the one scored and saved
+            stop = best_step(trial, maximize) if spec.study.objective == "best" else None
             out = train(
                 model,
                 train_data,
                 prep.validation,
-                dataclasses.replace(plan, eval_every=plan.max_steps),
+                dataclasses.replace(plan, eval_every=stop or plan.max_steps),
                 prep.device,
                 pad_id=prep.pad_id,
                 make_batch=make_batch,
                 task=task,
+                on_eval=None if stop is None else _stop_at(stop),
             )
             scores = None
             if test is not None:
@@ -172,6 +176,26 @@ def retrain(
             kept = (len(results) - 1, best[1])
         del best  # not held while the next configuration trains
     return results, kept[1], kept[0]
+
+
+def _stop_at(stop: int) -> Callable[[int, dict[str, float]], bool]:
+    """An ``on_eval`` that ends training at step ``stop``."""
+    return lambda step, _: step >= stop
+
+
+def best_step(trial: optuna.trial.FrozenTrial, maximize: bool) -> int | None:
+    """The step of the trial's best evaluation (the first of ties), where it comes before its
+    last; None where the last evaluation was its best or it has none."""
+    values = sorted(
+        (s, v)
+        for s, v in trial.intermediate_values.items()
+        if v == v  # NaN: not a score
+    )
+    if not values:
+        return None
+    sign = 1.0 if maximize else -1.0
+    step = max(values, key=lambda sv: (sign * sv[1], -sv[0]))[0]
+    return None if step == values[-1][0] else step
 
 
 def choose(
