@@ -4,6 +4,7 @@ they finished."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -165,3 +166,22 @@ def test_a_study_with_a_learned_rung_runs_its_first_trials_whole(
     out = " ".join(result.output.split())
     words = "none;" if expected is None else f"step {expected},"
     assert f"learned rung: {words}" in out
+    report = CliRunner().invoke(cli, ["report", "learned", "--storage", db, "--json"])
+    facts = json.loads(report.output)
+    assert facts["learned_rung"] == {"step": expected, "complete_trials": len(done)}
+
+
+def test_only_trials_as_long_as_the_judged_one_teach_its_rung() -> None:
+    """With epochs and a searched batch size, trials differ in length: step 25 is a fifth of a
+    125-step trial and a tenth of a 250-step one."""
+
+    def done(curve: dict[int, float], length: int) -> optuna.trial.FrozenTrial:
+        return create_trial(
+            state=DONE, value=curve[max(curve)], intermediate_values=curve,
+            user_attrs={EVAL_ROWS_ATTR: 500, MAX_STEPS: length},
+        )  # fmt: skip
+
+    short = [done(c, 125) for c in (A, B, C)]
+    judged = create_trial(state=DONE, value=0.5, user_attrs={EVAL_ROWS_ATTR: 500, MAX_STEPS: 250})
+    assert learned_rung(short, short[0], proportion=True) == 75
+    assert learned_rung(short, judged, proportion=True) is None

@@ -162,7 +162,15 @@ def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> d
          "kept_value": runs[t.number].value if t.number in runs else None}
         for t in ranked_screens(trials, maximize)
     ]  # fmt: skip
+    learned = None
+    if spec.pruner.learn_rung:
+        from hpo.search.pruners import learned_rung
+
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        step = learned_rung(done, done[-1], spec.study.proportion) if done else None
+        learned = {"step": step, "complete_trials": len(done)}  # step None: no trial stopped
     return {
+        "learned_rung": learned,
         "spent": spend,
         "budget": budget,
         "race": race,

@@ -344,10 +344,12 @@ def learned_rung(trials: list[FrozenTrial], judged: FrozenTrial, proportion: boo
     ``RANK_AGREEMENT``). None before ``LEARN_FROM_TRIALS`` trials are complete, and where no
     step before the last shared one does both: then no trial is stopped.
 
-    Only the steps every complete trial reported count; the last of them is where the trials
-    end, where a decision saves nothing."""
+    Only trials as long as the judged one count (with ``train.epochs`` and a searched batch
+    size, step 8 is a quarter of one trial and half of another), and only the steps every such
+    trial reported; the last of them is where the trials end, where a decision saves nothing."""
     import pandas as pd
 
+    length = judged.user_attrs.get(keys.MAX_STEPS)
     curves = [
         (t.intermediate_values, t.value)
         for t in trials
@@ -355,6 +357,7 @@ def learned_rung(trials: list[FrozenTrial], judged: FrozenTrial, proportion: boo
         and t.value is not None
         and not math.isnan(t.value)
         and len(t.intermediate_values) > 1
+        and t.user_attrs.get(keys.MAX_STEPS) == length
     ]
     if len(curves) < LEARN_FROM_TRIALS:
         return None
