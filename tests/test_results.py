@@ -490,3 +490,31 @@ def test_export_never_overwrites_the_study_data_or_model_files(runner, tmp_path:
     mine.write_text("old")
     assert runner.invoke(cli, [*args, str(mine)]).exit_code == 0
     assert mine.read_text().startswith("number,state,value")
+
+
+def test_export_and_best_say_nothing_of_optunas_experimental_features(
+    tmp_path: Path, tiny_model_dir: Path, sentiment_csv: Path
+) -> None:
+    """A conditional space rebuilds TPE with ``group``, which Optuna calls experimental: two
+    lines of ExperimentalWarning on stderr from `hpo export` and `hpo best`, not the study's."""
+    import subprocess
+
+    from tests.conftest import spec_dict, toml_text
+
+    raw = spec_dict(
+        tiny_model_dir,
+        sentiment_csv,
+        sampler={"name": "tpe", "seed": 0},
+        space={"lora_rank": [0, 4], "lora_alpha": {"low": 4, "high": 16}},
+    )
+    path = tmp_path / "s.toml"
+    path.write_text(toml_text(raw))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert CliRunner().invoke(cli, ["create", str(path), "--storage", url]).exit_code == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "hpo", "export", "tiny", "--storage", url, "--format", "json",
+         "--out", str(tmp_path / "t.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "ExperimentalWarning" not in out.stderr, out.stderr

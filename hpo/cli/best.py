@@ -58,6 +58,7 @@ def best(
     from rich.console import Console
 
     from hpo import keys
+    from hpo.cli.common import quiet_libraries
     from hpo.data.fingerprint import data_change, fingerprint
     from hpo.execution.storage import local_file, open_existing, storage_url
     from hpo.final.best import BEST_ATTR, retrain, top_trials
@@ -69,6 +70,7 @@ def best(
 
     console = Console()
     url = storage_url(storage)
+    quiet_libraries()  # the sampler it rebuilds warns of Optuna's experimental features
     study, spec = load_stored(study_name, open_existing(url))
     database = [f for f in [local_file(url)] if f is not None]
     check_out_folder(out, overwrite, [*database, *spec.local_paths()])  # before any retraining

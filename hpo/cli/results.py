@@ -14,9 +14,11 @@ def _load(study_name: str, storage: str | None) -> tuple[Any, Any]:
     """The stored study and its spec, read without starting heartbeats."""
     import optuna
 
+    from hpo.cli.common import quiet_libraries
     from hpo.execution.storage import open_existing, storage_url
     from hpo.search.study import load_stored
 
+    quiet_libraries()  # the sampler it rebuilds warns of Optuna's experimental features
     study, spec = load_stored(study_name, open_existing(storage_url(storage)))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return study, spec
