@@ -225,11 +225,11 @@ def preflight(spec: StudySpec) -> TaskData:
         tokenizer = load_tokenizer(section)
         check_max_length(spec, name, tokenizer)
         config = load_config(section)
-        check_vocabulary(name, tokenizer, config, sample_texts(task))
         built = anatomy_from_config(config, objective.task.model_class(), name)
         # a model not buildable without its weights has its layers checked when they load
         model_class, found = built or ("", None)
         check_fits(spec, task, num_layers(config), name, found, model_class, built is not None)
+        check_vocabulary(name, tokenizer, config, sample_texts(task))  # after the head's check
     return task
 
 

@@ -64,7 +64,6 @@ def load_prepared(
     section = dataclasses.replace(spec.model, name=name)
     tokenizer = load_tokenizer(section)
     check_max_length(spec, name, tokenizer)  # before the weights load
-    check_vocabulary(name, tokenizer, load_config(section), sample_texts(task))
     device = first.device if first else pick_device(spec.train.device, spec.train.precision)
     if pretrained is None:
         pretrained = PretrainedModel(
@@ -75,6 +74,8 @@ def load_prepared(
             trains_on_host=device.type == "cpu",
         )
     check_fits(spec, task, pretrained.num_layers, name, pretrained.anatomy, pretrained.class_name)
+    # after the model is known to have the task's head: that is the error to give first
+    check_vocabulary(name, tokenizer, load_config(section), sample_texts(task))
     max_length = spec.train.max_length
     prep = Prepared(
         task=task,
