@@ -464,6 +464,43 @@ def test_a_conditional_study_reports_exports_and_plots(
     assert (tmp_path / "p" / "history.png").read_bytes().startswith(PNG)
 
 
+def test_export_writes_into_a_pipe_or_device_and_through_a_link(
+    stored, runner, tmp_path: Path
+) -> None:
+    """--out /dev/stdout (a pipe or terminal) or a FIFO is written into: the atomic rename that
+    protects a file replaced the device itself (as root, /dev/null became a regular file). A
+    symlink keeps pointing at the file it names, which gets the export."""
+    import os
+    import stat
+    import threading
+
+    url, _, _ = stored
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    try:
+        out = runner.invoke(cli, ["export", "res", "--storage", url, "--out", str(fifo)])
+    finally:
+        reader.join(timeout=30)
+        if reader.is_alive():  # nothing opened it for writing: let the reader go
+            fifo.open("w").close()
+            reader.join()
+    assert out.exit_code == 0, out.output  # no --overwrite needed: nothing there to lose
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the pipe
+    assert got and got[0].startswith("number,state,value")
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    done = runner.invoke(
+        cli, ["export", "res", "--storage", url, "--out", str(link), "--overwrite"]
+    )
+    assert done.exit_code == 0, done.output
+    assert link.is_symlink() and real.read_text().startswith("number,state,value")
+
+
 def test_export_never_overwrites_the_study_data_or_model_files(runner, tmp_path: Path) -> None:
     """--overwrite replaces a file the user names, never one the study trains on."""
     data = write_csv(tmp_path / "train.csv", sentiment_rows(20))

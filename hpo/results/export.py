@@ -110,6 +110,15 @@ def _write(out: Path, data: str | bytes) -> None:
     """Write data to the file out, creating its folder: to a hidden sibling first, then moved
     over ``out`` in one rename, so a failed write leaves any earlier file whole; an OSError
     becomes one line."""
+    if _stream(out):  # written into: a rename over /dev/null would replace the device itself
+        try:
+            with open(out, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        except OSError as exc:
+            raise HpoError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+        return
+    if out.is_symlink():  # the file it points to is replaced, not the link
+        out = Path(os.path.realpath(out))
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,8 +151,14 @@ def check_export(
                     if kept == str(database)
                     else f"--out {out} is a journal of the study's database; choose another file"
                 )
-    if not overwrite:
+    if not overwrite and not _stream(out):
         raise UserError(f"--out {out} exists; choose a new file, or pass --overwrite to replace it")
+
+
+def _stream(out: Path) -> bool:
+    """Whether ``out`` is something to write into rather than replace: a device or a pipe
+    (``/dev/stdout``, ``/dev/null``, a FIFO), not a regular file or folder."""
+    return out.exists() and not out.is_file() and not out.is_dir()
 
 
 _JOURNALS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
