@@ -501,7 +501,8 @@ def _package_file(package: str, path: str, key: str = "data.path") -> Path:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise DependencyError(
-            f"`data.package` {package!r} is not installed; install it: pip install {package}"
+            f"`data.package` {package!r} is not installed: check the name, or install it "
+            f"(pip install {package})"
         ) from None
     located = Path(str(dist.locate_file(path)))
     if not located.is_file():
