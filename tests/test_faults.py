@@ -616,7 +616,8 @@ def test_a_signal_the_moment_a_trial_is_claimed_fails_that_trial(
 ) -> None:
     """The claim writes RUNNING before the worker knows the trial's id; a SIGTERM or Ctrl-C
     right after that write must still end the trial as interrupted, not leave it RUNNING."""
-    from hpo.execution.workers import WorkerStopped, sigterm_stops_worker, work
+    from hpo.execution.signals import WorkerStopped, sigterm_stops_worker
+    from hpo.execution.workers import work
 
     storage = open_storage(f"sqlite:///{tmp_path / 'claimed.db'}")
     study = optuna.create_study(storage=storage, study_name="claimed", direction="maximize")

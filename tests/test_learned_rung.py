@@ -18,12 +18,8 @@ from hpo.config.spec import StudySpec
 from hpo.errors import SpecError
 from hpo.keys import MAX_STEPS
 from hpo.results.insights import render_insights
-from hpo.search.pruners import (
-    EVAL_ROWS_ATTR,
-    SuccessiveHalvingPruner,
-    TolerantMedianPruner,
-    learned_rung,
-)
+from hpo.search.pruners import EVAL_ROWS_ATTR, SuccessiveHalvingPruner, TolerantMedianPruner
+from hpo.search.rungs import learned_rung
 from hpo.search.study import build_pruner
 from tests.conftest import spec_dict, toml_text
 from tests.test_pruners import judged, spec, stops, study_with

@@ -201,7 +201,7 @@ def test_a_sigterm_whose_exception_a_finalizer_swallowed_still_stops_the_worker(
     """SIGTERM's handler raises WorkerStopped; raised inside a ``__del__`` it is printed and
     dropped, and a worker went on to finish its study (exit 0, not 130). The next step or claim
     raises it again."""
-    from hpo.execution.workers import WorkerStopped, sigterm_stops_worker, stop_if_signalled
+    from hpo.execution.signals import WorkerStopped, sigterm_stops_worker, stop_if_signalled
 
     class Finalized:
         def __del__(self) -> None:

@@ -12,9 +12,16 @@ import click
 from hpo import keys
 from hpo.cli.common import baseline, load_study_file, print_report, quiet_libraries
 from hpo.cli.options import F, set_option, storage_option
+from hpo.cli.status import (
+    budget_text,
+    exit_if_nothing_finished,
+    progress,
+    say_deadline,
+    stopped_line,
+)
 from hpo.data.fingerprint import check_same_data, fingerprint
+from hpo.execution.signals import WorkerStopped, sigterm_stops_worker
 from hpo.execution.storage import masked_url, open_storage
-from hpo.execution.workers import WorkerStopped
 from hpo.results.dashboard import write_study_note
 
 
@@ -61,7 +68,7 @@ def create(
     write_study_note(study)
     click.echo(
         f"{'study exists' if resumed else 'created study'} {spec.study.name!r} in {masked_url(url)} "
-        f"({_budget(spec)}); join it with: "
+        f"({budget_text(spec)}); join it with: "
         f"hpo worker {spec.study.name} --storage {masked_url(url)}"
     )
 
@@ -113,59 +120,7 @@ def run(
         study = _run_here(console, spec, text, url)
     write_study_note(study)
     print_report(console, study, spec)
-    _exit_if_nothing_finished(console, study)
-
-
-def _exit_if_nothing_finished(console: Any, study: Any) -> None:
-    """Exit 1 when every trial of the study failed: a script or scheduler that runs ``hpo run``
-    must not read a study with no result as a success. One finished or pruned trial is a
-    result."""
-    from optuna.trial import TrialState
-    from rich.markup import escape
-
-    trials = study.get_trials(deepcopy=False)
-    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
-        return
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    if not failed:
-        return
-    reason = failed[0].user_attrs.get(keys.FAIL_REASON, "no reason stored")
-    console.print(
-        f"[red]no trial finished[/]: all {len(failed)} failed; the first (#{failed[0].number}): "
-        f"{escape(str(reason))}",
-        highlight=False,
-    )
-    sys.exit(1)
-
-
-def _budget(spec: Any) -> str:
-    """The study's budget as the user set it: "20 trials" or "20,000 samples"."""
-    from hpo.search.budget import describe
-
-    if spec.study.budget:
-        ((unit, amount),) = spec.study.budget.items()
-        return describe(amount, unit)
-    return f"{spec.study.n_trials} trials"
-
-
-def progress(trials: Any, used: int, spec: Any) -> str:
-    """ "3 of 20 trials done", or the spend of a study with a ``study.budget``; ", 1 running"
-    for trials still RUNNING (on another worker, or on a dead one that a heartbeat sweep will
-    fail and retry): ``used`` counts them against the budget, but none is done."""
-    from optuna.trial import TrialState
-
-    from hpo.search import budget
-
-    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-    also = f", {running} running" if running else ""
-    if spec.study.budget:
-        return budget.progress(trials, spec.study.budget) + also
-    done = used - running
-    if done > spec.study.n_trials:  # an earlier run raised the count with --n-trials
-        return (
-            f"{done} trials done{also}, past n_trials {spec.study.n_trials}: raise it to run more"
-        )
-    return f"{done} of {spec.study.n_trials} trials done{also}"
+    exit_if_nothing_finished(console, study)
 
 
 def _work(study: Any, objective: Any, spec: Any, live: Any, held: Any) -> None:
@@ -200,7 +155,7 @@ def _live(console: Any, spec: Any, held: Any) -> Any:
 
 def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
     """One worker in this process, with the live view."""
-    from hpo.execution.workers import budget_used, set_deadline, sigterm_stops_worker
+    from hpo.execution.workers import budget_used, set_deadline
     from hpo.search.objective import Objective
     from hpo.search.preflight import check_max_lengths
     from hpo.search.study import BASELINE_ATTR, create_or_resume
@@ -226,28 +181,9 @@ def _run_here(console: Any, spec: Any, text: str, url: str) -> Any:
             objective.listener = live
             _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
-        _stopped(console, study)  # the interrupted trial is recorded by now
+        stopped_line(console, study)  # the interrupted trial is recorded by now
         sys.exit(130)
     return study
-
-
-def _stopped(console: Any, study: Any) -> None:
-    """The line after Ctrl-C or SIGTERM, read from the database once the workers recorded their
-    trials' ends (the live view's last frame was drawn before): what the study holds."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    count = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
-    interrupted = sum(
-        1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(keys.INTERRUPTED)
-    )
-    given_back = f" ({interrupted} interrupted, to run again)" if interrupted else ""
-    console.print(
-        f"[yellow]stopped[/]: {count[TrialState.COMPLETE]} complete · "
-        f"{count[TrialState.PRUNED]} pruned · {count[TrialState.FAIL]} failed{given_back} "
-        "stored; run again to resume",
-        highlight=False,
-    )
 
 
 def _announce(live: Any, held: Any) -> Callable[..., None]:
@@ -285,7 +221,7 @@ def _finished(live: Any, trial: Any) -> None:
 def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]) -> Any:
     """Create the study here, then start one worker process per slot and watch the database."""
     from hpo.execution import launch
-    from hpo.execution.workers import set_deadline, sigterm_stops_worker
+    from hpo.execution.workers import set_deadline
     from hpo.search.preflight import preflight
     from hpo.search.study import BASELINE_ATTR, create_or_resume
 
@@ -311,7 +247,7 @@ def _run_parallel(console: Any, spec: Any, text: str, url: str, slots: list[Any]
             codes = launch.wait_all(procs, lambda: announce(study))
     except (KeyboardInterrupt, WorkerStopped):
         launch.stop_all(procs)  # each worker records its current trial, then exits
-        _stopped(console, study)
+        stopped_line(console, study)
         sys.exit(130)
     if any(codes):
         console.print(f"[yellow]some workers exited with errors[/]: exit codes {codes}")
@@ -347,7 +283,7 @@ def worker(
 
     from hpo.execution import launch
     from hpo.execution.storage import open_existing, storage_url
-    from hpo.execution.workers import sigterm_stops_worker, start_deadline
+    from hpo.execution.workers import start_deadline
     from hpo.search.objective import Objective
     from hpo.search.study import BASELINE_ATTR, load_stored
 
@@ -381,29 +317,7 @@ def worker(
                 objective.listener = live
             _work(study, objective, spec, live, held)
     except (KeyboardInterrupt, WorkerStopped):
-        _stopped(console, study)  # nothing with --quiet (the workers `run --workers` starts)
+        stopped_line(console, study)  # nothing with --quiet (the workers `run --workers` starts)
         sys.exit(130)
     if os.environ.get(launch.LAUNCHED_ENV) != "1":  # `hpo run --workers`: its report says it
-        _say_deadline(study, spec)
-
-
-def _say_deadline(study: Any, spec: Any) -> None:
-    """One line on standard error, even with --quiet (a Slurm or Kubernetes log), when the
-    study's timeout stopped this worker before the budget was used: it exits 0 and would
-    otherwise leave no word of why it ran nothing."""
-    from datetime import datetime, timezone
-
-    from hpo.execution.workers import budget_used, deadline_passed, spend_reached
-
-    deadline = deadline_passed(study)
-    used = budget_used(study)
-    if deadline is None or used >= spec.study.n_trials or spend_reached(study, spec.study.budget):
-        return
-    when = datetime.fromtimestamp(deadline, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    limit = f" ({spec.study.timeout:g} s)" if spec.study.timeout is not None else ""
-    done = progress(study.get_trials(deepcopy=False), used, spec)
-    click.echo(
-        f"stopped: study.timeout{limit} passed at {when} with {done}; this worker starts no "
-        "more trials (`hpo create` or `hpo run` with the study file starts a new timeout)",
-        err=True,
-    )
+        say_deadline(study, spec)

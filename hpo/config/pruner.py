@@ -40,7 +40,7 @@ class PrunerSection:
     min_resource: int | None = None
     reduction_factor: int = 3  # successive_halving, hyperband
     # median, successive_halving: no trial is stopped before the first evaluation at which the
-    # study's complete trials rank as they finished (hpo/search/pruners.py, learned_rung)
+    # study's complete trials rank as they finished (hpo/search/rungs.py, learned_rung)
     learn_rung: bool = False
     patience: int = 2  # patient: evaluations without improvement before the wrapped pruner acts
     min_delta: float = 0.0  # patient: the least change that counts as an improvement

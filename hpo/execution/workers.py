@@ -10,13 +10,10 @@ parameters once (the retry takes its slot).
 
 from __future__ import annotations
 
-import signal
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, one worker per SQLite file
     fcntl = None  # type: ignore[assignment]
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +31,7 @@ from hpo.execution.optuna_private import (
     storage_of,
     trial_id_of,
 )
+from hpo.execution.signals import WorkerStopped, signals_deferred, stop_if_signalled
 
 if TYPE_CHECKING:
     import optuna
@@ -42,22 +40,6 @@ DEADLINE_ATTR = keys.DEADLINE
 INTERRUPTED_ATTR = keys.INTERRUPTED
 
 OnFinished = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
-
-
-class WorkerStopped(BaseException):
-    """SIGTERM reached the worker: its current trial is recorded as failed, then it exits."""
-
-
-_SIGNALLED: list[int] = []  # SIGTERMs that reached ``sigterm_stops_worker``'s handler
-
-
-def stop_if_signalled() -> None:
-    """Raise ``WorkerStopped`` if SIGTERM arrived and its exception was lost: a handler's
-    exception raised while the interpreter runs a finalizer (``__del__``) is printed and
-    dropped, and the worker went on to finish the study. Called at every training step and
-    before each claim."""
-    if _SIGNALLED:
-        raise WorkerStopped(f"signal {_SIGNALLED[0]}")
 
 
 def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -265,26 +247,6 @@ def _interrupted(study: optuna.Study, trial_id: int, exc: BaseException) -> None
     _fail(study, trial, f"worker {why} during the trial")
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block, then deliver what arrived to the handlers
-    that were in place. A claim writes RUNNING before the worker knows which trial it took: a
-    signal in between would leave that trial RUNNING until another worker's sweep."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    for signum in arrived[:1]:
-        signal.raise_signal(signum)
-
-
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -414,23 +376,3 @@ def spend_reached(study: optuna.Study, spend: Mapping[str, float] | None) -> boo
 
     ((unit, amount),) = spend.items()
     return spent(study.get_trials(deepcopy=False), unit) >= amount
-
-
-@contextmanager
-def sigterm_stops_worker() -> Iterator[None]:
-    """Turn SIGTERM into ``WorkerStopped`` in the main thread for the duration of the block."""
-
-    def handler(signum: int, frame: Any) -> None:
-        _SIGNALLED.append(signum)  # kept, should the exception below be swallowed
-        raise WorkerStopped(f"signal {signum}")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _SIGNALLED.clear()
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _SIGNALLED.clear()

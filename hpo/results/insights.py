@@ -281,7 +281,7 @@ def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Renderabl
 
 def learned_rung_line(spec: StudySpec, trials: Sequence[FrozenTrial]) -> str:
     """Where ``pruner.learn_rung`` places the pruner's first decision now, and why."""
-    from hpo.search.pruners import LEARN_FROM_TRIALS, learned_rung
+    from hpo.search.rungs import LEARN_FROM_TRIALS, learned_rung
 
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(done) < LEARN_FROM_TRIALS:

@@ -164,7 +164,7 @@ def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> d
     ]  # fmt: skip
     learned = None
     if spec.pruner.learn_rung:
-        from hpo.search.pruners import learned_rung
+        from hpo.search.rungs import learned_rung
 
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         step = learned_rung(done, done[-1], spec.study.proportion) if done else None

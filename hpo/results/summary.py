@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import keys
 from hpo.execution.optuna_private import retry_history
-from hpo.search.pruners import EVAL_ROWS_ATTR, standard_error
+from hpo.search.pruners import EVAL_ROWS_ATTR
+from hpo.search.rungs import standard_error
 
 FAIL_REASON_WIDTH = 120
 DIRECTIONS = ("maximize", "minimize")

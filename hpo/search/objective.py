@@ -20,7 +20,7 @@ from hpo import keys
 from hpo.config.sampling import Hyperparameters, sample
 from hpo.config.spec import StudySpec
 from hpo.errors import HpoError, OutOfMemory, TrialFailure, first_line
-from hpo.execution.workers import stop_if_signalled
+from hpo.execution.signals import stop_if_signalled
 from hpo.search.prepared import Prepared, load_prepared
 from hpo.search.racing import race_seed
 from hpo.search.records import (
