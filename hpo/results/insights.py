@@ -281,22 +281,21 @@ def render_insights(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Renderabl
 
 def learned_rung_line(spec: StudySpec, trials: Sequence[FrozenTrial]) -> str:
     """Where ``pruner.learn_rung`` places the pruner's first decision now, and why."""
-    from hpo.search.rungs import LEARN_FROM_TRIALS, learned_rung
+    from hpo.search.rungs import LEARN_FROM_TRIALS, study_rung
 
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    if len(done) < LEARN_FROM_TRIALS:
+    step, done = study_rung(trials, spec.study.proportion)
+    if done < LEARN_FROM_TRIALS:
         return (
-            f"learned rung: none yet, {len(done)} of the {LEARN_FROM_TRIALS} complete trials it "
+            f"learned rung: none yet, {done} of the {LEARN_FROM_TRIALS} complete trials it "
             "is learned from; until then no trial is stopped"
         )
-    step = learned_rung(done, done[-1], spec.study.proportion)
     if step is None:
         return (
-            f"learned rung: none; the {len(done)} complete trials never ranked as they "
+            f"learned rung: none; the {done} complete trials never ranked as they "
             "finished, with scores apart by more than one evaluation's noise, before their last "
             "evaluation, so the pruner stops no trial for its score"
         )
     return (
-        f"learned rung: step {step:,}, the first evaluation at which the {len(done)} complete "
+        f"learned rung: step {step:,}, the first evaluation at which the {done} complete "
         "trials ranked as they finished; no trial is stopped before it"
     )

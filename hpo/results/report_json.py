@@ -140,7 +140,7 @@ def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> d
     cost and the budget, the race's configurations and the screens kept."""
     from hpo.search.budget import UNITS, spent
     from hpo.search.racing import FINALISTS, configurations, raced
-    from hpo.search.screening import ranked_screens, screen_caution, screen_score
+    from hpo.search.screening import kept_runs, ranked_screens, screen_caution, screen_score
 
     maximize = spec.direction == "maximize"
     full = [t.user_attrs[keys.FULL_TRIAL] for t in trials if keys.FULL_TRIAL in t.user_attrs]
@@ -155,7 +155,7 @@ def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> d
          "mean": c.mean, "sd": c.sd if len(c.values) > 1 else None}
         for c in configurations(trials, maximize)[:FINALISTS]
     ] if raced(trials) else None  # fmt: skip
-    runs = {t.user_attrs[keys.SCREEN_OF]: t for t in trials if keys.SCREEN_OF in t.user_attrs}
+    runs = kept_runs(trials)
     screens = [
         {"number": t.number, "screen_value": screen_score(t), "steps": t.user_attrs[keys.SCREENED],
          "kept_as": runs[t.number].number if t.number in runs else None,
@@ -164,11 +164,10 @@ def _spend_race_and_screens(spec: StudySpec, trials: Sequence[FrozenTrial]) -> d
     ]  # fmt: skip
     learned = None
     if spec.pruner.learn_rung:
-        from hpo.search.rungs import learned_rung
+        from hpo.search.rungs import study_rung
 
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        step = learned_rung(done, done[-1], spec.study.proportion) if done else None
-        learned = {"step": step, "complete_trials": len(done)}  # step None: no trial stopped
+        step, done = study_rung(trials, spec.study.proportion)
+        learned = {"step": step, "complete_trials": done}  # step None: no trial stopped
     return {
         "learned_rung": learned,
         "spent": spend,

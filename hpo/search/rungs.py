@@ -4,6 +4,7 @@ rung, and the rung learned from a study's own complete trials (``pruner.learn_ru
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
@@ -84,3 +85,10 @@ def first_rung(max_steps: int, eval_every: int) -> int:
     trial is longer, instead of at a fixed count of steps (the first evaluation) that is 1% of a
     long trial."""
     return eval_every * max(1, math.ceil(max_steps / (5 * eval_every)))
+
+
+def study_rung(trials: Sequence[FrozenTrial], proportion: bool) -> tuple[int | None, int]:
+    """Where a study's learned rung sits now, judged as for its latest complete trial, and how
+    many complete trials it was learned from."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return (learned_rung(done, done[-1], proportion) if done else None), len(done)

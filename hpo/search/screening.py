@@ -182,6 +182,11 @@ def kept(trial: Trial) -> bool:
     return role is not None and role.keeps is not None
 
 
+def kept_runs(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Each kept trial, by the number of the screen it re-runs in full."""
+    return {t.user_attrs[keys.SCREEN_OF]: t for t in trials if keys.SCREEN_OF in t.user_attrs}
+
+
 def screen_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -> str | None:
     """The report's line on screening: how many screened, at how many steps, and which
     configurations were kept with their screen scores and full results."""
@@ -189,7 +194,7 @@ def screen_summary(trials: Sequence[FrozenTrial], maximize: bool, metric: str) -
     if not screens:
         return None
     steps = sorted({int(t.user_attrs[keys.SCREENED]) for t in screens})
-    runs = {t.user_attrs[keys.SCREEN_OF]: t for t in trials if keys.SCREEN_OF in t.user_attrs}
+    runs = kept_runs(trials)
     parts = []
     for t in ranked_screens(trials, maximize):
         run = runs.get(t.number)
@@ -215,7 +220,7 @@ def screen_caution(trials: Sequence[FrozenTrial], maximize: bool, proportion: bo
     if not maximize:
         return None
     screens = ranked_screens(trials, maximize)
-    kept_of = {t.user_attrs[keys.SCREEN_OF] for t in trials if keys.SCREEN_OF in t.user_attrs}
+    kept_of = set(kept_runs(trials))
     if not screens or not kept_of:
         return None
     learned: set[int] = set()
