@@ -407,6 +407,12 @@ def test_a_tokenizer_that_does_not_fit_its_model_is_refused_before_any_trial(
         check_vocabulary("m", tokenizer, load_config(ModelSection(name=str(folder))), ["\x07"])
     config["vocab_size"] = 1000
     check_vocabulary("m", tokenizer, type("C", (), config)(), ["a great film"])  # fits: passes
+    # a pad token added past the vocabulary (a tokenizer with neither pad nor end token, as
+    # load_tokenizer does) gets its row when the model loads: no mismatch
+    config["vocab_size"] = len(tokenizer)
+    tokenizer.add_special_tokens({"pad_token": "<added-pad>"})
+    assert tokenizer.pad_token_id >= config["vocab_size"]
+    check_vocabulary("m", tokenizer, type("C", (), config)(), ["a great film"])
 
 
 def test_a_folder_without_config_json_is_said_to_be_no_saved_model(

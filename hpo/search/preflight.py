@@ -256,7 +256,10 @@ def check_vocabulary(name: str, tokenizer: Any, config: Any, texts: list[str]) -
             f"{texts[0][:60]!r}); check its tokenizer files, or use the model's own tokenizer"
         )
     vocab = getattr(config, "vocab_size", None)
-    highest = max([*(max(row) for row in ids if row), *tokenizer.all_special_ids], default=-1)
+    # a pad token the loader added (load_tokenizer) gets its embedding row when the model
+    # loads (set_pad_token): not a mismatch
+    specials = [i for i in tokenizer.all_special_ids if i != tokenizer.pad_token_id]
+    highest = max([*(max(row) for row in ids if row), *specials], default=-1)
     if isinstance(vocab, int) and highest >= vocab:
         raise ModelError(
             f"the tokenizer of {name!r} gives token id {highest}, but the model's embeddings "
